@@ -1,0 +1,1 @@
+"""The models gtag ships: ONNX files and ``manifest.json`` (data only; see the README)."""

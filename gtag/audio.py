@@ -1,0 +1,187 @@
+"""Audio decoding and windowing: the one place that turns a file into model-ready samples.
+
+Every constant the models depend on lives here, with its derivation, so training and tagging can
+never disagree about what "a 3-second window" means.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# GTZAN is 22,050 Hz mono; every shipped model is trained at this rate.
+SAMPLE_RATE = 22_050
+# The study (and the Kaggle 3-second table) classifies 3-second windows.
+WINDOW_SECONDS = 3.0
+WINDOW_SAMPLES = int(SAMPLE_RATE * WINDOW_SECONDS)  # 66,150 samples
+# Default hop between window starts at tag time: 50 % overlap doubles the votes per track for
+# the cost of one extra window each 3 s, which the shared STFT makes cheap.
+HOP_SECONDS = 1.5
+HOP_SAMPLES = int(SAMPLE_RATE * HOP_SECONDS)  # 33,075 samples
+# Tracks shorter than this are refused: below one second there is no genre to hear, and a
+# tiled second already repeats the same beat three times.
+MIN_SECONDS = 1.0
+# A very long track (a DJ mix, an audiobook) is analysed on at most this many seconds, taken as
+# evenly spaced blocks, so memory and time stay bounded; see ``load_audio``.
+MAX_ANALYSED_SECONDS = 600.0
+
+AUDIO_EXTENSIONS = frozenset(
+    ".mp3 .flac .ogg .oga .opus .m4a .m4b .mp4 .aac .alac .wav .wave .aif .aiff .aifc .wma "
+    ".ape .wv .mpc .au .snd .dsf .webm .mka".split()
+)
+
+
+class AudioLoadError(Exception):
+    """A file could not be decoded by any backend; the message names the file and each reason."""
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded audio: float32 mono samples at ``sample_rate`` and what was left out."""
+
+    samples: np.ndarray  # float32, mono, in [-1, 1]
+    sample_rate: int  # always SAMPLE_RATE unless the caller asked otherwise
+    duration: float  # seconds of the whole file (may exceed the analysed samples)
+    truncated: bool  # True when only part of a very long file was decoded
+
+
+def _load_soundfile(path: Path, sr: int, max_seconds: float | None) -> tuple[np.ndarray, float]:
+    import soundfile as sf
+
+    with sf.SoundFile(str(path)) as f:
+        native = f.samplerate
+        total = f.frames / native if f.frames > 0 else 0.0
+        if max_seconds is not None and total > max_seconds:
+            data = _read_spread_sf(f, native, total, max_seconds)
+        else:
+            data = f.read(dtype="float32", always_2d=True)
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    return _resample(mono, native, sr), total
+
+
+def _read_spread_sf(f, native: int, total: float, max_seconds: float) -> np.ndarray:
+    """Read ``max_seconds`` of a long file as evenly spaced 30 s blocks (bounded memory)."""
+    block = 30.0
+    n_blocks = max(1, int(max_seconds // block))
+    starts = np.linspace(0, max(0.0, total - block), n_blocks)
+    parts = []
+    for s in starts:
+        f.seek(int(s * native))
+        parts.append(f.read(int(block * native), dtype="float32", always_2d=True))
+    return np.concatenate(parts)
+
+
+def _load_av(path: Path, sr: int, max_seconds: float | None) -> tuple[np.ndarray, float]:
+    import av
+
+    with av.open(str(path)) as container:
+        streams = container.streams.audio
+        if not streams:
+            raise ValueError("no audio stream")
+        stream = streams[0]
+        total = float(container.duration / 1_000_000) if container.duration else 0.0
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        limit = None
+        if max_seconds is not None and total > max_seconds:
+            # PyAV seeking is container-specific; for the rare hour-long m4a/wma we simply decode
+            # the first max_seconds, which still bounds memory.
+            limit = int(max_seconds * sr)
+        chunks: list[np.ndarray] = []
+        got = 0
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                arr = out.to_ndarray().reshape(-1)
+                chunks.append(arr)
+                got += arr.size
+            if limit is not None and got >= limit:
+                break
+        else:
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    if not chunks:
+        raise ValueError("no audio frames decoded")
+    y = np.concatenate(chunks).astype(np.float32, copy=False)
+    if limit is not None:
+        y = y[:limit]
+    return y, total or y.size / sr
+
+
+def _resample(y: np.ndarray, native: int, sr: int) -> np.ndarray:
+    if native == sr:
+        return np.ascontiguousarray(y, dtype=np.float32)
+    import soxr  # installed with librosa; the fastest high-quality resampler available
+
+    return soxr.resample(y, native, sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sr: int = SAMPLE_RATE,
+    max_seconds: float | None = MAX_ANALYSED_SECONDS,
+) -> Audio:
+    """Decode ``path`` to float32 mono at ``sr`` Hz.
+
+    libsndfile (soundfile) is tried first because it is fast and exact; PyAV (FFmpeg) covers what it
+    cannot read (AAC, ALAC, WMA, APE...). If both fail, one ``AudioLoadError`` names the file and each
+    backend's reason. Files longer than ``max_seconds`` are decoded as evenly spread blocks (soundfile)
+    or their first ``max_seconds`` (PyAV), and ``Audio.truncated`` says so.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise AudioLoadError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise AudioLoadError(f"{p}: empty file")
+    errors = []
+    for name, loader in (("soundfile", _load_soundfile), ("pyav", _load_av)):
+        try:
+            y, total = loader(p, sr, max_seconds)
+        except Exception as exc:  # each backend raises its own types; collect them all
+            errors.append(f"{name}: {str(exc).strip() or type(exc).__name__}")
+            continue
+        if y.size == 0:
+            errors.append(f"{name}: no samples")
+            continue
+        if not np.all(np.isfinite(y)):
+            y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+        return Audio(y, sr, float(total), truncated=y.size / sr + 1.0 < total)
+    raise AudioLoadError(f"{p}: cannot decode audio ({'; '.join(errors)})")
+
+
+def window_starts(n_samples: int, window: int = WINDOW_SAMPLES, hop: int = HOP_SAMPLES) -> np.ndarray:
+    """Start sample of every full window that fits in ``n_samples``.
+
+    Rule: windows start at 0 and every ``hop`` samples; a partial tail shorter than a window is
+    dropped (it is covered by the overlapping window before it when hop < window). A signal shorter
+    than one window yields no start; ``frame_signal`` handles it by tiling.
+    """
+    if n_samples < window:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, n_samples - window + 1, hop, dtype=np.int64)
+
+
+def fit_to_window(y: np.ndarray, window: int = WINDOW_SAMPLES, min_samples: int | None = None) -> np.ndarray:
+    """Make a signal at least one window long by tiling it (a short clip loops, it is not padded with
+    silence that no model saw in training). Raises ``ValueError`` under ``min_samples``."""
+    if min_samples is None:
+        min_samples = int(MIN_SECONDS * SAMPLE_RATE)
+    if y.size < min_samples:
+        raise ValueError(
+            f"too short to classify: {y.size / SAMPLE_RATE:.2f} s < {min_samples / SAMPLE_RATE:.1f} s"
+        )
+    if y.size >= window:
+        return y
+    reps = math.ceil(window / y.size)
+    return np.tile(y, reps)[:window]
+
+
+def frame_signal(y: np.ndarray, window: int = WINDOW_SAMPLES, hop: int = HOP_SAMPLES) -> np.ndarray:
+    """Stack the windows of ``y`` into a ``(n_windows, window)`` view (no copy)."""
+    y = fit_to_window(y, window)
+    starts = window_starts(y.size, window, hop)
+    return np.lib.stride_tricks.as_strided(
+        y, shape=(starts.size, window), strides=(y.strides[0] * hop, y.strides[0]), writeable=False
+    )

@@ -1,0 +1,170 @@
+"""The `gtag` command line: predict, tag, models."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .audio import AudioLoadError
+from .models import ModelError, cuda_usable, load_models, read_manifest, default_models_dir
+
+# Exit codes (documented in the README).
+EXIT_OK = 0  # every file succeeded
+EXIT_SOME_FAILED = 1  # at least one file failed; the others were processed
+EXIT_USAGE = 2  # bad arguments (click's own code)
+EXIT_NO_MODELS = 3  # models missing, corrupt or unloadable: nothing was processed
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _split_models(values: tuple[str, ...]) -> list[str] | None:
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return names or None
+
+
+def _load(models_dir: str | None, model: tuple[str, ...], device: str, quiet: bool = False):
+    try:
+        models = load_models(models_dir, _split_models(model), device=device)
+    except ModelError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(EXIT_NO_MODELS)
+    if device == "auto" and not quiet and not cuda_usable():
+        pass  # CPU is the normal case on most machines: say nothing
+    return models
+
+
+model_options = [
+    click.option("--model", "-m", multiple=True, metavar="NAME[,NAME]",
+                 help="Models to use (repeat or comma-separate); default: all in the manifest."),
+    click.option("--models", "models_dir", type=click.Path(exists=True, file_okay=False), default=None,
+                 help="Folder with manifest.json and ONNX files (default: the shipped models, or $GTAG_MODELS)."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                 help="ONNX Runtime device: auto uses CUDA when a GPU and onnxruntime-gpu are usable."),
+]
+
+
+def with_model_options(f):
+    for opt in reversed(model_options):
+        f = opt(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gtag")
+def main() -> None:
+    """Tag a music library with genres predicted from the audio itself."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@with_model_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (one object per file) for scripts.")
+@click.option("--top", default=5, show_default=True, help="Genres shown per file in the table.")
+def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str,
+            as_json: bool, top: int) -> None:
+    """Show the predicted genre of each FILE, per model and voted, with probabilities."""
+    from .pipeline import Predictor
+
+    predictor = Predictor(_load(models_dir, model, device))
+    results: list[dict] = []
+    failed = 0
+    for path in files:
+        try:
+            pred = predictor.predict_file(path)
+        except (AudioLoadError, ValueError, OSError) as exc:
+            failed += 1
+            msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            results.append({"path": str(path), "error": msg})
+            if not as_json:
+                err.print(f"[red]error:[/] {msg}")
+            continue
+        if as_json:
+            results.append(pred.to_json())
+        else:
+            _print_prediction(pred, top)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def _fmt_time(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+def timeline(starts: list[float] | tuple, genres: list[str], window: float = 3.0) -> list[tuple[float, float, str]]:
+    """Run-length segments (start, end, genre) of the per-window genres, for the genre-over-time view."""
+    segs: list[tuple[float, float, str]] = []
+    for s, g in zip(starts, genres):
+        if segs and segs[-1][2] == g:
+            segs[-1] = (segs[-1][0], float(s) + window, g)
+        else:
+            segs.append((float(s), float(s) + window, g))
+    return segs
+
+
+def _print_prediction(pred, top: int) -> None:
+    from .vote import top_k
+
+    head = f"[bold]{pred.path}[/]  →  [bold green]{pred.genre}[/] ({pred.confidence:.0%})"
+    info = f"{_fmt_time(pred.duration)}, {len(pred.window_genres)} windows"
+    if pred.truncated:
+        info += ", long file: analysed in part"
+    out.print(f"{head}  [dim]{info}[/]")
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    table.add_column("genre")
+    table.add_column("vote", justify="right", style="bold")
+    for name in pred.models:
+        table.add_column(name, justify="right")
+    for genre, p in top_k(pred.labels, pred.probabilities, top):
+        i = pred.labels.index(genre)
+        table.add_row(genre, f"{p:.2f}", *[f"{m[i]:.2f}" for m in pred.models.values()])
+    out.print(table)
+    segs = timeline(list(pred.window_starts), pred.window_genres)
+    if len(segs) > 1:
+        shown = " · ".join(f"{_fmt_time(a)}–{_fmt_time(min(b, pred.duration))} {g}" for a, b, g in segs[:12])
+        more = f" · … ({len(segs) - 12} more)" if len(segs) > 12 else ""
+        out.print(f"[dim]over time:[/] {shown}{more}")
+    out.print()
+
+
+@main.command(name="models")
+@click.option("--models", "models_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder with manifest.json (default: the shipped models).")
+def list_models(models_dir: str | None) -> None:
+    """List the available models with their kind, labels, metrics and size."""
+    root = Path(models_dir) if models_dir else default_models_dir()
+    try:
+        specs = read_manifest(root)
+    except ModelError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(EXIT_NO_MODELS)
+    table = Table(title=f"models in {root}")
+    for col in ("name", "kind", "valid track acc", "CV track acc", "weight", "size", "description"):
+        table.add_column(col)
+    for s in specs:
+        m = s.metrics
+        size = (root / s.file).stat().st_size if (root / s.file).is_file() else 0
+        table.add_row(
+            s.name, s.kind,
+            _metric(m, "valid_track", "accuracy"), _metric(m, "cv_track", "accuracy"),
+            f"{s.weight:.2f}", f"{size / 1e6:.1f} MB" if size else "missing", s.description,
+        )
+    out.print(table)
+    out.print(f"labels: {', '.join(specs[0].labels)}")
+
+
+def _metric(m: dict, key: str, field: str) -> str:
+    v = m.get(key, {}).get(field)
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "–"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Shipped models: the manifest that describes them and thin ONNX Runtime wrappers.
+
+A model is usable only with what its manifest entry says: labels in output order, sample rate,
+window and hop, which input to build (57 features, log-mel patches or raw waveform) and the sha256
+of the file, checked before the file is loaded so a corrupt or swapped model is refused.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+# Model kinds, i.e. which input a model takes; gtag.pipeline builds each from one track analysis.
+KIND_FEATURES = "features"  # (batch, 57) float32, columns in gtag.features.FEATURE_NAMES order
+KIND_LOG_MEL = "log_mel"  # (batch, 1, N_MELS, WINDOW_FRAMES) float32, gtag.features.log_mel_patches
+KIND_WAVEFORM = "waveform"  # (batch, 1, WINDOW_SAMPLES) float32 raw samples at the sample rate
+KINDS = (KIND_FEATURES, KIND_LOG_MEL, KIND_WAVEFORM)
+
+
+class ModelError(Exception):
+    """A model or its manifest is missing, corrupt or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One manifest entry: everything needed to feed a model and read its output."""
+
+    name: str  # short id used on the command line (--model rf)
+    file: str  # ONNX file name, relative to the manifest
+    sha256: str  # hex digest of the file, checked at load time
+    kind: str  # one of KINDS
+    labels: tuple[str, ...]  # genre of each output column, in order
+    sample_rate: int  # Hz of the audio the model was trained on
+    window_seconds: float  # length of one analysed window
+    hop_seconds: float  # hop between windows used at tag time
+    weight: float = 1.0  # weight in the ensemble vote
+    description: str = ""  # one line for `gtag models`
+    input_name: str | None = None  # ONNX input name (read from the file when absent)
+    feature_names: tuple[str, ...] = ()  # column order for KIND_FEATURES
+    metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics, for display
+    extra: dict[str, Any] = field(default_factory=dict)  # everything else in the entry
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        known = {
+            "name", "file", "sha256", "kind", "labels", "sample_rate", "window_seconds",
+            "hop_seconds", "weight", "description", "input_name", "feature_names", "metrics",
+        }  # fmt: skip
+        missing = {"name", "file", "sha256", "kind", "labels", "sample_rate", "window_seconds"} - d.keys()
+        if missing:
+            raise ModelError(f"manifest entry {d.get('name', '?')} lacks {sorted(missing)}")
+        if d["kind"] not in KINDS:
+            raise ModelError(f"model {d['name']}: unknown kind {d['kind']!r}")
+        return cls(
+            name=d["name"],
+            file=d["file"],
+            sha256=d["sha256"],
+            kind=d["kind"],
+            labels=tuple(d["labels"]),
+            sample_rate=int(d["sample_rate"]),
+            window_seconds=float(d["window_seconds"]),
+            hop_seconds=float(d.get("hop_seconds", d["window_seconds"] / 2)),
+            weight=float(d.get("weight", 1.0)),
+            description=d.get("description", ""),
+            input_name=d.get("input_name"),
+            feature_names=tuple(d.get("feature_names", ())),
+            metrics=dict(d.get("metrics", {})),
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+
+def default_models_dir() -> Path:
+    """Where the shipped models are: $GTAG_MODELS, else the ``exported_models`` package."""
+    env = os.environ.get("GTAG_MODELS")
+    if env:
+        return Path(env).expanduser()
+    try:
+        import exported_models
+
+        return Path(exported_models.__file__).resolve().parent
+    except ImportError:  # running from a source tree without installing
+        return Path(__file__).resolve().parent.parent / "exported_models"
+
+
+def read_manifest(models_dir: str | os.PathLike | None = None) -> list[ModelSpec]:
+    """Parse ``manifest.json`` of ``models_dir`` (default: the shipped models)."""
+    root = Path(models_dir) if models_dir else default_models_dir()
+    path = root / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"no {MANIFEST_NAME} in {root}: train models or pass --models DIR") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: invalid JSON ({exc})") from None
+    if data.get("format") != MANIFEST_FORMAT:
+        raise ModelError(f"{path}: unsupported manifest format {data.get('format')!r}")
+    specs = [ModelSpec.from_dict(d) for d in data.get("models", [])]
+    if not specs:
+        raise ModelError(f"{path}: lists no models")
+    return specs
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def cuda_usable() -> bool:
+    """True if ONNX Runtime's CUDA provider is installed *and* a CUDA device answers.
+
+    Asking ORT for CUDA on a machine without a GPU logs a long error; probing the driver directly
+    first keeps CPU-only machines quiet.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    lib = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        cuda = ctypes.CDLL(lib)
+        count = ctypes.c_int(0)
+        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return False
+        return count.value > 0
+    except (OSError, AttributeError):
+        return False
+
+
+def providers_for(device: str = "auto") -> list[str]:
+    """ONNX Runtime providers for ``device`` in auto|cpu|cuda (cuda raises if unusable)."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if not cuda_usable():
+            raise ModelError("--device cuda: no usable CUDA device / onnxruntime-gpu provider")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device != "auto":
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda_usable() else ["CPUExecutionProvider"]
+
+
+class OnnxModel:
+    """An ONNX Runtime session plus its manifest entry; ``predict`` returns probabilities."""
+
+    def __init__(self, spec: ModelSpec, path: Path, device: str = "auto", threads: int = 0):
+        import onnxruntime as ort
+
+        self.spec = spec
+        self.path = path
+        if not path.is_file():
+            raise ModelError(f"model {spec.name}: file {path} is missing")
+        digest = sha256_file(path)
+        if digest != spec.sha256:
+            raise ModelError(f"model {spec.name}: {path.name} sha256 {digest[:12]}… does not match manifest")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # warnings about unused initialisers etc. are noise for users
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers_for(device))
+        except Exception as exc:
+            raise ModelError(f"model {spec.name}: ONNX Runtime cannot load {path.name}: {exc}") from exc
+        inputs = self.session.get_inputs()
+        self.input_name = spec.input_name or inputs[0].name
+        self.output_name = self._probability_output()
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "labels" in meta and json.loads(meta["labels"]) != list(spec.labels):
+            raise ModelError(f"model {spec.name}: labels in the ONNX file differ from the manifest")
+
+    def _probability_output(self) -> str:
+        outs = self.session.get_outputs()
+        for o in outs:
+            if o.name in ("probabilities", "output_probability", "probs"):
+                return o.name
+        for o in outs:  # fall back to the first float matrix with one column per label
+            if "float" in o.type and len(o.shape) == 2 and o.shape[1] in (len(self.spec.labels), None):
+                return o.name
+        raise ModelError(f"model {self.spec.name}: no probability output among {[o.name for o in outs]}")
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities ``(n, len(labels))`` for a batch of inputs, in one ONNX Runtime call."""
+        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+        out = np.asarray(out, dtype=np.float32)
+        if out.ndim != 2 or out.shape[1] != len(self.spec.labels):
+            raise ModelError(f"model {self.spec.name}: output shape {out.shape} does not match its labels")
+        return out
+
+
+def load_models(
+    models_dir: str | os.PathLike | None = None,
+    names: list[str] | None = None,
+    device: str = "auto",
+    threads: int = 0,
+) -> list[OnnxModel]:
+    """Load the manifest's models (or only ``names``), verifying each file's hash."""
+    root = Path(models_dir) if models_dir else default_models_dir()
+    specs = read_manifest(root)
+    if names:
+        by_name = {s.name: s for s in specs}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ModelError(f"unknown model(s) {unknown}; available: {sorted(by_name)}")
+        specs = [by_name[n] for n in names]
+    return [OnnxModel(s, root / s.file, device=device, threads=threads) for s in specs]

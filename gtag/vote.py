@@ -1,0 +1,57 @@
+"""Voting: from per-window probabilities of several models to one genre per track.
+
+Rule (documented in the README): each model's window probabilities are averaged over the track's
+windows (soft voting, which uses the models' confidence instead of discarding it as a majority count
+would); the models' track probabilities are then averaged with the weights of their manifest entries.
+Models may list their labels in different orders: everything is aligned on the first model's labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def track_probabilities(window_probs: np.ndarray) -> np.ndarray:
+    """Mean of ``(n_windows, n_labels)`` window probabilities, renormalised to sum to 1."""
+    p = np.asarray(window_probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] == 0:
+        raise ValueError("need a (n_windows, n_labels) array with at least one window")
+    mean = p.mean(axis=0)
+    total = mean.sum()
+    return mean / total if total > 0 else np.full_like(mean, 1.0 / mean.size)
+
+
+def align(probs: np.ndarray, labels: Sequence[str], target: Sequence[str]) -> np.ndarray:
+    """Reorder the last axis of ``probs`` from ``labels`` order to ``target`` order."""
+    if list(labels) == list(target):
+        return probs
+    if sorted(labels) != sorted(target):
+        raise ValueError(f"label sets differ: {sorted(labels)} vs {sorted(target)}")
+    index = [list(labels).index(t) for t in target]
+    return probs[..., index]
+
+
+def combine(
+    per_model: Mapping[str, np.ndarray],
+    labels: Mapping[str, Sequence[str]],
+    weights: Mapping[str, float] | None = None,
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """Weighted mean of each model's track probabilities; returns (labels, probabilities)."""
+    if not per_model:
+        raise ValueError("no model probabilities to combine")
+    names = list(per_model)
+    target = tuple(labels[names[0]])
+    w = np.array([float((weights or {}).get(n, 1.0)) for n in names])
+    if np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("model weights must be non-negative and not all zero")
+    stacked = np.stack([align(np.asarray(per_model[n], np.float64), labels[n], target) for n in names])
+    out = (w[:, None] * stacked).sum(axis=0) / w.sum()
+    return target, out / out.sum()
+
+
+def top_k(labels: Sequence[str], probs: np.ndarray, k: int = 1) -> list[tuple[str, float]]:
+    """The ``k`` most probable labels with their probabilities, best first (ties by label order)."""
+    order = np.argsort(-np.asarray(probs), kind="stable")[: max(1, k)]
+    return [(labels[i], float(probs[i])) for i in order]

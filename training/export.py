@@ -1,0 +1,78 @@
+"""Writing models into ``exported_models/``: the ONNX file, its metadata and its manifest entry."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import gtag
+from gtag.models import MANIFEST_FORMAT, MANIFEST_NAME, sha256_file
+
+
+def set_onnx_metadata(model, meta: dict[str, Any]) -> None:
+    """Store labels and preprocessing in the ONNX file itself (``metadata_props``), JSON-encoded."""
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+
+
+def save_onnx(model, path: Path, meta: dict[str, Any]) -> str:
+    """Save ``model`` (an onnx.ModelProto) with ``meta`` in its metadata; return the file's sha256."""
+    import onnx
+
+    set_onnx_metadata(model, meta)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(path, model.SerializeToString())
+    return sha256_file(path)
+
+
+def update_manifest(out_dir: Path, entry: dict[str, Any]) -> Path:
+    """Insert or replace the entry named ``entry['name']`` in ``out_dir/manifest.json``."""
+    path = out_dir / MANIFEST_NAME
+    data = {"format": MANIFEST_FORMAT, "models": []}
+    if path.is_file():
+        data = json.loads(path.read_text())
+    models = [m for m in data.get("models", []) if m.get("name") != entry["name"]]
+    entry = {**entry, "gtag_version": gtag.__version__,
+             "exported": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    models.append(entry)
+    order = {"rf": 0, "knn": 1, "cnn": 2, "wavenet": 3}
+    models.sort(key=lambda m: (order.get(m["name"], 9), m["name"]))
+    data["models"] = models
+    _atomic_write_bytes(path, (json.dumps(_jsonable(data), indent=2) + "\n").encode())
+    return path
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; shipped files must be readable by everyone
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
