@@ -6,8 +6,11 @@ never disagree about what "a 3-second window" means.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +52,41 @@ class Audio:
     truncated: bool  # True when only part of a very long file was decoded
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence messages that C decoders print straight to fd 2 (libmpg123's "Note: Illegal
+    Audio-MPEG-Header..." on a bad mp3): gtag reports one clear line per failed file instead."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced (pytest capture, IDEs)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def _reason(exc: Exception) -> str:
+    """A backend's error without its noise (errno numbers, the path repeated, libsndfile's guess
+    that an unknown format might be a pipe)."""
+    msg = str(exc).strip() or type(exc).__name__
+    msg = re.sub(r"^Error opening '.*?': ", "", msg)
+    msg = re.sub(r"^\[Errno -?\d+\] ", "", msg)
+    msg = re.sub(r": '[^']*'$", "", msg)
+    msg = msg.replace("File does not exist or is not a regular file (possibly a pipe?).", "format not recognised")
+    return msg.rstrip(".")
+
+
 def _load_soundfile(path: Path, sr: int, max_seconds: float | None) -> tuple[np.ndarray, float]:
     import soundfile as sf
 
-    with sf.SoundFile(str(path)) as f:
+    with _quiet_native_stderr(), sf.SoundFile(str(path)) as f:
         native = f.samplerate
         total = f.frames / native if f.frames > 0 else 0.0
         if max_seconds is not None and total > max_seconds:
@@ -140,7 +174,7 @@ def load_audio(
         try:
             y, total = loader(p, sr, max_seconds)
         except Exception as exc:  # each backend raises its own types; collect them all
-            errors.append(f"{name}: {str(exc).strip() or type(exc).__name__}")
+            errors.append(f"{name}: {_reason(exc)}")
             continue
         if y.size == 0:
             errors.append(f"{name}: no samples")

@@ -20,8 +20,8 @@ EXIT_SOME_FAILED = 1  # at least one file failed; the others were processed
 EXIT_USAGE = 2  # bad arguments (click's own code)
 EXIT_NO_MODELS = 3  # models missing, corrupt or unloadable: nothing was processed
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _split_models(values: tuple[str, ...]) -> list[str] | None:
@@ -99,14 +99,17 @@ def _fmt_time(seconds: float) -> str:
     return f"{m}:{s:02d}"
 
 
-def timeline(starts: list[float] | tuple, genres: list[str], window: float = 3.0) -> list[tuple[float, float, str]]:
-    """Run-length segments (start, end, genre) of the per-window genres, for the genre-over-time view."""
+def timeline(starts, genres: list[str], window: float = 3.0) -> list[tuple[float, float, str]]:
+    """Run-length segments (start, end, genre) of the per-window genres, for the genre-over-time
+    view. Windows overlap, so each one stands for the time until the next window starts."""
     segs: list[tuple[float, float, str]] = []
-    for s, g in zip(starts, genres):
+    starts = [float(s) for s in starts]
+    for i, (s, g) in enumerate(zip(starts, genres)):
+        end = starts[i + 1] if i + 1 < len(starts) else s + window
         if segs and segs[-1][2] == g:
-            segs[-1] = (segs[-1][0], float(s) + window, g)
+            segs[-1] = (segs[-1][0], end, g)
         else:
-            segs.append((float(s), float(s) + window, g))
+            segs.append((s, end, g))
     return segs
 
 
@@ -147,17 +150,20 @@ def list_models(models_dir: str | None) -> None:
         err.print(f"[red]error:[/] {exc}")
         sys.exit(EXIT_NO_MODELS)
     table = Table(title=f"models in {root}")
-    for col in ("name", "kind", "valid track acc", "CV track acc", "weight", "size", "description"):
-        table.add_column(col)
+    for col in ("name", "kind", "valid acc", "CV acc", "weight", "size"):
+        table.add_column(col, no_wrap=True)
     for s in specs:
         m = s.metrics
         size = (root / s.file).stat().st_size if (root / s.file).is_file() else 0
         table.add_row(
             s.name, s.kind,
             _metric(m, "valid_track", "accuracy"), _metric(m, "cv_track", "accuracy"),
-            f"{s.weight:.2f}", f"{size / 1e6:.1f} MB" if size else "missing", s.description,
+            f"{s.weight:.2f}", f"{size / 1e6:.1f} MB" if size else "missing",
         )
     out.print(table)
+    out.print("[dim]acc: track-level accuracy on held-out validation tracks, and 5-fold CV grouped by track[/]")
+    for s in specs:
+        out.print(f"  {s.name}: {s.description}")
     out.print(f"labels: {', '.join(specs[0].labels)}")
 
 

@@ -1,0 +1,451 @@
+"""Reading and writing the genre tag, safely, for every tag container mutagen writes.
+
+One declarative table (``FORMATS``, built on ``STYLES``) says where each format keeps its genre,
+following beetbox/mediafile's field table, so beets, Picard and players read back exactly what
+gtag wrote.  The few lines of code below the tables only translate between a container's value
+types and plain strings.
+
+A write never edits a file in place: the original is copied to a hidden temporary file in the
+same folder, the copy is tagged and verified, and only then renamed over the original
+(``os.replace`` is atomic on POSIX).  Any failure leaves the original byte-for-byte untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import mutagen
+from mutagen.aiff import AIFF
+from mutagen.apev2 import APETextValue
+from mutagen.asf import ASF
+from mutagen.dsf import DSF
+from mutagen.flac import FLAC
+from mutagen.id3 import TXXX, Encoding, Frames
+from mutagen.monkeysaudio import MonkeysAudio
+from mutagen.mp3 import MP3
+from mutagen.mp4 import MP4, AtomDataType, MP4FreeForm
+from mutagen.musepack import Musepack
+from mutagen.oggflac import OggFLAC
+from mutagen.oggopus import OggOpus
+from mutagen.oggspeex import OggSpeex
+from mutagen.oggvorbis import OggVorbis
+from mutagen.optimfrog import OptimFROG
+from mutagen.tak import TAK
+from mutagen.wave import WAVE
+from mutagen.wavpack import WavPack
+
+__all__ = [
+    "FORMATS",
+    "STYLES",
+    "TEMP_PREFIX",
+    "FormatSpec",
+    "TagError",
+    "TagStyle",
+    "UnsupportedFormat",
+    "format_name",
+    "read_extra",
+    "read_genres",
+    "write_genres",
+]
+
+# Temporary copies are hidden and recognisable, so a crash that kills the process outright (the
+# one case the cleanup below cannot handle) leaves something a user can identify and delete.
+TEMP_PREFIX = ".gtag-"
+
+
+class TagError(Exception):
+    """A tag could not be read or written; the message is one line naming the file."""
+
+
+class UnsupportedFormat(TagError):
+    """mutagen opens the file, but gtag does not know where that format keeps a genre."""
+
+
+@dataclass(frozen=True)
+class TagStyle:
+    """Where one tag container keeps the genre and gtag's extra fields."""
+
+    container: str  # "id3", "mp4", "vorbis", "asf" or "ape"
+    genre_key: str  # the mutagen key of the genre
+    extra_key: str  # mutagen key of an extra field; "{name}" is replaced by the field's name
+    multi_value: str  # how several genres are stored, in words (for the README)
+    # Keys that hold a competing genre: removed on every genre write so that no reader shows two.
+    stale_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One audio format: its mutagen class, the usual extensions and its tag style."""
+
+    name: str
+    extensions: tuple[str, ...]
+    mutagen_class: type[mutagen.FileType]
+    style: TagStyle
+
+    @property
+    def mutagen_class_name(self) -> str:
+        """Dotted name of the mutagen class, e.g. ``mutagen.mp3.MP3``."""
+        return f"{self.mutagen_class.__module__}.{self.mutagen_class.__name__}"
+
+
+# The same keys as mediafile's ``genres`` field (TCON, ©gen, GENRE, WM/Genre); APEv2 keys are
+# case-insensitive, so mediafile's "GENRE" finds the conventional "Genre" written here.
+ID3_STYLE = TagStyle(
+    container="id3",
+    genre_key="TCON",
+    extra_key="TXXX:{name}",
+    multi_value="ID3v2.4: one text value each (null-separated); ID3v2.3: joined with '/'",
+)
+MP4_STYLE = TagStyle(
+    container="mp4",
+    genre_key="\xa9gen",
+    extra_key="----:com.apple.iTunes:{name}",
+    # mutagen folds a numeric 'gnre' atom into ©gen when it reads a file and never writes one
+    # back, so replacing ©gen also removes 'gnre'; no stale key is needed here.
+    multi_value="one ©gen data atom per value",
+)
+VORBIS_STYLE = TagStyle(
+    container="vorbis",
+    genre_key="GENRE",
+    extra_key="{name}",
+    multi_value="one GENRE= comment per value",
+)
+ASF_STYLE = TagStyle(
+    container="asf",
+    genre_key="WM/Genre",
+    extra_key="{name}",
+    multi_value="one WM/Genre attribute per value",
+    # Windows Media Player also writes WM/GenreID; a stale one would contradict the new genre.
+    stale_keys=("WM/GenreID",),
+)
+APE_STYLE = TagStyle(
+    container="ape",
+    genre_key="Genre",
+    extra_key="{name}",
+    multi_value="one Genre item, values separated by a null byte",
+)
+
+STYLES: tuple[TagStyle, ...] = (ID3_STYLE, MP4_STYLE, VORBIS_STYLE, ASF_STYLE, APE_STYLE)
+
+FORMATS: tuple[FormatSpec, ...] = (
+    FormatSpec("mp3", (".mp3",), MP3, ID3_STYLE),
+    # mediafile (and so beets) reads WAV and AIFF tags from the ID3 chunk, not RIFF INFO.
+    FormatSpec("aiff", (".aiff", ".aif", ".aifc"), AIFF, ID3_STYLE),
+    FormatSpec("wav", (".wav", ".wave"), WAVE, ID3_STYLE),
+    FormatSpec("dsf", (".dsf",), DSF, ID3_STYLE),
+    FormatSpec("m4a", (".m4a", ".m4b", ".mp4", ".alac"), MP4, MP4_STYLE),
+    FormatSpec("flac", (".flac",), FLAC, VORBIS_STYLE),
+    FormatSpec("ogg", (".ogg", ".oga"), OggVorbis, VORBIS_STYLE),
+    FormatSpec("opus", (".opus",), OggOpus, VORBIS_STYLE),
+    FormatSpec("oggflac", (".oga", ".ogg"), OggFLAC, VORBIS_STYLE),
+    FormatSpec("spx", (".spx",), OggSpeex, VORBIS_STYLE),
+    FormatSpec("wma", (".wma", ".asf"), ASF, ASF_STYLE),
+    FormatSpec("ape", (".ape",), MonkeysAudio, APE_STYLE),
+    FormatSpec("wv", (".wv",), WavPack, APE_STYLE),
+    FormatSpec("mpc", (".mpc", ".mp+"), Musepack, APE_STYLE),
+    FormatSpec("ofr", (".ofr", ".ofs"), OptimFROG, APE_STYLE),
+    FormatSpec("tak", (".tak",), TAK, APE_STYLE),
+)
+
+
+# --- opening -------------------------------------------------------------------------------------
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message, so every TagError stays one line."""
+    text = str(exc).strip()
+    if text:
+        return text.splitlines()[0]
+    # mutagen sometimes wraps a bare OSError (e.g. a truncated ID3 header): name the inner one.
+    inner = exc.__cause__ or exc.__context__
+    return _reason(inner) if inner is not None else type(exc).__name__
+
+
+def _open(
+    path: Path, shown: str | os.PathLike[str] | None = None
+) -> tuple[FormatSpec, mutagen.FileType]:
+    """Open ``path`` with mutagen and find its row in ``FORMATS``; errors name ``shown``."""
+    shown = path if shown is None else shown
+    try:
+        audio = mutagen.File(path)
+    # mutagen wraps most failures in MutagenError, but a damaged file can surface as a raw
+    # struct/Index/Value error from a parser; every one of them means "unreadable".
+    except Exception as exc:
+        raise TagError(f"{shown}: unreadable or corrupt audio file ({_reason(exc)})") from exc
+    if audio is None:
+        raise TagError(f"{shown}: not an audio file that mutagen recognises")
+    for spec in FORMATS:
+        if isinstance(audio, spec.mutagen_class):
+            return spec, audio
+    supported = ", ".join(spec.name for spec in FORMATS)
+    raise UnsupportedFormat(
+        f"{shown}: {type(audio).__name__} files have no genre tag gtag writes "
+        f"(supported: {supported})"
+    )
+
+
+# --- container value types <-> plain strings ---------------------------------------------------
+
+
+def _id3_write_version(audio: mutagen.FileType) -> int:
+    """The ID3v2 minor version to save with: the file's own, or 4 for a file without ID3v2."""
+    version = getattr(audio.tags, "version", (2, 4, 0))
+    # mutagen cannot write v2.2, and v2.3 is the version its readers are most likely to know.
+    return 3 if version[0] == 2 and version[1] < 4 else 4
+
+
+def _is_id3v23(spec: FormatSpec, audio: mutagen.FileType) -> bool:
+    return spec.style.container == "id3" and _id3_write_version(audio) == 3
+
+
+def _split_v23(values: Sequence[str]) -> list[str]:
+    """ID3v2.3 has one text value per frame; mutagen (like Picard) joins several with '/'."""
+    return [part.strip() for value in values for part in value.split("/") if part.strip()]
+
+
+def _get(style: TagStyle, tags: mutagen.Tags, key: str) -> list[str]:
+    """All string values stored under ``key`` (empty when absent)."""
+    if style.container == "id3":
+        return [text for frame in tags.getall(key) for text in frame.text]
+    if key not in tags:
+        return []
+    value = tags[key]
+    if style.container == "ape":
+        return list(value) if isinstance(value, APETextValue) else []
+    if style.container == "mp4" and key.startswith("----:"):
+        return [bytes(item).decode("utf-8", "replace") for item in value]
+    # ©gen and Vorbis comments are lists of str; ASF attributes render their value with str().
+    return [str(item) for item in value]
+
+
+def _set(style: TagStyle, tags: mutagen.Tags, key: str, values: list[str]) -> None:
+    """Replace every value under ``key`` with ``values`` (removing the key when empty)."""
+    if style.container == "id3":
+        tags.delall(key)
+        if values:
+            frame_id, _, desc = key.partition(":")
+            # UTF-8 is a v2.4 encoding; mutagen converts it to UTF-16 when saving v2.3.
+            if frame_id == "TXXX":
+                tags.add(TXXX(encoding=Encoding.UTF8, desc=desc, text=values))
+            else:
+                tags.add(Frames[frame_id](encoding=Encoding.UTF8, text=values))
+        return
+    if key in tags:
+        del tags[key]
+    if not values:
+        return
+    if style.container == "mp4" and key.startswith("----:"):
+        tags[key] = [MP4FreeForm(v.encode("utf-8"), dataformat=AtomDataType.UTF8) for v in values]
+    else:
+        # mutagen turns a list of str into the container's own multi-value form.
+        tags[key] = list(values)
+
+
+# --- public API --------------------------------------------------------------------------------
+
+
+def format_name(path: str | os.PathLike[str]) -> str:
+    """Short description of a file's format and tag container, e.g. ``"mp3/id3v2.4"``.
+
+    For ID3 the version is the one a write keeps (or v2.4 for a file without ID3v2 yet).
+    """
+    path = Path(path)
+    spec, audio = _open(path)
+    label = path.suffix.lower().lstrip(".") if path.suffix.lower() in spec.extensions else spec.name
+    container = spec.style.container
+    if container == "id3":
+        container = f"id3v2.{_id3_write_version(audio)}"
+    return f"{label}/{container}"
+
+
+def read_genres(path: str | os.PathLike[str]) -> list[str]:
+    """The genres stored in ``path``'s tag, in order; an empty list when there are none.
+
+    An ID3v2.3 value joined with '/' is split back into its genres, mirroring ``write_genres``.
+    """
+    spec, audio = _open(Path(path))
+    return _read_genres(spec, audio)
+
+
+def _read_genres(spec: FormatSpec, audio: mutagen.FileType) -> list[str]:
+    if audio.tags is None:
+        return []
+    values = [v for v in _get(spec.style, audio.tags, spec.style.genre_key) if v]
+    return _split_v23(values) if _is_id3v23(spec, audio) else values
+
+
+def read_extra(path: str | os.PathLike[str], name: str) -> str | None:
+    """The value of one extra field written by ``write_genres`` (None when absent)."""
+    spec, audio = _open(Path(path))
+    return _read_extra(spec, audio, name)
+
+
+def _read_extra(spec: FormatSpec, audio: mutagen.FileType, name: str) -> str | None:
+    if audio.tags is None:
+        return None
+    values = _get(spec.style, audio.tags, spec.style.extra_key.format(name=name))
+    return values[0] if values else None
+
+
+def _check_writable(path: Path, shown: str | os.PathLike[str]) -> None:
+    """Refuse up front to touch a read-only file or a file in a read-only folder.
+
+    Mode bits are checked as well as ``os.access`` because root passes every access check, and
+    a file or folder that nobody may write is meant to stay as it is even then.
+    """
+    write_bits = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+    if not os.access(path, os.W_OK) or not path.stat().st_mode & write_bits:
+        raise TagError(f"{shown}: file is read-only, not modified")
+    folder = path.parent
+    if not os.access(folder, os.W_OK | os.X_OK) or not folder.stat().st_mode & write_bits:
+        # The temporary copy is created next to the file, and the rename needs the folder too.
+        raise TagError(f"{shown}: folder {folder} is read-only, file not modified")
+
+
+def _snapshot(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What identifies one version of a file, to notice another program writing it meanwhile."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _stream(audio: mutagen.FileType) -> tuple[object, ...]:
+    """Stream properties that a tag write must not change."""
+    info = audio.info
+    return (
+        type(audio),
+        round(info.length, 3),
+        getattr(info, "sample_rate", None),
+        getattr(info, "channels", None),
+    )
+
+
+def write_genres(
+    path: str | os.PathLike[str],
+    genres: Sequence[str],
+    extra: Mapping[str, str] | None = None,
+) -> None:
+    """Replace the genre(s) in ``path``'s tag, and set the optional ``extra`` fields.
+
+    ``extra`` maps field names to values (e.g. ``{"GTAG_CONFIDENCE": "0.82"}``), written as
+    TXXX frames, iTunes freeform atoms, Vorbis comments, ASF or APEv2 items.  An empty
+    ``genres`` removes the genre.  ID3 keeps its version; in ID3v2.3 several genres are joined
+    with '/', so a genre that itself contains '/' reads back as two.
+
+    The write is atomic: a tagged and verified copy replaces the original, keeping its
+    permission bits (and owner, where allowed); a symlink is followed and the link kept.  A hard
+    link elsewhere keeps pointing at the old, untagged file.  On any failure the original is
+    left untouched and TagError is raised.
+    """
+    if isinstance(genres, str):
+        raise TypeError("genres must be a sequence of str, not one str")
+    genres = list(genres)
+    extra = dict(extra or {})
+    for value in [*genres, *extra.values()]:
+        # A null byte is the multi-value separator of ID3v2.4 and APEv2: it would split the value.
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise ValueError(f"tag values must be non-empty str without null bytes: {value!r}")
+
+    real = Path(os.path.realpath(path))
+    try:
+        before = real.stat()
+    except OSError as exc:
+        raise TagError(f"{path}: cannot read file ({_reason(exc)})") from exc
+    if not stat.S_ISREG(before.st_mode):
+        raise TagError(f"{path}: not a regular file")
+    _check_writable(real, path)
+    spec, original = _open(real, path)
+
+    try:
+        # Same folder, so the final rename stays on one filesystem and is atomic; the suffix
+        # keeps mutagen's extension-based detection the same for the copy.
+        fd, tmp_name = tempfile.mkstemp(dir=real.parent, prefix=TEMP_PREFIX, suffix=real.suffix)
+    except OSError as exc:
+        raise TagError(f"{path}: cannot create a temporary copy ({_reason(exc)})") from exc
+    tmp = Path(tmp_name)
+    replaced = False
+    try:
+        # fdopen first, so that the descriptor is closed even if the original cannot be opened.
+        with os.fdopen(fd, "wb") as dst, open(real, "rb") as src:
+            shutil.copyfileobj(src, dst)
+
+        _, audio = _open(tmp, path)
+        if audio.tags is None:
+            audio.add_tags()
+        style = spec.style
+        _set(style, audio.tags, style.genre_key, genres)
+        for key in style.stale_keys:
+            _set(style, audio.tags, key, [])
+        for name, value in extra.items():
+            _set(style, audio.tags, style.extra_key.format(name=name), [value])
+        if style.container == "id3":
+            audio.save(v2_version=_id3_write_version(original), v23_sep="/")
+        else:
+            audio.save()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+
+        _verify(spec, original, tmp, path, genres, extra)
+
+        try:
+            os.chown(tmp, before.st_uid, before.st_gid)
+        except (OSError, AttributeError):
+            pass  # only root may give a file away (and Windows has no chown): ours is fine then
+        # Mode bits, flags and extended attributes come from the original; the times do not,
+        # so backup tools and library scanners see that the file changed.
+        shutil.copystat(real, tmp)
+        os.utime(tmp)
+
+        if _snapshot(real.stat()) != _snapshot(before):
+            raise TagError(f"{path}: file changed while its tags were written, not replaced")
+        os.replace(tmp, real)
+        replaced = True
+    except TagError:
+        raise
+    except Exception as exc:
+        raise TagError(f"{path}: could not write tags, file not modified ({_reason(exc)})") from exc
+    finally:
+        if not replaced:
+            tmp.unlink(missing_ok=True)
+    _fsync_folder(real.parent)
+
+
+def _verify(
+    spec: FormatSpec,
+    original: mutagen.FileType,
+    tmp: Path,
+    shown: str | os.PathLike[str],
+    genres: list[str],
+    extra: dict[str, str],
+) -> None:
+    """Reopen the tagged copy and check that it says what was written and still plays the same."""
+    tagged_spec, tagged = _open(tmp, shown)
+    problems = []
+    if tagged_spec is not spec or _stream(tagged) != _stream(original):
+        problems.append("audio stream differs after tagging")
+    expected = _split_v23(genres) if _is_id3v23(spec, original) else genres
+    if _read_genres(tagged_spec, tagged) != expected:
+        problems.append(f"genres read back as {_read_genres(tagged_spec, tagged)!r}")
+    for name, value in extra.items():
+        if _read_extra(tagged_spec, tagged, name) != value:
+            problems.append(f"{name} did not read back")
+    if problems:
+        raise TagError(f"{shown}: verification failed, file not modified: {'; '.join(problems)}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable; a folder cannot be opened on Windows, nor synced on some mounts."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # the file is already replaced; failing now would wrongly report a failed write

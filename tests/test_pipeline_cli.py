@@ -1,0 +1,86 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gtag.cli import main, timeline
+from gtag.models import load_models
+from gtag.pipeline import Predictor
+
+from .conftest import FIXTURES, GTZAN, need, write_wav
+
+
+def test_predictor_votes_over_models_with_different_label_orders(tmp_path, tiny_models, tone):
+    path = write_wav(tmp_path / "a.wav", tone)
+    pred = Predictor(load_models(tiny_models, device="cpu")).predict_file(path)
+    assert set(pred.models) == {"feat", "mel"}
+    assert pred.labels[0] == "blues"  # aligned on the first model's order
+    assert pred.probabilities.sum() == pytest.approx(1.0)
+    expected = (pred.models["feat"] + pred.models["mel"]) / 2  # equal weights in the tiny manifest
+    assert np.allclose(pred.probabilities, expected / expected.sum())
+    assert pred.window_starts.tolist() == [0.0, 1.5]  # 5 s: full 3 s windows every 1.5 s
+    assert len(pred.window_genres) == 2
+    assert pred.genre == pred.labels[int(np.argmax(pred.probabilities))]
+
+
+def test_predict_json_shape_is_stable(tmp_path, tiny_models, tone):
+    good = write_wav(tmp_path / "good.wav", tone)
+    bad = tmp_path / "bad.mp3"
+    bad.write_text("not audio")
+    r = CliRunner().invoke(main, ["predict", "--json", "--models", str(tiny_models), str(good), str(bad)])
+    assert r.exit_code == 1, r.output
+    data = json.loads(r.stdout)
+    assert [d["path"] for d in data] == [str(good), str(bad)]
+    ok, failed = data
+    assert set(ok) == {"path", "genre", "confidence", "probabilities", "models"}
+    assert ok["genre"] in ok["probabilities"] and ok["confidence"] == max(ok["probabilities"].values())
+    assert set(ok["models"]) == {"feat", "mel"} and set(ok["models"]["mel"]) == {"probabilities"}
+    assert set(failed) == {"path", "error"} and "bad.mp3" in failed["error"]
+
+
+def test_predict_model_selection(tmp_path, tiny_models, tone):
+    good = write_wav(tmp_path / "good.wav", tone)
+    r = CliRunner().invoke(main, ["predict", "--json", "--models", str(tiny_models), "-m", "mel", str(good)])
+    assert r.exit_code == 0 and set(json.loads(r.stdout)[0]["models"]) == {"mel"}
+
+
+def test_predict_table_and_error_line(tmp_path, tiny_models, tone):
+    good = write_wav(tmp_path / "good.wav", tone)
+    short = write_wav(tmp_path / "short.wav", tone[:11025])  # 0.5 s
+    r = CliRunner().invoke(main, ["predict", "--models", str(tiny_models), str(good), str(short)])
+    assert r.exit_code == 1
+    assert "good.wav" in r.stdout and "vote" in r.stdout
+    assert "short.wav" in r.stderr and "too short" in r.stderr
+
+
+def test_missing_models_exit_3(tmp_path, tone):
+    good = write_wav(tmp_path / "good.wav", tone)
+    r = CliRunner().invoke(main, ["predict", "--models", str(tmp_path), str(good)])
+    assert r.exit_code == 3 and "manifest" in r.stderr
+
+
+def test_shipped_models_recognise_a_training_clip():
+    """End to end with the shipped models on a clip the models were fitted on: a sanity check
+    that the whole path (decode, features, ONNX, vote) is wired as in training."""
+    clip = need(GTZAN / "audio" / "classical" / "classical.00030.ogg")
+    r = CliRunner().invoke(main, ["predict", "--json", str(clip)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)[0]["genre"] == "classical"
+
+
+@pytest.mark.parametrize("name", ["jazz.m4a", "blues_v23_untagged.mp3", "classical.flac", "metal.ogg"])
+def test_shipped_models_on_real_containers(name):
+    r = CliRunner().invoke(main, ["predict", str(need(FIXTURES / "formats" / name))])
+    assert r.exit_code == 0, r.output
+    assert name in r.stdout
+
+
+def test_models_command_lists_metrics():
+    r = CliRunner().invoke(main, ["models"])
+    assert r.exit_code == 0 and "rf" in r.stdout and "knn" in r.stdout
+
+
+def test_timeline_merges_runs():
+    assert timeline([0, 1.5, 3.0, 4.5], ["a", "a", "b", "a"]) == [(0, 3.0, "a"), (3.0, 4.5, "b"), (4.5, 7.5, "a")]

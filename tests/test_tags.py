@@ -1,0 +1,460 @@
+"""Genre tag reading and writing (gtag.tags) on real files of every supported container.
+
+Every write goes to a copy in tmp_path; the shared fixtures are never written.  Readers other
+than gtag (raw mutagen, mediafile as used by beets) check that what gtag writes is what they see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import struct
+from pathlib import Path
+
+import mutagen
+import pytest
+from mutagen.apev2 import APEv2
+from mutagen.asf import ASF
+from mutagen.id3 import ID3
+from mutagen.mp4 import MP4, Atom
+
+from gtag import tags
+from gtag.tags import FORMATS, TagError, UnsupportedFormat, read_extra, read_genres, write_genres
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURE_NAMES = (
+    sorted(
+        str(p.relative_to(FIXTURES))
+        for folder in ("formats", "mediafile")
+        for p in (FIXTURES / folder).glob("*.*")
+    )
+    if FIXTURES.is_dir()
+    else [pytest.param(None, marks=pytest.mark.skip(reason=f"no shared fixtures at {FIXTURES}"))]
+)
+MP3_V23 = "formats/blues_v23_untagged.mp3"
+EXTRA = {"GTAG_CONFIDENCE": "0.82", "GTAG_SOURCE": "gtag 0.1.0"}
+
+
+def _copy(name: str, folder: Path) -> Path:
+    """A writable copy of a fixture (copyfile, not copy: the fixtures are read-only)."""
+    src = FIXTURES / name
+    if not src.is_file():
+        pytest.skip(f"fixture {src} is missing")
+    dst = folder / src.name
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def _temp_files(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(tags.TEMP_PREFIX)]
+
+
+def _raw_genres(path: Path) -> list[str]:
+    """The genre values as mutagen itself stores them, without gtag's helpers."""
+    audio = mutagen.File(path)
+    if isinstance(audio.tags, ID3):
+        return [text for frame in audio.tags.getall("TCON") for text in frame.text]
+    if isinstance(audio, MP4):
+        return list(audio.tags.get("\xa9gen", []))
+    if isinstance(audio, ASF):
+        return [str(value) for value in audio.tags.get("WM/Genre", [])]
+    if isinstance(audio.tags, APEv2):
+        return list(audio.tags["Genre"]) if "Genre" in audio.tags else []
+    return list(audio.tags.get("GENRE", []))
+
+
+def _id3_version(path: Path) -> tuple[int, int, int] | None:
+    audio = mutagen.File(path)
+    return audio.tags.version if isinstance(audio.tags, ID3) else None
+
+
+def audio_fingerprint(path: Path) -> str | None:
+    """sha256 of the decoded samples (soundfile, else PyAV); None when neither can decode.
+
+    ASF is compared on its Data Object bytes instead: the tags live in the Header Object before
+    it, and FFmpeg cannot decode every WMA (the mediafile fixture among them).
+    """
+    import av
+    import soundfile as sf
+
+    if isinstance(mutagen.File(path), ASF):
+        data = path.read_bytes()
+        header_size = struct.unpack_from("<Q", data, 16)[0]  # after the 16-byte header GUID
+        return hashlib.sha256(data[header_size:]).hexdigest()
+    digest = hashlib.sha256()
+    try:
+        samples, _ = sf.read(path, dtype="float32", always_2d=True)
+        digest.update(samples.tobytes())
+        return digest.hexdigest()
+    except RuntimeError:  # soundfile.LibsndfileError: a format libsndfile does not read
+        pass
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(container.streams.audio[0]):
+                digest.update(frame.to_ndarray().tobytes())
+    except av.FFmpegError:
+        return None
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def mediafile():
+    return pytest.importorskip("mediafile")
+
+
+@pytest.fixture(scope="module")
+def gtag_mediafile(mediafile):
+    """A MediaFile subclass that also reads gtag's extra fields, as a beets plugin would."""
+    from mediafile import ASFStorageStyle, MediaField, MP3DescStorageStyle, MP4StorageStyle
+    from mediafile import StorageStyle
+
+    class GtagMediaFile(mediafile.MediaFile):
+        pass
+
+    for name in EXTRA:
+        GtagMediaFile.add_field(
+            name.lower(),
+            MediaField(
+                MP3DescStorageStyle(name),
+                MP4StorageStyle(f"----:com.apple.iTunes:{name}"),
+                StorageStyle(name),
+                ASFStorageStyle(name),
+            ),
+        )
+    return GtagMediaFile
+
+
+# --- round trips ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_write_one_genre(name: str, tmp_path: Path, mediafile) -> None:
+    path = _copy(name, tmp_path)
+    write_genres(path, ["Reggae"])
+    assert read_genres(path) == ["Reggae"]
+    assert _raw_genres(path) == ["Reggae"]
+    assert mediafile.MediaFile(path).genres == ["Reggae"]
+    assert _temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_write_two_genres(name: str, tmp_path: Path, mediafile) -> None:
+    path = _copy(name, tmp_path)
+    version = _id3_version(path)
+    write_genres(path, ["Jazz", "Blues"])
+
+    assert read_genres(path) == ["Jazz", "Blues"]
+    if version == (2, 3, 0):
+        # ID3v2.3 holds one value per frame: joined with '/', which mediafile does not split.
+        assert _raw_genres(path) == ["Jazz/Blues"]
+        assert mediafile.MediaFile(path).genres == ["Jazz/Blues"]
+    else:
+        assert _raw_genres(path) == ["Jazz", "Blues"]
+        assert mediafile.MediaFile(path).genres == ["Jazz", "Blues"]
+    if _id3_version(path) is not None:
+        assert _id3_version(path) == (version or (2, 4, 0))  # kept, or v2.4 for a new tag
+    if version == (2, 4, 0):
+        assert b"Jazz\x00Blues" in path.read_bytes()  # v2.4: separate, null-separated values
+
+
+def test_id3v23_stays_v23(tmp_path: Path) -> None:
+    path = _copy(MP3_V23, tmp_path)
+    assert tags.format_name(path) == "mp3/id3v2.3"
+    write_genres(path, ["Jazz", "Blues"], EXTRA)
+    assert path.read_bytes()[:4] == b"ID3\x03"
+    assert tags.format_name(path) == "mp3/id3v2.3"
+
+
+def test_replacing_and_removing_genres(tmp_path: Path) -> None:
+    path = _copy("formats/blues_v24_tagged.mp3", tmp_path)
+    assert read_genres(path) == ["Blues"]
+    write_genres(path, ["Metal"])
+    assert read_genres(path) == ["Metal"]
+    write_genres(path, [])
+    assert read_genres(path) == []
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_audio_unchanged(name: str, tmp_path: Path) -> None:
+    path = _copy(name, tmp_path)
+    before = audio_fingerprint(path)
+    if before is None:
+        pytest.skip("neither soundfile nor PyAV decodes this file")
+    write_genres(path, ["Jazz", "Blues"], EXTRA)
+    assert audio_fingerprint(path) == before
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_other_tags_survive(name: str, tmp_path: Path, mediafile) -> None:
+    path = _copy(name, tmp_path)
+
+    def fields() -> dict[str, object]:
+        values = mediafile.MediaFile(path).as_dict()
+        values["images"] = [(i.mime_type, i.type, i.data) for i in values.get("images") or []]
+        return {k: v for k, v in values.items() if k not in ("genre", "genres")}
+
+    def raw() -> list[str]:
+        # pprint() shows every item, including ones mediafile has no field for.
+        genre_keys = {spec.style.genre_key.lower() for spec in FORMATS}
+        lines = mutagen.File(path).pprint().splitlines()[1:]  # line 0 is the stream info
+        return sorted(line for line in lines if line.split("=")[0].lower() not in genre_keys)
+
+    fields_before, raw_before = fields(), raw()
+    write_genres(path, ["Jazz"])
+    assert fields() == fields_before
+    assert raw() == raw_before
+
+
+def test_cover_art_survives(tmp_path: Path, mediafile) -> None:
+    path = _copy("mediafile/image.mp3", tmp_path)
+    before = [(i.mime_type, i.data) for i in mediafile.MediaFile(path).images]
+    assert before, "the fixture should carry cover art"
+    write_genres(path, ["Jazz"])
+    assert [(i.mime_type, i.data) for i in mediafile.MediaFile(path).images] == before
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        MP3_V23,
+        "formats/blues_v24_tagged.mp3",
+        "formats/classical.aiff",
+        "formats/jazz.m4a",
+        "formats/classical.flac",
+        "formats/metal.opus",
+        "formats/hiphop.wma",
+        "formats/rock.wv",
+        "mediafile/full.mpc",
+    ],
+)
+def test_extra_fields_round_trip(name: str, tmp_path: Path, gtag_mediafile) -> None:
+    path = _copy(name, tmp_path)
+    write_genres(path, ["Jazz"], EXTRA)
+    other_reader = gtag_mediafile(path)
+    for field, value in EXTRA.items():
+        assert read_extra(path, field) == value
+        assert getattr(other_reader, field.lower()) == value
+    # Writing again replaces the fields rather than adding a second value.
+    write_genres(path, ["Jazz"], {"GTAG_CONFIDENCE": "0.5"})
+    assert read_extra(path, "GTAG_CONFIDENCE") == "0.5"
+    assert gtag_mediafile(path).gtag_confidence == "0.5"
+    assert read_extra(path, "GTAG_MISSING") is None
+
+
+def test_mp4_numeric_genre_atom_is_removed(tmp_path: Path) -> None:
+    path = _copy("formats/jazz.m4a", tmp_path)
+    audio = MP4(path)
+    # mutagen never writes 'gnre' itself; slip in a raw one (ID3v1 genre 9 = Jazz, 1-based).
+    audio.tags._failed_atoms["gnre"] = [Atom.render(b"data", struct.pack(">2IH", 0, 0, 9))]
+    audio.save()
+    assert b"gnre" in path.read_bytes()
+    write_genres(path, ["Blues"])
+    assert b"gnre" not in path.read_bytes()
+    assert read_genres(path) == ["Blues"]
+
+
+def test_asf_genre_id_is_removed(tmp_path: Path) -> None:
+    path = _copy("formats/hiphop.wma", tmp_path)
+    audio = ASF(path)
+    audio.tags["WM/GenreID"] = ["Rock"]
+    audio.save()
+    write_genres(path, ["Blues"])
+    assert "WM/GenreID" not in ASF(path).tags
+    assert read_genres(path) == ["Blues"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (MP3_V23, "mp3/id3v2.3"),
+        ("formats/blues_v24_tagged.mp3", "mp3/id3v2.4"),
+        ("formats/classical.wav", "wav/id3v2.4"),
+        ("formats/classical.flac", "flac/vorbis"),
+        ("formats/jazz_alac.m4a", "m4a/mp4"),
+        ("formats/metal.opus", "opus/vorbis"),
+        ("formats/hiphop.wma", "wma/asf"),
+        ("formats/rock.wv", "wv/ape"),
+        ("mediafile/full.dsf", "dsf/id3v2.4"),
+    ],
+)
+def test_format_name(name: str, expected: str) -> None:
+    if not (FIXTURES / name).is_file():
+        pytest.skip(f"fixture {name} is missing")
+    assert tags.format_name(FIXTURES / name) == expected
+
+
+def test_format_table_is_complete() -> None:
+    assert {spec.style for spec in FORMATS} == set(tags.STYLES)
+    for spec in FORMATS:
+        assert spec.extensions and all(ext.startswith(".") for ext in spec.extensions)
+        assert spec.mutagen_class_name.startswith("mutagen.")
+
+
+# --- safety --------------------------------------------------------------------------------------
+
+
+def test_read_only_file_is_refused(tmp_path: Path) -> None:
+    path = _copy("mediafile/full.flac", tmp_path)
+    original = path.read_bytes()
+    path.chmod(0o444)
+    with pytest.raises(TagError, match="read-only"):
+        write_genres(path, ["Jazz"])
+    assert path.read_bytes() == original
+    assert _temp_files(tmp_path) == []
+
+
+def test_read_only_folder_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    path = _copy("mediafile/full.flac", folder)
+    original = path.read_bytes()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(TagError, match="read-only"):
+            write_genres(path, ["Jazz"])
+        assert path.read_bytes() == original
+        assert _temp_files(folder) == []
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("filename", "content"),
+    [("notes.mp3", b"these are not the droids you are looking for\n" * 20), ("empty.mp3", b"")],
+)
+def test_non_audio_is_refused(tmp_path: Path, filename: str, content: bytes) -> None:
+    path = tmp_path / filename
+    path.write_bytes(content)
+    for call in (read_genres, lambda p: write_genres(p, ["Jazz"]), tags.format_name):
+        with pytest.raises(TagError, match=filename):
+            call(path)
+    assert path.read_bytes() == content
+    assert _temp_files(tmp_path) == []
+
+
+def test_missing_file_is_a_tag_error(tmp_path: Path) -> None:
+    with pytest.raises(TagError, match="nothing.flac"):
+        read_genres(tmp_path / "nothing.flac")
+    with pytest.raises(TagError, match="nothing.flac"):
+        write_genres(tmp_path / "nothing.flac", ["Jazz"])
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_truncated_file_fails_cleanly_or_stays_readable(name: str, tmp_path: Path) -> None:
+    path = tmp_path / f"truncated{Path(name).suffix}"
+    if not (FIXTURES / name).is_file():
+        pytest.skip(f"fixture {name} is missing")
+    original = (FIXTURES / name).read_bytes()[:200]
+    path.write_bytes(original)
+    try:
+        write_genres(path, ["Jazz"])
+    except TagError as exc:
+        assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+        assert path.read_bytes() == original
+    else:
+        assert read_genres(path) == ["Jazz"]
+    assert _temp_files(tmp_path) == []
+
+
+def test_unsupported_format(tmp_path: Path) -> None:
+    # A minimal standard MIDI file: mutagen opens it, but it has no tags to hold a genre.
+    path = tmp_path / "tune.mid"
+    path.write_bytes(
+        b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60" + b"MTrk\x00\x00\x00\x04\x00\xff\x2f\x00"
+    )
+    with pytest.raises(UnsupportedFormat, match="tune.mid"):
+        write_genres(path, ["Jazz"])
+    with pytest.raises(UnsupportedFormat):
+        read_genres(path)
+
+
+@pytest.mark.parametrize("name", ["formats/jazz.m4a", MP3_V23, "formats/classical.flac"])
+def test_crash_while_saving_leaves_original(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _copy(name, tmp_path)
+    original = path.read_bytes()
+    cls = type(mutagen.File(path))
+
+    def half_written_save(self, *args, **kwargs) -> None:
+        with open(self.filename, "r+b") as fh:  # damage the file being saved, then die
+            fh.write(b"\0" * 64)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(cls, "save", half_written_save)
+    with pytest.raises(TagError, match="No space left on device"):
+        write_genres(path, ["Jazz"])
+    assert path.read_bytes() == original
+    assert _temp_files(tmp_path) == []
+
+
+def test_crash_at_rename_leaves_original(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _copy("mediafile/full.ogg", tmp_path)
+    original = path.read_bytes()
+
+    def failing_replace(src, dst) -> None:
+        raise OSError("Input/output error")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(TagError, match=r"full\.ogg.*Input/output error"):
+        write_genres(path, ["Jazz"])
+    assert path.read_bytes() == original
+    assert _temp_files(tmp_path) == []
+
+
+def test_silently_lost_write_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _copy("formats/rock.wv", tmp_path)
+    original = path.read_bytes()
+    monkeypatch.setattr(type(mutagen.File(path)), "save", lambda self, *a, **k: None)
+    with pytest.raises(TagError, match="verification failed"):
+        write_genres(path, ["Jazz"])
+    assert path.read_bytes() == original
+    assert _temp_files(tmp_path) == []
+
+
+def test_concurrent_change_is_not_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _copy("mediafile/full.flac", tmp_path)
+    real_verify = tags._verify
+
+    def verify_then_other_program_writes(*args, **kwargs) -> None:
+        real_verify(*args, **kwargs)
+        with open(path, "ab") as fh:
+            fh.write(b"x")
+
+    monkeypatch.setattr(tags, "_verify", verify_then_other_program_writes)
+    with pytest.raises(TagError, match="changed"):
+        write_genres(path, ["Jazz"])
+    assert path.read_bytes().endswith(b"x")  # the other program's version is kept
+    assert _temp_files(tmp_path) == []
+
+
+def test_mode_kept_and_mtime_updated(tmp_path: Path) -> None:
+    path = _copy("mediafile/full.m4a", tmp_path)
+    path.chmod(0o640)
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    write_genres(path, ["Jazz"])
+    st = path.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    assert st.st_mtime > 1_000_000_000
+
+
+def test_symlink_is_written_through(tmp_path: Path) -> None:
+    target = _copy("mediafile/full.mp3", tmp_path)
+    link = tmp_path / "link.mp3"
+    link.symlink_to(target)
+    write_genres(link, ["Jazz"])
+    assert link.is_symlink()
+    assert read_genres(target) == ["Jazz"]
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    path = _copy("mediafile/full.flac", tmp_path)
+    with pytest.raises(TypeError):
+        write_genres(path, "Jazz")
+    for bad in ([""], ["Jazz\0Blues"]):
+        with pytest.raises(ValueError):
+            write_genres(path, bad)
