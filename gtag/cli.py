@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -136,6 +137,100 @@ def _print_prediction(pred, top: int) -> None:
         more = f" · … ({len(segs) - 12} more)" if len(segs) > 12 else ""
         out.print(f"[dim]over time:[/] {shown}{more}")
     out.print()
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@with_model_options
+@click.option("--dry-run", "-n", is_flag=True, help="Show existing → proposed genre for each file; change nothing.")
+@click.option("--force", "--overwrite", "force", is_flag=True, help="Also retag files that already have a genre.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Write nothing for a file whose voted genre is less probable than this.")
+@click.option("--top-k", type=click.IntRange(1, 10), default=1, show_default=True,
+              help="Write up to K genres (each at least --min-confidence probable).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=max(1, (os.cpu_count() or 1)), show_default="all cores",
+              help="Processes decoding and analysing files in parallel.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a per-file report: JSON array if FILE ends in .json, CSV if .csv.")
+@click.option("--write-confidence", is_flag=True,
+              help="Also store GTAG_CONFIDENCE and GTAG_SOURCE in a custom tag.")
+@click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Prediction cache (SQLite); default: the user cache folder, or $GTAG_CACHE.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor update the cache.")
+def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str, dry_run: bool,
+        force: bool, min_confidence: float, top_k: int, jobs: int, report: Path | None,
+        write_confidence: bool, cache_path: Path | None, no_cache: bool) -> None:
+    """Predict the genre of every audio file under PATHS and write it into the file's tags."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .cache import PredictionCache, default_cache_path
+    from .library import walk
+    from .pipeline import Predictor
+    from .tagger import FAILED, Record, TagOptions, Tagger, summarize, write_report
+
+    if report is not None and report.suffix.lower() not in (".json", ".csv"):
+        raise click.BadParameter("must end in .json or .csv", param_hint="--report")
+    predictor = Predictor(_load(models_dir, model, device))
+    files = list(walk(paths))
+    opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k, jobs=jobs,
+                      write_confidence=write_confidence)
+    cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
+    records: list[Record] = []
+    interrupted = False
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out, transient=True)
+    try:
+        with progress:
+            task = progress.add_task("dry run" if dry_run else "tagging", total=len(files), rate="")
+            for rec in Tagger(predictor, opts, cache).run(files):
+                records.append(rec)
+                elapsed = progress.tasks[0].elapsed or 0
+                progress.update(task, advance=1, rate=f"{len(records) / elapsed:.1f} files/s" if elapsed else "")
+                _print_record(rec, dry_run, progress.console)
+    except KeyboardInterrupt:
+        interrupted = True
+        err.print("[yellow]interrupted:[/] files done so far are tagged; the rest are untouched. "
+                  "Run the same command again to resume.")
+    finally:
+        if cache is not None:
+            cache.close()
+    if report is not None:
+        write_report(records, report, top_k)
+    _print_summary(summarize(records), dry_run, report)
+    if interrupted:
+        sys.exit(130)
+    sys.exit(EXIT_SOME_FAILED if any(r.status == FAILED for r in records) else EXIT_OK)
+
+
+def _print_record(rec, dry_run: bool, console: Console) -> None:
+    from .tagger import FAILED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE, TAGGED, UNCHANGED, WOULD_TAG
+
+    before = "; ".join(rec.existing) or "—"
+    if rec.status == FAILED:
+        err.print(f"[red]error:[/] {rec.error}")
+    elif rec.status in (TAGGED, WOULD_TAG):
+        verb = "would write" if rec.status == WOULD_TAG else "wrote"
+        console.print(f"{rec.path}: {before} → [green]{'; '.join(rec.written)}[/] "
+                      f"[dim]({rec.confidence:.0%}, {verb})[/]")
+    elif rec.status == SKIPPED_LOW_CONFIDENCE:
+        console.print(f"{rec.path}: [yellow]low confidence[/] ({rec.genre} {rec.confidence:.0%}), left as {before}")
+    elif rec.status == SKIPPED_HAS_GENRE and dry_run:
+        console.print(f"[dim]{rec.path}: has genre {before}, skipped (use --force to retag)[/]")
+    elif rec.status == UNCHANGED and dry_run:
+        console.print(f"[dim]{rec.path}: already {before}[/]")
+
+
+def _print_summary(summary: dict, dry_run: bool, report: Path | None) -> None:
+    table = Table(title="dry run: nothing was written" if dry_run else "summary", show_edge=False)
+    table.add_column("files", justify="right")
+    table.add_column("outcome")
+    for status, n in sorted(summary["status"].items(), key=lambda kv: -kv[1]):
+        table.add_row(str(n), status)
+    out.print(table)
+    if summary["genres"]:
+        out.print("genres: " + ", ".join(f"{g} {n}" for g, n in summary["genres"].items()))
+    if report is not None:
+        out.print(f"report: {report}")
 
 
 @main.command(name="models")

@@ -13,6 +13,7 @@ padding (checked against the per-window reference in the tests).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -206,7 +207,9 @@ def analyze(
     feats = None
     if want_features:
         freqs = _cached("freqs", sr)
-        tuning = librosa.estimate_tuning(S=S, sr=sr, n_fft=N_FFT)
+        with warnings.catch_warnings():  # silence (digital silence) has no pitch: tuning 0 is right
+            warnings.simplefilter("ignore", UserWarning)
+            tuning = librosa.estimate_tuning(S=S, sr=sr, n_fft=N_FFT)
         chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=N_FFT, tuning=tuning)
         # librosa.feature.rms(y) frames the raw signal with no window; reproduce that exactly.
         padded = np.pad(y, N_FFT // 2, mode="constant")

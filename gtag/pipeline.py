@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,6 @@ class Prediction:
     window_genres: list[str]  # ensemble's top genre per window (genre over time)
     duration: float  # seconds of the whole file
     truncated: bool  # only part of a very long file was analysed
-    extra: dict = field(default_factory=dict)
 
     @property
     def genre(self) -> str:
@@ -48,8 +47,71 @@ class Prediction:
         }
 
 
+def prediction_from_cache(path: str, d: dict) -> Prediction:
+    """Rebuild a Prediction from ``cache_record``'s output."""
+    return Prediction(
+        path=path,
+        labels=tuple(d["labels"]),
+        probabilities=np.asarray(d["probabilities"]),
+        models={k: np.asarray(v) for k, v in d["models"].items()},
+        window_starts=np.asarray(d["window_starts"]),
+        window_genres=list(d["window_genres"]),
+        duration=float(d["duration"]),
+        truncated=bool(d["truncated"]),
+    )
+
+
+def cache_record(p: Prediction) -> dict:
+    """Everything of a Prediction except its path, as JSON-able values."""
+    return {
+        "labels": list(p.labels),
+        "probabilities": p.probabilities.tolist(),
+        "models": {k: v.tolist() for k, v in p.models.items()},
+        "window_starts": p.window_starts.tolist(),
+        "window_genres": p.window_genres,
+        "duration": p.duration,
+        "truncated": p.truncated,
+    }
+
+
 def _as_dict(labels, probs) -> dict[str, float]:
     return {lab: round(float(p), 6) for lab, p in zip(labels, probs)}
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What to compute from a track; picklable, so worker processes can do the heavy part."""
+
+    hop: int  # samples between window starts
+    want_features: bool  # 57 GTZAN features per window (rf, knn)
+    want_mel: bool  # log-mel patches (cnn)
+    want_wave: bool  # raw waveform windows (wavenet)
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """A decoded and analysed track, ready for inference."""
+
+    starts: np.ndarray  # start sample of each window
+    batches: dict[str, np.ndarray]  # model kind -> input batch
+    duration: float  # seconds of the whole file
+    truncated: bool  # only part of a long file was analysed
+
+
+def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
+    """Decode and analyse one file (no ONNX): the part worth running in parallel processes."""
+    decoded = audio.load_audio(Path(path))
+    an = features.analyze(decoded.samples, decoded.sample_rate, config.hop,
+                          want_features=config.want_features, want_mel=config.want_mel)
+    batches: dict[str, np.ndarray] = {}
+    if config.want_features:
+        batches[KIND_FEATURES] = an.features
+    if config.want_mel:
+        batches[KIND_LOG_MEL] = an.log_mel[:, None, :, :]
+    if config.want_wave:
+        frames = audio.frame_signal(decoded.samples, audio.WINDOW_SAMPLES, config.hop)
+        batches[KIND_WAVEFORM] = np.ascontiguousarray(frames)[:, None, :]
+    return Analysed(an.starts, batches, decoded.duration, decoded.truncated)
 
 
 class Predictor:
@@ -64,35 +126,33 @@ class Predictor:
             raise ValueError(f"models expect {rates} Hz / {windows} s windows; gtag analyses "
                              f"{audio.SAMPLE_RATE} Hz / {audio.WINDOW_SECONDS} s")
         self.models = models
-        self.hop = int(round((hop_seconds or models[0].spec.hop_seconds) * audio.SAMPLE_RATE))
         self.labels = {m.spec.name: m.spec.labels for m in models}
         self.weights = {m.spec.name: m.spec.weight for m in models}
         kinds = {m.spec.kind for m in models}
-        self.want_features = KIND_FEATURES in kinds
-        self.want_mel = KIND_LOG_MEL in kinds
-        self.want_wave = KIND_WAVEFORM in kinds
+        self.config = AnalysisConfig(
+            hop=int(round((hop_seconds or models[0].spec.hop_seconds) * audio.SAMPLE_RATE)),
+            want_features=KIND_FEATURES in kinds,
+            want_mel=KIND_LOG_MEL in kinds,
+            want_wave=KIND_WAVEFORM in kinds,
+        )
 
-    def analyse(self, decoded: audio.Audio) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Model inputs of one decoded track: window starts and a batch per kind."""
-        an = features.analyze(decoded.samples, decoded.sample_rate, self.hop,
-                              want_features=self.want_features, want_mel=self.want_mel)
-        batches: dict[str, np.ndarray] = {}
-        if self.want_features:
-            batches[KIND_FEATURES] = an.features
-        if self.want_mel:
-            batches[KIND_LOG_MEL] = an.log_mel[:, None, :, :]
-        if self.want_wave:
-            frames = audio.frame_signal(decoded.samples, audio.WINDOW_SAMPLES, self.hop)
-            batches[KIND_WAVEFORM] = np.ascontiguousarray(frames)[:, None, :]
-        return an.starts, batches
+    @property
+    def signature(self) -> str:
+        """Identifies what produced a prediction (models, weights, hop, version) for the cache."""
+        import hashlib
 
-    def infer(self, path: str | os.PathLike, decoded: audio.Audio, starts: np.ndarray,
-              batches: dict[str, np.ndarray]) -> Prediction:
+        from . import __version__
+
+        parts = [__version__, str(self.config.hop)] + [f"{m.spec.name}:{m.spec.sha256}:{m.spec.weight}"
+                                                       for m in self.models]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+    def infer(self, path: str | os.PathLike, analysed: Analysed) -> Prediction:
         """Run every model on its batch (one call each) and vote."""
         window_probs: dict[str, np.ndarray] = {}
         track: dict[str, np.ndarray] = {}
         for m in self.models:
-            p = m.predict(batches[m.spec.kind])
+            p = m.predict(analysed.batches[m.spec.kind])
             window_probs[m.spec.name] = p
             track[m.spec.name] = vote.track_probabilities(p)
         labels, probs = vote.combine(track, self.labels, self.weights)
@@ -106,14 +166,12 @@ class Predictor:
             labels=labels,
             probabilities=probs,
             models=aligned,
-            window_starts=starts / audio.SAMPLE_RATE,
+            window_starts=analysed.starts / audio.SAMPLE_RATE,
             window_genres=[labels[i] for i in np.argmax(per_window, axis=1)],
-            duration=decoded.duration,
-            truncated=decoded.truncated,
+            duration=analysed.duration,
+            truncated=analysed.truncated,
         )
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Decode, analyse and predict one file. Raises AudioLoadError / ValueError on bad input."""
-        decoded = audio.load_audio(Path(path))
-        starts, batches = self.analyse(decoded)
-        return self.infer(path, decoded, starts, batches)
+        return self.infer(path, analyse_file(path, self.config))

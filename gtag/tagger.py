@@ -1,0 +1,235 @@
+"""`gtag tag`: walk, predict, decide by policy, write safely, report.
+
+Decoding and feature extraction (the heavy part) run in worker processes; ONNX inference and every
+tag write happen in the main process, one file at a time, in the order the files were found. Each
+write is atomic (see gtag.tags), and the cache commits after each file, so an interrupted run
+leaves every file untouched or fully tagged and the next run resumes where this one stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, tags
+from .audio import AudioLoadError
+from .cache import PredictionCache
+from .pipeline import Prediction, Predictor, analyse_file, cache_record, prediction_from_cache
+
+# What gtag writes for each GTZAN label: the ID3v1/Winamp genre names that players and beets know.
+DISPLAY_NAMES = {
+    "blues": "Blues", "classical": "Classical", "country": "Country", "disco": "Disco",
+    "hiphop": "Hip-Hop", "jazz": "Jazz", "metal": "Metal", "pop": "Pop", "reggae": "Reggae", "rock": "Rock",
+}  # fmt: skip
+
+# Record statuses (the `status` field of the report).
+TAGGED = "tagged"
+WOULD_TAG = "would tag"  # dry run
+SKIPPED_HAS_GENRE = "skipped: has genre"
+SKIPPED_LOW_CONFIDENCE = "skipped: low confidence"
+UNCHANGED = "unchanged"  # the file already holds exactly what gtag would write
+FAILED = "failed"
+
+
+def display_name(label: str) -> str:
+    return DISPLAY_NAMES.get(label, label.title())
+
+
+@dataclass(frozen=True)
+class TagOptions:
+    """Policy of one `gtag tag` run."""
+
+    dry_run: bool = False  # predict and report, change no byte of any file
+    force: bool = False  # also retag files that already have a genre
+    min_confidence: float = 0.0  # write nothing for a file whose top genre is less probable
+    top_k: int = 1  # write up to k genres, each at least min_confidence probable
+    jobs: int = 1  # worker processes for decoding and features (1: in the main process)
+    write_confidence: bool = False  # also record GTAG_CONFIDENCE and GTAG_SOURCE custom tags
+
+
+@dataclass
+class Record:
+    """One file's outcome; becomes one row/object of the report."""
+
+    path: str
+    status: str = ""
+    genre: str | None = None  # the voted genre (display name)
+    genres: list[str] = field(default_factory=list)  # top-k genres chosen (display names)
+    confidence: float | None = None
+    existing: list[str] = field(default_factory=list)  # genre(s) found in the file before
+    written: list[str] = field(default_factory=list)  # written, or would be in a dry run
+    probabilities: dict[str, float] = field(default_factory=dict)
+    models: dict[str, dict[str, float]] = field(default_factory=dict)
+    format: str | None = None
+    cached: bool = False
+    error: str | None = None
+
+    def to_json(self, top_k: int) -> dict:
+        d: dict = {"path": self.path, "status": self.status, "format": self.format}
+        if top_k > 1:
+            d["genres"] = self.genres
+        else:
+            d["genre"] = self.genre
+        d.update(confidence=self.confidence, existing=self.existing, written=self.written,
+                 probabilities=self.probabilities, models=self.models, cached=self.cached)
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+def choose_genres(pred: Prediction, min_confidence: float, top_k: int) -> list[str]:
+    """Labels to write: the top-k genres whose probability reaches ``min_confidence`` (none when
+    even the best one does not: no tag is better than a guess)."""
+    return [g for g, p in pred.top(top_k) if p >= min_confidence]
+
+
+def _fill(rec: Record, pred: Prediction, opts: TagOptions) -> None:
+    rec.genre = display_name(pred.genre)
+    rec.confidence = round(pred.confidence, 4)
+    rec.probabilities = {lab: round(float(p), 4) for lab, p in zip(pred.labels, pred.probabilities)}
+    rec.models = {n: {lab: round(float(x), 4) for lab, x in zip(pred.labels, p)} for n, p in pred.models.items()}
+    rec.genres = [display_name(g) for g in choose_genres(pred, opts.min_confidence, opts.top_k)]
+
+
+def _short_error(exc: BaseException, path: Path) -> str:
+    msg = str(exc).strip() or type(exc).__name__
+    return msg if str(path) in msg else f"{path}: {msg}"
+
+
+class Tagger:
+    """Runs the tag job over files; ``run`` yields one Record per file, in order."""
+
+    def __init__(self, predictor: Predictor, opts: TagOptions, cache: PredictionCache | None = None):
+        self.predictor = predictor
+        self.opts = opts
+        self.cache = cache
+
+    def _needs_prediction(self, path: Path, rec: Record) -> bool:
+        """Read the existing tag first: a file that keeps its genre needs no analysis at all."""
+        try:
+            rec.format = tags.format_name(path)
+            rec.existing = tags.read_genres(path)
+        except tags.TagError as exc:
+            rec.status, rec.error = FAILED, _short_error(exc, path)
+            return False
+        if rec.existing and not self.opts.force:
+            rec.status = SKIPPED_HAS_GENRE
+            return False
+        return True
+
+    def run(self, paths: Iterable[Path]) -> Iterator[Record]:
+        jobs = max(1, self.opts.jobs)
+        if jobs == 1:
+            for path in paths:
+                rec = Record(str(path))
+                if self._needs_prediction(path, rec):
+                    self._predict_and_write(path, rec, lambda p=path: analyse_file(p, self.predictor.config))
+                yield rec
+            return
+        # Bounded look-ahead: at most 2 files per worker decoded ahead of the writer, so memory
+        # stays flat on any library size while inference overlaps decoding of the next files.
+        with ProcessPoolExecutor(jobs) as pool:
+            pending: deque[tuple[Path, Record, Future | None]] = deque()
+            it = iter(paths)
+            exhausted = False
+            try:
+                while True:
+                    while not exhausted and len(pending) < 2 * jobs:
+                        try:
+                            path = next(it)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        rec = Record(str(path))
+                        fut = None
+                        if self._needs_prediction(path, rec) and not self._cached(path):
+                            fut = pool.submit(analyse_file, path, self.predictor.config)
+                        pending.append((path, rec, fut))
+                    if not pending:
+                        break
+                    path, rec, fut = pending.popleft()
+                    if not rec.status:
+                        self._predict_and_write(path, rec, (lambda f=fut: f.result()) if fut else None)
+                    yield rec
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+    def _cached(self, path: Path) -> Prediction | None:
+        if self.cache is None:
+            return None
+        hit = self.cache.get(path)
+        return prediction_from_cache(str(path), hit) if hit else None
+
+    def _predict_and_write(self, path: Path, rec: Record, analyse: Callable | None) -> None:
+        pred = self._cached(path)
+        rec.cached = pred is not None
+        try:
+            if pred is None:
+                if analyse is None:  # cache entry vanished between look-ahead and now
+                    analyse = lambda: analyse_file(path, self.predictor.config)  # noqa: E731
+                pred = self.predictor.infer(path, analyse())
+                if self.cache is not None:
+                    self.cache.put(path, cache_record(pred))
+        except (AudioLoadError, ValueError, OSError) as exc:
+            rec.status, rec.error = FAILED, _short_error(exc, path)
+            return
+        _fill(rec, pred, self.opts)
+        if not rec.genres:
+            rec.status = SKIPPED_LOW_CONFIDENCE
+            return
+        rec.written = list(rec.genres)
+        if rec.existing == rec.written:
+            rec.status = UNCHANGED
+            return
+        if self.opts.dry_run:
+            rec.status = WOULD_TAG
+            return
+        extra = None
+        if self.opts.write_confidence:
+            extra = {"GTAG_CONFIDENCE": f"{pred.confidence:.3f}",
+                     "GTAG_SOURCE": f"gtag {__version__} ({'+'.join(pred.models)})"}
+        try:
+            tags.write_genres(path, rec.written, extra)
+        except (tags.TagError, OSError) as exc:
+            rec.status, rec.error, rec.written = FAILED, _short_error(exc, path), []
+            return
+        rec.status = TAGGED
+        if self.cache is not None:  # same audio, new size/mtime: keep the re-run instant
+            self.cache.put(path, cache_record(pred))
+
+
+def summarize(records: list[Record]) -> dict:
+    """Counts for the end-of-run table: per status and per written genre."""
+    by_status = Counter(r.status for r in records)
+    by_genre = Counter(g for r in records if r.status in (TAGGED, WOULD_TAG, UNCHANGED) for g in r.written)
+    return {"files": len(records), "status": dict(by_status), "genres": dict(by_genre.most_common())}
+
+
+def write_report(records: list[Record], path: Path, top_k: int) -> None:
+    """JSON array or CSV, chosen by the report file's extension; written atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix.lower() == ".csv":
+        labels = sorted({lab for r in records for lab in r.probabilities})
+        models = sorted({m for r in records for m in r.models})
+        head = ["path", "status", "format", "genre", "genres", "confidence", "existing", "written", "cached",
+                "error"] + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
+        with tmp.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(head)
+            for r in records:
+                w.writerow([r.path, r.status, r.format or "", r.genre or "", ";".join(r.genres),
+                            "" if r.confidence is None else r.confidence, ";".join(r.existing),
+                            ";".join(r.written), int(r.cached), r.error or ""]
+                           + [r.probabilities.get(lab, "") for lab in labels]
+                           + [r.models.get(m, {}).get(lab, "") for m in models for lab in labels])
+    else:
+        tmp.write_text(json.dumps([r.to_json(top_k) for r in records], indent=2) + "\n")
+    os.replace(tmp, path)
