@@ -141,13 +141,17 @@ def _numba_kernels():
             for j in range(1, n):
                 old = padded[j - 1]
                 new = padded[j + k - 1]
-                # remove old (binary search), then insert new keeping buf sorted
-                lo = np.searchsorted(buf, old)
-                for m in range(lo, k - 1):
-                    buf[m] = buf[m + 1]
-                pos = np.searchsorted(buf[: k - 1], new)
-                for m in range(k - 1, pos, -1):
-                    buf[m] = buf[m - 1]
+                # Replace ``old`` by ``new`` and slide it into place: only the values between
+                # the two move, and neighbouring STFT bins differ little, so that is few moves.
+                pos = np.searchsorted(buf, old)
+                if new >= old:
+                    while pos + 1 < k and buf[pos + 1] < new:
+                        buf[pos] = buf[pos + 1]
+                        pos += 1
+                else:
+                    while pos > 0 and buf[pos - 1] > new:
+                        buf[pos] = buf[pos - 1]
+                        pos -= 1
                 buf[pos] = new
                 out[r, j] = buf[half]
         return out
