@@ -34,7 +34,7 @@ MAX_ANALYSED_SECONDS = 600.0
 
 AUDIO_EXTENSIONS = frozenset(
     ".mp3 .flac .ogg .oga .opus .m4a .m4b .mp4 .aac .alac .wav .wave .aif .aiff .aifc .wma "
-    ".ape .wv .mpc .au .snd .dsf .webm .mka".split()
+    ".ape .wv .mpc .mp+ .ofr .ofs .tak .spx .au .snd .dsf .webm .mka".split()
 )
 
 
