@@ -28,6 +28,9 @@ N_MELS = 128  # mel bands of the CNN input (librosa's default mel count)
 # Frames of one window: what librosa gives for a centred 3 s signal: 1 + 66150 // 512 = 130.
 WINDOW_FRAMES = 1 + WINDOW_SAMPLES // HOP_LENGTH
 HPSS_KERNEL = 31  # librosa.decompose.hpss default median-filter length
+# Long tracks are analysed in blocks of whole windows of about this length (bounded memory); a
+# frame at a block edge sees padding instead of its neighbour, as in the study's per-window code.
+BLOCK_SECONDS = 60.0
 
 # Column order of the Kaggle GTZAN tables (features_3_sec.csv / features_30_sec.csv), minus
 # filename, length and label. Models are fitted on exactly this order; the manifest records it.
@@ -183,13 +186,31 @@ def analyze(
     """Analyse a whole track once and return per-window features and/or log-mel patches.
 
     ``y`` is float32 mono at ``sr``. A track shorter than one window is tiled to one window first
-    (see ``gtag.audio.fit_to_window``); windows follow ``gtag.audio.window_starts``.
+    (see ``gtag.audio.fit_to_window``); windows follow ``gtag.audio.window_starts``. Long tracks
+    are analysed in blocks of about ``BLOCK_SECONDS`` (whole windows each), so peak memory stays
+    bounded: an STFT and its HPSS masks cost ~25 MB per minute of audio.
     """
-    import librosa
-
     if sr != SAMPLE_RATE:
         raise ValueError(f"features expect {SAMPLE_RATE} Hz audio, got {sr}")
     y = np.ascontiguousarray(fit_to_window(np.asarray(y, dtype=np.float32)))
+    starts = window_starts(y.size, WINDOW_SAMPLES, hop)
+    per_block = max(1, (int(BLOCK_SECONDS * sr) - WINDOW_SAMPLES) // hop + 1)
+    parts = []
+    for b in range(0, len(starts), per_block):
+        s0 = int(starts[b])
+        s1 = int(starts[min(b + per_block, len(starts)) - 1]) + WINDOW_SAMPLES
+        parts.append(_analyze_block(y[s0:s1], sr, hop, want_features, want_mel))
+    return TrackAnalysis(
+        starts=starts,
+        features=np.concatenate([p[0] for p in parts]) if want_features else None,
+        log_mel=np.concatenate([p[1] for p in parts]) if want_mel else None,
+    )
+
+
+def _analyze_block(y: np.ndarray, sr: int, hop: int, want_features: bool, want_mel: bool):
+    """Features and log-mel of every window of ``y`` (which starts at a window start)."""
+    import librosa
+
     starts = window_starts(y.size, WINDOW_SAMPLES, hop)
     # Frame k of a centred STFT is centred on sample k * HOP_LENGTH; window i covers the
     # WINDOW_FRAMES frames from the one nearest its start.
@@ -249,7 +270,7 @@ def analyze(
         for i in range(N_MFCC):
             cols += [m_mean[i], m_var[i]]
         feats = np.stack(cols, axis=1).astype(np.float32)
-    return TrackAnalysis(starts=starts, features=feats, log_mel=log_mel)
+    return feats, log_mel
 
 
 def _chroma_stats(chroma: np.ndarray, first: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

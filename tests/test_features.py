@@ -85,3 +85,14 @@ def test_reference_matches_the_kaggle_table_on_a_whole_clip(clip):
     rel = np.abs(ours[idx] - kaggle[idx]) / np.abs(kaggle[idx])
     # the shared audio is a ~90 kbps Ogg re-encode of the original WAV
     assert np.median(rel) < 0.01 and rel.max() < 0.1
+
+
+def test_long_tracks_are_analysed_in_blocks_with_the_same_result(clip, monkeypatch):
+    y = np.concatenate([clip] * 3)  # 90 s: two 60 s blocks
+    blocked = features.analyze(y)
+    monkeypatch.setattr(features, "BLOCK_SECONDS", 1e9)
+    whole = features.analyze(y)
+    assert np.array_equal(blocked.starts, whole.starts)
+    scale = np.abs(whole.features).mean(0) + 1e-9
+    assert np.median(np.abs(blocked.features - whole.features) / scale) < 0.005
+    assert np.mean(np.abs(blocked.log_mel - whole.log_mel)) < 0.01  # only block-edge frames differ
