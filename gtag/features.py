@@ -197,9 +197,11 @@ def analyze(
     per_block = max(1, (int(BLOCK_SECONDS * sr) - WINDOW_SAMPLES) // hop + 1)
     parts = []
     for b in range(0, len(starts), per_block):
-        s0 = int(starts[b])
-        s1 = int(starts[min(b + per_block, len(starts)) - 1]) + WINDOW_SAMPLES
-        parts.append(_analyze_block(y[s0:s1], sr, hop, want_features, want_mel))
+        block = starts[b : b + per_block]
+        # Start the block on a multiple of HOP_LENGTH so its STFT frames are the whole track's.
+        s0 = int(block[0]) // HOP_LENGTH * HOP_LENGTH
+        s1 = int(block[-1]) + WINDOW_SAMPLES
+        parts.append(_analyze_block(y[s0:s1], block - s0, sr, want_features, want_mel))
     return TrackAnalysis(
         starts=starts,
         features=np.concatenate([p[0] for p in parts]) if want_features else None,
@@ -207,11 +209,10 @@ def analyze(
     )
 
 
-def _analyze_block(y: np.ndarray, sr: int, hop: int, want_features: bool, want_mel: bool):
-    """Features and log-mel of every window of ``y`` (which starts at a window start)."""
+def _analyze_block(y: np.ndarray, starts: np.ndarray, sr: int, want_features: bool, want_mel: bool):
+    """Features and log-mel of the windows of ``y`` that start at ``starts`` (samples into ``y``)."""
     import librosa
 
-    starts = window_starts(y.size, WINDOW_SAMPLES, hop)
     # Frame k of a centred STFT is centred on sample k * HOP_LENGTH; window i covers the
     # WINDOW_FRAMES frames from the one nearest its start.
     first = np.minimum(np.round(starts / HOP_LENGTH).astype(np.int64), 1 + (y.size - WINDOW_SAMPLES) // HOP_LENGTH)
