@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -84,7 +85,7 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
             msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             results.append({"path": str(path), "error": msg})
             if not as_json:
-                err.print(f"[red]error:[/] {msg}")
+                err.print(f"[red]error:[/] {escape(msg)}")
             continue
         if as_json:
             results.append(pred.to_json())
@@ -117,7 +118,7 @@ def timeline(starts, genres: list[str], window: float = 3.0) -> list[tuple[float
 def _print_prediction(pred, top: int) -> None:
     from .vote import top_k
 
-    head = f"[bold]{pred.path}[/]  →  [bold green]{pred.genre}[/] ({pred.confidence:.0%})"
+    head = f"[bold]{escape(str(pred.path))}[/]  →  [bold green]{pred.genre}[/] ({pred.confidence:.0%})"
     info = f"{_fmt_time(pred.duration)}, {len(pred.window_genres)} windows"
     if pred.truncated:
         info += ", long file: analysed in part"
@@ -157,9 +158,14 @@ def _print_prediction(pred, top: int) -> None:
 @click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Prediction cache (SQLite); default: the user cache folder, or $GTAG_CACHE.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor update the cache.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where decoding and analysis run: a local process pool, or a Ray cluster.")
+@click.option("--address", "ray_address", default=None, metavar="ADDR",
+              help="Ray cluster address (e.g. ray://head:10001 or auto); default: start Ray locally.")
 def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str, dry_run: bool,
         force: bool, min_confidence: float, top_k: int, jobs: int, report: Path | None,
-        write_confidence: bool, cache_path: Path | None, no_cache: bool) -> None:
+        write_confidence: bool, cache_path: Path | None, no_cache: bool, backend: str,
+        ray_address: str | None) -> None:
     """Predict the genre of every audio file under PATHS and write it into the file's tags."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -173,7 +179,7 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     predictor = Predictor(_load(models_dir, model, device))
     files = list(walk(paths))
     opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k, jobs=jobs,
-                      write_confidence=write_confidence)
+                      write_confidence=write_confidence, backend=backend, ray_address=ray_address)
     cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
     records: list[Record] = []
     interrupted = False
@@ -205,19 +211,22 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
 def _print_record(rec, dry_run: bool, console: Console) -> None:
     from .tagger import FAILED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE, TAGGED, UNCHANGED, WOULD_TAG
 
-    before = "; ".join(rec.existing) or "—"
+    # Paths, tag values and errors are shown as they are: a file named "song [live].mp3" must
+    # not be read as rich markup.
+    path = escape(rec.path)
+    before = escape("; ".join(rec.existing) or "—")
     if rec.status == FAILED:
-        err.print(f"[red]error:[/] {rec.error}")
+        err.print(f"[red]error:[/] {escape(rec.error or '')}")
     elif rec.status in (TAGGED, WOULD_TAG):
         verb = "would write" if rec.status == WOULD_TAG else "wrote"
-        console.print(f"{rec.path}: {before} → [green]{'; '.join(rec.written)}[/] "
+        console.print(f"{path}: {before} → [green]{'; '.join(rec.written)}[/] "
                       f"[dim]({rec.confidence:.0%}, {verb})[/]")
     elif rec.status == SKIPPED_LOW_CONFIDENCE:
-        console.print(f"{rec.path}: [yellow]low confidence[/] ({rec.genre} {rec.confidence:.0%}), left as {before}")
+        console.print(f"{path}: [yellow]low confidence[/] ({rec.genre} {rec.confidence:.0%}), left as {before}")
     elif rec.status == SKIPPED_HAS_GENRE and dry_run:
-        console.print(f"[dim]{rec.path}: has genre {before}, skipped (use --force to retag)[/]")
+        console.print(f"[dim]{path}: has genre {before}, skipped (use --force to retag)[/]")
     elif rec.status == UNCHANGED and dry_run:
-        console.print(f"[dim]{rec.path}: already {before}[/]")
+        console.print(f"[dim]{path}: already {before}[/]")
 
 
 def _print_summary(summary: dict, dry_run: bool, report: Path | None) -> None:
@@ -230,7 +239,7 @@ def _print_summary(summary: dict, dry_run: bool, report: Path | None) -> None:
     if summary["genres"]:
         out.print("genres: " + ", ".join(f"{g} {n}" for g, n in summary["genres"].items()))
     if report is not None:
-        out.print(f"report: {report}")
+        out.print(f"report: {escape(str(report))}")
 
 
 @main.command(name="models")

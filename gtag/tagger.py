@@ -51,6 +51,8 @@ class TagOptions:
     top_k: int = 1  # write up to k genres, each at least min_confidence probable
     jobs: int = 1  # worker processes for decoding and features (1: in the main process)
     write_confidence: bool = False  # also record GTAG_CONFIDENCE and GTAG_SOURCE custom tags
+    backend: str = "local"  # "local" (process pool) or "ray" (a Ray cluster)
+    ray_address: str | None = None  # Ray cluster address; None starts a local Ray instance
 
 
 @dataclass
@@ -102,6 +104,49 @@ def _short_error(exc: BaseException, path: Path) -> str:
     return msg if str(path) in msg else f"{path}: {msg}"
 
 
+class RayExecutor:
+    """The part of concurrent.futures.Executor the tagger uses, on a Ray cluster.
+
+    Decoding and feature extraction run as Ray tasks; their results come back to this process,
+    which runs the ONNX models and writes every tag exactly as the local backend does (same
+    safety, cache and report). Workers must see the files at the same paths (a shared folder).
+    """
+
+    def __init__(self, address: str | None, jobs: int):
+        import ray
+
+        self._ray = ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False,
+                     **({} if address else {"num_cpus": jobs}))
+        self._task = ray.remote(analyse_file)
+
+    def submit(self, fn: Callable, *args) -> Future:
+        assert fn is analyse_file  # the only work shipped to the cluster
+        return self._task.remote(*args).future()
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        if self._started:
+            self._ray.shutdown()
+
+    def __enter__(self) -> "RayExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
+def make_executor(opts: "TagOptions"):
+    """A process pool (the default) or a Ray cluster (``--backend ray``)."""
+    if opts.backend == "ray":
+        try:
+            return RayExecutor(opts.ray_address, opts.jobs)
+        except ImportError:
+            raise RuntimeError("--backend ray needs Ray: pip install 'gtag[ray]'") from None
+    return ProcessPoolExecutor(max(1, opts.jobs))
+
+
 class Tagger:
     """Runs the tag job over files; ``run`` yields one Record per file, in order."""
 
@@ -125,7 +170,7 @@ class Tagger:
 
     def run(self, paths: Iterable[Path]) -> Iterator[Record]:
         jobs = max(1, self.opts.jobs)
-        if jobs == 1:
+        if jobs == 1 and self.opts.backend == "local":
             for path in paths:
                 rec = Record(str(path))
                 if self._needs_prediction(path, rec):
@@ -134,7 +179,7 @@ class Tagger:
             return
         # Bounded look-ahead: at most 2 files per worker decoded ahead of the writer, so memory
         # stays flat on any library size while inference overlaps decoding of the next files.
-        with ProcessPoolExecutor(jobs) as pool:
+        with make_executor(self.opts) as pool:
             pending: deque[tuple[Path, Record, Future | None]] = deque()
             it = iter(paths)
             exhausted = False
@@ -185,16 +230,16 @@ class Tagger:
             rec.status = SKIPPED_LOW_CONFIDENCE
             return
         rec.written = list(rec.genres)
-        if rec.existing == rec.written:
+        extra = None
+        if self.opts.write_confidence:
+            extra = {"GTAG_CONFIDENCE": f"{pred.confidence:.3f}",
+                     "GTAG_SOURCE": f"gtag {__version__} ({'+'.join(pred.models)})"}
+        if rec.existing == rec.written and _has_extra(path, extra):
             rec.status = UNCHANGED
             return
         if self.opts.dry_run:
             rec.status = WOULD_TAG
             return
-        extra = None
-        if self.opts.write_confidence:
-            extra = {"GTAG_CONFIDENCE": f"{pred.confidence:.3f}",
-                     "GTAG_SOURCE": f"gtag {__version__} ({'+'.join(pred.models)})"}
         try:
             tags.write_genres(path, rec.written, extra)
         except (tags.TagError, OSError) as exc:
@@ -203,6 +248,14 @@ class Tagger:
         rec.status = TAGGED
         if self.cache is not None:  # same audio, new size/mtime: keep the re-run instant
             self.cache.put(path, cache_record(pred))
+
+
+def _has_extra(path: Path, extra: dict[str, str] | None) -> bool:
+    """Whether the file already holds these extra fields (so the genre alone decides UNCHANGED)."""
+    try:
+        return all(tags.read_extra(path, k) == v for k, v in (extra or {}).items())
+    except tags.TagError:
+        return False
 
 
 def summarize(records: list[Record]) -> dict:
