@@ -28,6 +28,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple
         precision_recall_fscore_support,
     )
 
+    import warnings
+
+    warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
     idx = list(range(len(labels)))
     present = sorted(set(y_true.tolist()))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
