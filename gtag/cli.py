@@ -132,6 +132,9 @@ def _print_prediction(pred, top: int) -> None:
         i = pred.labels.index(genre)
         table.add_row(genre, f"{p:.2f}", *[f"{m[i]:.2f}" for m in pred.models.values()])
     out.print(table)
+    for name, tags in pred.tags.items():  # models with a tag output (musicnn's MSD tags)
+        label = "MSD tags" if len(pred.tags) == 1 else f"MSD tags ({escape(name)})"
+        out.print(f"[dim]{label}:[/] " + ", ".join(f"{escape(t)} {s:.2f}" for t, s in tags[:8]))
     segs = timeline(list(pred.window_starts), pred.window_genres)
     if len(segs) > 1:
         shown = " · ".join(f"{_fmt_time(a)}–{_fmt_time(min(b, pred.duration))} {g}" for a, b, g in segs[:12])

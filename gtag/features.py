@@ -328,3 +328,42 @@ def reference_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     for row in mfcc:
         vals += [float(np.mean(row)), float(np.var(row))]
     return np.asarray(vals, dtype=np.float32)
+
+
+# --- musicnn input: 16 kHz log-mel patches for the pretrained transfer model (training/musicnn.py) ---
+# musicnn (Pons & Serra 2019) was trained on 3 s patches of this representation; it is computed
+# exactly as musicnn's own extractor does (librosa mel power, float16 storage, log10(1 + 10000 x)).
+MUSICNN_SAMPLE_RATE = 16_000
+MUSICNN_N_FFT = 512
+MUSICNN_HOP = 256
+MUSICNN_N_MELS = 96
+MUSICNN_FRAMES = 187  # librosa.time_to_frames(3 s, sr=16000, n_fft=512, hop_length=256) + 1
+
+
+def musicnn_patches(y: np.ndarray, sr: int = SAMPLE_RATE, hop: int = HOP_SAMPLES) -> np.ndarray:
+    """(n_windows, MUSICNN_FRAMES, MUSICNN_N_MELS) float32 musicnn input patches (time, mel) of a track.
+
+    ``y`` is float32 mono at 22,050 Hz, as everywhere in gtag. The track is tiled to one window if
+    shorter (``gtag.audio.fit_to_window``), resampled to 16 kHz with soxr HQ (as ``gtag.audio``
+    resamples), and its mel power spectrogram computed once (librosa, n_fft 512, hop 256, 96 bands,
+    centred frames); musicnn stores it as float16 (values clipped to float16's range), then
+    ``log10(1 + 10000 x)``. Window i starts where gtag's window i starts (``gtag.audio.window_starts``
+    at 22,050 Hz, hop ``hop``): at frame round(start / 22050 * 16000 / 256), so its votes line up with
+    the other models' windows; it spans 187 frames (3 s).
+    """
+    import librosa
+    import soxr
+
+    if sr != SAMPLE_RATE:
+        raise ValueError(f"musicnn_patches expects {SAMPLE_RATE} Hz audio, got {sr}")
+    y = np.ascontiguousarray(fit_to_window(np.asarray(y, dtype=np.float32)))
+    starts = window_starts(y.size, WINDOW_SAMPLES, hop)
+    y16 = soxr.resample(y, SAMPLE_RATE, MUSICNN_SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
+    mel = librosa.feature.melspectrogram(y=y16, sr=MUSICNN_SAMPLE_RATE, hop_length=MUSICNN_HOP,
+                                         n_fft=MUSICNN_N_FFT, n_mels=MUSICNN_N_MELS)  # (96, frames)
+    mel = np.minimum(mel, np.finfo(np.float16).max).astype(np.float16).astype(np.float32)
+    log_mel = np.log10(10000.0 * mel + 1.0).T  # (frames, 96)
+    first = np.round(starts * (MUSICNN_SAMPLE_RATE / SAMPLE_RATE) / MUSICNN_HOP).astype(np.int64)
+    first = np.clip(first, 0, max(0, log_mel.shape[0] - MUSICNN_FRAMES))
+    idx = first[:, None] + np.arange(MUSICNN_FRAMES)[None, :]
+    return np.ascontiguousarray(log_mel[idx], dtype=np.float32)

@@ -28,7 +28,13 @@ MANIFEST_FORMAT = 1
 KIND_FEATURES = "features"  # (batch, 57) float32, columns in gtag.features.FEATURE_NAMES order
 KIND_LOG_MEL = "log_mel"  # (batch, 1, N_MELS, WINDOW_FRAMES) float32, gtag.features.log_mel_patches
 KIND_WAVEFORM = "waveform"  # (batch, 1, WINDOW_SAMPLES) float32 raw samples at the sample rate
-KINDS = (KIND_FEATURES, KIND_LOG_MEL, KIND_WAVEFORM)
+# (batch, MUSICNN_FRAMES, MUSICNN_N_MELS) float32, gtag.features.musicnn_patches (16 kHz log-mel
+# computed from the 22,050 Hz track): the pretrained musicnn transfer model
+KIND_MUSICNN = "musicnn_mel"
+KINDS = (KIND_FEATURES, KIND_LOG_MEL, KIND_WAVEFORM, KIND_MUSICNN)
+# Optional second output of a model: per-window tag scores (musicnn's 50 MSD tags), whose names the
+# manifest entry lists under "msd_labels"; `gtag predict` shows them.
+TAG_OUTPUT = "msd_tags"
 
 
 class ModelError(Exception):
@@ -184,6 +190,10 @@ class OnnxModel:
         inputs = self.session.get_inputs()
         self.input_name = spec.input_name or inputs[0].name
         self.output_name = self._probability_output()
+        tag_labels = spec.extra.get("msd_labels")
+        has_tags = any(o.name == TAG_OUTPUT for o in self.session.get_outputs())
+        self.tag_output = TAG_OUTPUT if tag_labels and has_tags else None
+        self.tag_labels: tuple[str, ...] = tuple(tag_labels or ())
         meta = self.session.get_modelmeta().custom_metadata_map
         if "labels" in meta and json.loads(meta["labels"]) != list(spec.labels):
             raise ModelError(f"model {spec.name}: labels in the ONNX file differ from the manifest")
@@ -204,11 +214,29 @@ class OnnxModel:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``(n, len(labels))`` for a batch of inputs, in one ONNX Runtime call."""
-        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
-        out = np.asarray(out, dtype=np.float32)
+        return self.predict_with_tags(batch, tags=False)[0]
+
+    def predict_with_tags(self, batch: np.ndarray, tags: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and, when the model has a tag output (``TAG_OUTPUT``) and ``tags``, its
+        per-window tag scores ``(n, len(tag_labels))`` from the same ONNX Runtime call (else None)."""
+        names = [self.output_name] + ([self.tag_output] if tags and self.tag_output else [])
+        batch = np.ascontiguousarray(batch, np.float32)
+        # Optional manifest field "max_batch": windows per ONNX Runtime call. A large network's
+        # activations grow with the batch (musicnn: ~30 MB per window, so a 10-minute track in one
+        # call would take GBs and run slower); such a model is run in chunks of max_batch windows.
+        step = int(self.spec.extra.get("max_batch") or 0) or len(batch) or 1
+        chunks = [self.session.run(names, {self.input_name: batch[i:i + step]})
+                  for i in range(0, max(len(batch), 1), step)]
+        res = [np.concatenate([c[k] for c in chunks]) for k in range(len(names))]
+        out = np.asarray(res[0], dtype=np.float32)
         if out.ndim != 2 or out.shape[1] != len(self.spec.labels):
             raise ModelError(f"model {self.spec.name}: output shape {out.shape} does not match its labels")
-        return out
+        scores = None
+        if len(res) > 1:
+            scores = np.asarray(res[1], dtype=np.float32)
+            if scores.ndim != 2 or scores.shape[1] != len(self.tag_labels):
+                raise ModelError(f"model {self.spec.name}: {TAG_OUTPUT} shape {scores.shape} does not match msd_labels")
+        return out, scores
 
 
 def load_models(
@@ -217,9 +245,14 @@ def load_models(
     device: str = "auto",
     threads: int = 0,
 ) -> list[OnnxModel]:
-    """Load the manifest's models (or only ``names``), verifying each file's hash."""
+    """Load the manifest's models (or only ``names``), verifying each file's hash.
+
+    Without ``names``: the models of the ensemble, i.e. those with a weight above zero (all of them
+    if every weight is zero); a model the ensemble leaves out costs time and changes no vote."""
     root = Path(models_dir) if models_dir else default_models_dir()
     specs = read_manifest(root)
+    if not names:
+        specs = [s for s in specs if s.weight > 0] or specs
     if names:
         by_name = {s.name: s for s in specs}
         unknown = [n for n in names if n not in by_name]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import audio, features, vote
-from .models import KIND_FEATURES, KIND_LOG_MEL, KIND_WAVEFORM, OnnxModel
+from .models import KIND_FEATURES, KIND_LOG_MEL, KIND_MUSICNN, KIND_WAVEFORM, OnnxModel
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class Prediction:
     window_genres: list[str]  # ensemble's top genre per window (genre over time)
     duration: float  # seconds of the whole file
     truncated: bool  # only part of a very long file was analysed
+    # model name -> its tags (musicnn's MSD tags), best first: (tag, mean score over the windows);
+    # only for models with a tag output. Shown by `gtag predict`; not cached, not in the JSON.
+    tags: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
     @property
     def genre(self) -> str:
@@ -86,6 +89,7 @@ class AnalysisConfig:
     want_features: bool  # 57 GTZAN features per window (rf, knn)
     want_mel: bool  # log-mel patches (cnn)
     want_wave: bool  # raw waveform windows (wavenet)
+    want_musicnn: bool = False  # 16 kHz log-mel patches (musicnn transfer model)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
     if config.want_wave:
         frames = audio.frame_signal(decoded.samples, audio.WINDOW_SAMPLES, config.hop)
         batches[KIND_WAVEFORM] = np.ascontiguousarray(frames)[:, None, :]
+    if config.want_musicnn:
+        batches[KIND_MUSICNN] = features.musicnn_patches(decoded.samples, decoded.sample_rate, config.hop)
     return Analysed(an.starts, batches, decoded.duration, decoded.truncated)
 
 
@@ -134,6 +140,7 @@ class Predictor:
             want_features=KIND_FEATURES in kinds,
             want_mel=KIND_LOG_MEL in kinds,
             want_wave=KIND_WAVEFORM in kinds,
+            want_musicnn=KIND_MUSICNN in kinds,
         )
 
     @property
@@ -151,10 +158,14 @@ class Predictor:
         """Run every model on its batch (one call each) and vote."""
         window_probs: dict[str, np.ndarray] = {}
         track: dict[str, np.ndarray] = {}
+        tags: dict[str, list[tuple[str, float]]] = {}
         for m in self.models:
-            p = m.predict(analysed.batches[m.spec.kind])
+            p, scores = m.predict_with_tags(analysed.batches[m.spec.kind])
             window_probs[m.spec.name] = p
             track[m.spec.name] = vote.track_probabilities(p)
+            if scores is not None:  # tag scores averaged over the windows, as musicnn's taggram is
+                mean = scores.mean(axis=0)
+                tags[m.spec.name] = [(m.tag_labels[i], float(mean[i])) for i in np.argsort(-mean, kind="stable")]
         labels, probs = vote.combine(track, self.labels, self.weights)
         aligned = {n: vote.align(p, self.labels[n], labels) for n, p in track.items()}
         # Genre over time: the weighted ensemble of each window.
@@ -170,6 +181,7 @@ class Predictor:
             window_genres=[labels[i] for i in np.argmax(per_window, axis=1)],
             duration=analysed.duration,
             truncated=analysed.truncated,
+            tags=tags,
         )
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:

@@ -2,7 +2,8 @@
 
 Rule (documented in the README): each model's window probabilities are averaged over the track's
 windows (soft voting, which uses the models' confidence instead of discarding it as a majority count
-would); the models' track probabilities are then averaged with the weights of their manifest entries.
+would); the models' track probabilities are then averaged with the weights of their manifest entries
+(chosen on validation by `gtag-train ensemble`; a selection whose weights are all zero votes equally).
 Models may list their labels in different orders: everything is aligned on the first model's labels.
 """
 
@@ -44,8 +45,10 @@ def combine(
     names = list(per_model)
     target = tuple(labels[names[0]])
     w = np.array([float((weights or {}).get(n, 1.0)) for n in names])
-    if np.any(w < 0) or w.sum() <= 0:
-        raise ValueError("model weights must be non-negative and not all zero")
+    if np.any(w < 0):
+        raise ValueError("model weights must be non-negative")
+    if w.sum() <= 0:  # models picked by hand that the shipped ensemble leaves out: equal votes
+        w = np.ones_like(w)
     stacked = np.stack([align(np.asarray(per_model[n], np.float64), labels[n], target) for n in names])
     out = (w[:, None] * stacked).sum(axis=0) / w.sum()
     return target, out / out.sum()

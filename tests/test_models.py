@@ -28,7 +28,8 @@ def test_shipped_manifest_describes_every_model_completely():
 
 def test_shipped_models_load_and_answer_with_probabilities():
     for m in load_models(SHIPPED, device="cpu"):
-        shape = {"features": (4, 57), "log_mel": (4, 1, 128, 130), "waveform": (4, 1, 66150)}[m.spec.kind]
+        shape = {"features": (4, 57), "log_mel": (4, 1, 128, 130), "waveform": (4, 1, 66150),
+                 "musicnn_mel": (4, 187, 96)}[m.spec.kind]
         p = m.predict(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
         assert p.shape == (4, len(m.spec.labels))
         assert np.allclose(p.sum(axis=1), 1.0, atol=1e-4) and (p >= 0).all()

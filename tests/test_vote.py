@@ -27,6 +27,7 @@ def test_align_reorders_by_label():
         (None, [0.5, 0.5]),  # equal weights
         ({"m1": 3.0, "m2": 1.0}, [0.75, 0.25]),  # weights shift the vote
         ({"m1": 0.0, "m2": 1.0}, [0.0, 1.0]),  # a zero weight silences a model
+        ({"m1": 0.0, "m2": 0.0}, [0.5, 0.5]),  # models picked by hand outside the ensemble vote equally
     ],
 )
 def test_combine_weights(weights, expected):

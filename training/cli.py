@@ -38,5 +38,121 @@ def classic(data_root: str, out_dir: str, run_dir: str, models: tuple[str, ...],
     train_classic(data_root, out_dir, run_dir, opts, command=_command())
 
 
+_DATA = click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False),
+                     help="Dataset root with splits/{train,valid}.txt (e.g. ../shared/gtzan).")
+_OUT = click.option("--out", "out_dir", default=str(DEFAULT_OUT), show_default=True, type=click.Path(file_okay=False),
+                    help="Where the ONNX file goes and manifest.json is updated.")
+
+
+def _fit_flags(f):
+    """Flags shared by the two neural models."""
+    for opt in reversed([
+        click.option("--epochs", type=int, default=None, help="Maximum epochs of the final fit."),
+        click.option("--patience", type=int, default=None, help="Early stop after this many epochs without gain."),
+        click.option("--max-minutes", type=float, default=None, help="Wall-clock cap on the final fit."),
+        click.option("--epoch-windows", type=int, default=None, help="Training windows drawn per epoch."),
+        click.option("--threads", type=int, default=None, help="torch CPU threads."),
+        click.option("--seed", type=int, default=None),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _overrides(**kw) -> dict:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+@main.command()
+@_DATA
+@_OUT
+@click.option("--run-dir", default="runs/cnn", show_default=True, type=click.Path(file_okay=False),
+              help="Checkpoint, curves, confusion matrix and metrics JSON.")
+@click.option("--search/--no-search", default=True, show_default=True,
+              help="Short search over depth, width, dropout and learning rate before the final fit.")
+@click.option("--search-epochs", type=int, default=None, help="Epochs per searched config.")
+@_fit_flags
+def cnn(data_root: str, out_dir: str, run_dir: str, search: bool, search_epochs: int | None, **fit) -> None:
+    """CNN on log-mel patches of 3 s windows (exports cnn.onnx)."""
+    from .loop import CnnOptions, train_cnn
+
+    kw = _overrides(search_epochs=search_epochs, **fit)
+    if not search:
+        kw["search"] = ()
+    train_cnn(data_root, out_dir, run_dir, CnnOptions(**kw), command=_command())
+
+
+@main.command()
+@_DATA
+@_OUT
+@click.option("--run-dir", default="runs/wavenet", show_default=True, type=click.Path(file_okay=False),
+              help="Checkpoint, curves, confusion matrix and metrics JSON.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate.")
+@_fit_flags
+def wavenet(data_root: str, out_dir: str, run_dir: str, lr: float | None, **fit) -> None:
+    """WaveNet-style net on raw 3 s windows (exports wavenet.onnx)."""
+    from .loop import WaveNetOptions, train_wavenet
+
+    train_wavenet(data_root, out_dir, run_dir, WaveNetOptions(**_overrides(lr=lr, **fit)), command=_command())
+
+
+@main.command("musicnn-convert")
+@click.option("--wheel", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="musicnn-0.1.0-py3-none-any.whl (pip download --no-deps musicnn==0.1.0).")
+@click.option("--out", "out_dir", default="runs/musicnn", show_default=True, type=click.Path(file_okay=False),
+              help="Converted weights (musicnn_msd.npz), TF reference outputs, report.")
+@click.option("--fixture", default=None, type=click.Path(dir_okay=False),
+              help="Also write the CI reference fixture here (tests/data/musicnn_reference.npz).")
+@click.option("--audio", "audio_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Audio files whose middle patch joins the reference patches (repeatable).")
+@click.option("--tf-python", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Interpreter with tensorflow-cpu (default: .venv-convert/bin/python).")
+def musicnn_convert(wheel: str, out_dir: str, fixture: str | None, audio_files: tuple[str, ...],
+                    tf_python: str | None) -> None:
+    """Port musicnn's MSD checkpoint from its wheel to PyTorch and prove the port against TensorFlow."""
+    import json
+
+    from .musicnn import convert
+
+    report = convert(wheel, out_dir, fixture, audio_files, tf_python)
+    click.echo(json.dumps(report["max_abs_diff_torch_vs_tf"], indent=2))
+
+
+@main.command()
+@_DATA
+@_OUT
+@click.option("--weights", default="runs/musicnn/musicnn_msd.npz", show_default=True,
+              type=click.Path(dir_okay=False), help="Converted musicnn weights (gtag-train musicnn-convert).")
+@click.option("--run-dir", default="runs/transfer", show_default=True, type=click.Path(file_okay=False),
+              help="Embedding cache, metrics JSON, confusion matrices.")
+@click.option("--fixture", default="tests/data/musicnn_reference.npz", show_default=True,
+              type=click.Path(dir_okay=False), help="Reference patches the exported ONNX is checked against.")
+@click.option("--classic-cache", default="runs/classic/cache", show_default=True, type=click.Path(file_okay=False),
+              help="Feature cache of `gtag-train classic` (reused by the ensemble check).")
+@click.option("--seed", default=0, show_default=True)
+def transfer(data_root: str, out_dir: str, weights: str, run_dir: str, fixture: str, classic_cache: str,
+             seed: int) -> None:
+    """GTZAN head on musicnn's pretrained MSD embeddings (exports musicnn.onnx)."""
+    from .transfer import TransferOptions, train_transfer
+
+    train_transfer(data_root, out_dir, run_dir, weights, TransferOptions(seed=seed), command=_command(),
+                   fixture=fixture if Path(fixture).is_file() else None, classic_cache=classic_cache)
+
+
+@main.command()
+@_DATA
+@_OUT
+@click.option("--run-dir", default="runs/ensemble", show_default=True, type=click.Path(file_okay=False),
+              help="Train-only model copies, validation probabilities, report.")
+@click.option("--transfer-dir", default="runs/transfer", show_default=True, type=click.Path(file_okay=False),
+              help="Run dir of `gtag-train transfer` (its train-only musicnn).")
+@click.option("--classic-cache", default="runs/classic/cache", show_default=True, type=click.Path(file_okay=False),
+              help="Feature cache of `gtag-train classic`.")
+def ensemble(data_root: str, out_dir: str, run_dir: str, transfer_dir: str, classic_cache: str) -> None:
+    """Choose the vote weights of the shipped models on validation (run after the models)."""
+    from .ensemble import choose_ensemble
+
+    choose_ensemble(data_root, out_dir, run_dir, transfer_dir, classic_cache, command=_command())
+
+
 if __name__ == "__main__":
     main()

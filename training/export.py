@@ -52,6 +52,20 @@ def update_manifest(out_dir: Path, entry: dict[str, Any]) -> Path:
     return path
 
 
+def set_manifest_fields(out_dir: Path, fields: dict[str, dict[str, Any]]) -> Path:
+    """Set ``fields[name]`` on the existing entries of ``out_dir/manifest.json`` (e.g. ensemble
+    weights), leaving each entry's export time and everything else as it was."""
+    path = out_dir / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    missing = set(fields) - {m.get("name") for m in data.get("models", [])}
+    if missing:
+        raise KeyError(f"{path}: no entries named {sorted(missing)}")
+    for m in data["models"]:
+        m.update(fields.get(m["name"], {}))
+    _atomic_write_bytes(path, (json.dumps(_jsonable(data), indent=2) + "\n").encode())
+    return path
+
+
 def _jsonable(x):
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}

@@ -1,0 +1,71 @@
+"""Choosing the ensemble weights on validation (training/ensemble.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from training.ensemble import mix, select_weights  # noqa: E402
+from training.export import set_manifest_fields  # noqa: E402
+
+
+def _onehot(pred: np.ndarray, n: int, conf: float) -> np.ndarray:
+    p = np.full((len(pred), n), (1 - conf) / (n - 1))
+    p[np.arange(len(pred)), pred] = conf
+    return p
+
+
+def _acc(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(p.argmax(1) == y))
+
+
+def test_strong_model_is_not_outvoted_by_weak_ones():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 200)
+    strong = np.where(rng.random(200) < 0.8, y, (y + 1) % 4)
+    # two weak models that agree with each other on the same wrong answers
+    wrong = np.where(rng.random(200) < 0.4, y, (y + 2) % 4)
+    probs = {"strong": _onehot(strong, 4, 0.7), "weak1": _onehot(wrong, 4, 0.9), "weak2": _onehot(wrong, 4, 0.9)}
+    equal = _acc(mix(probs, dict.fromkeys(probs, 1.0)), y)
+    weights, trace = select_weights(probs, y)
+    chosen = _acc(mix(probs, weights), y)
+    assert trace[0]["add"] == "strong"
+    assert chosen >= _acc(probs["strong"], y) > equal
+    assert sum(weights.values()) == pytest.approx(1.0)
+
+
+def test_complementary_models_are_combined():
+    # each model is right and confident on its own half, unsure (but not wrong) elsewhere
+    y = np.arange(100) % 3
+    a = np.full((100, 3), 1 / 3)
+    b = np.full((100, 3), 1 / 3)
+    a[:50] = _onehot(y[:50], 3, 0.9)
+    b[50:] = _onehot(y[50:], 3, 0.9)
+    a[50:, (y[50:] + 1) % 3] += 0.01  # slightly wrong where unsure
+    b[:50, (y[:50] + 1) % 3] += 0.01
+    weights, _ = select_weights({"a": a, "b": b}, y)
+    assert weights["a"] > 0 and weights["b"] > 0
+    assert _acc(mix({"a": a, "b": b}, weights), y) == 1.0
+
+
+def test_selection_never_below_best_single_on_random_models():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        y = rng.integers(0, 5, 60)
+        probs = {f"m{i}": rng.dirichlet(np.ones(5), 60) for i in range(4)}
+        weights, _ = select_weights(probs, y)
+        assert _acc(mix(probs, weights), y) >= max(_acc(p, y) for p in probs.values())
+
+
+def test_set_manifest_fields_keeps_the_rest(tmp_path):
+    entries = [{"name": "a", "weight": 1.0, "exported": "then"}, {"name": "b", "weight": 1.0}]
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 1, "models": entries}))
+    set_manifest_fields(tmp_path, {"a": {"weight": 0.25}})
+    got = json.loads((tmp_path / "manifest.json").read_text())["models"]
+    assert got == [{"name": "a", "weight": 0.25, "exported": "then"}, {"name": "b", "weight": 1.0}]
+    with pytest.raises(KeyError):
+        set_manifest_fields(tmp_path, {"zzz": {"weight": 1}})

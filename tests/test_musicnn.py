@@ -1,0 +1,288 @@
+"""musicnn port and transfer model: the shipped ONNX model reproduces TensorFlow's MSD tag outputs
+(stored reference, no TensorFlow needed), torch and ONNX agree, the 16 kHz input lines up with gtag's
+windows, and gtag shows the MSD tags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gtag import audio, features
+from gtag.models import KIND_MUSICNN, default_models_dir, load_models, read_manifest, sha256_file
+
+from .conftest import GENRES, GTZAN, need, write_wav
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from training.musicnn import MSD_LABELS, VARIABLE_MAP, build_model, check_shapes, convert_variables  # noqa: E402
+from training.musicnn import load_weights, save_weights  # noqa: E402
+
+REFERENCE = Path(__file__).resolve().parent / "data" / "musicnn_reference.npz"
+# The port's tolerance on MSD tag probabilities (sigmoid outputs): measured 1.3e-6 for torch and
+# ONNX Runtime against TensorFlow 2.21 running the author's graph; float32 reordering stays far below.
+TAG_ATOL = 1e-4
+
+# Variable shapes of musicnn-0.1.0's MSD_musicnn checkpoint (see training/musicnn.py).
+CHECKPOINT_SHAPES = {
+    "batch_normalization": 1, "batch_normalization_1": 204, "batch_normalization_2": 204,
+    "batch_normalization_3": 51, "batch_normalization_4": 51, "batch_normalization_5": 51,
+    "batch_normalization_6": 64, "batch_normalization_7": 64, "batch_normalization_8": 64,
+    "batch_normalization_9": 1506, "batch_normalization_10": 200,
+    "conv2d/kernel": (7, 38, 1, 204), "conv2d_1/kernel": (7, 67, 1, 204), "conv2d_2/kernel": (128, 1, 1, 51),
+    "conv2d_3/kernel": (64, 1, 1, 51), "conv2d_4/kernel": (32, 1, 1, 51), "conv2d_5/kernel": (7, 561, 1, 64),
+    "conv2d_6/kernel": (7, 64, 1, 64), "conv2d_7/kernel": (7, 64, 1, 64),
+    "dense/kernel": (1506, 200), "dense_1/kernel": (200, 50),
+}  # fmt: skip
+
+
+def _fake_checkpoint(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in CHECKPOINT_SHAPES.items():
+        if name.startswith("batch_normalization"):
+            for v in ("gamma", "beta", "moving_mean"):
+                out[f"{name}/{v}"] = rng.standard_normal(shape).astype(np.float32)
+            out[f"{name}/moving_variance"] = rng.uniform(0.5, 2, shape).astype(np.float32)
+        else:
+            out[name] = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+            out[name.replace("kernel", "bias")] = (rng.standard_normal(shape[-1]) * 0.05).astype(np.float32)
+    return out
+
+
+def _reference():
+    if not REFERENCE.is_file():
+        pytest.skip("tests/data/musicnn_reference.npz missing (made by gtag-train musicnn-convert)")
+    with np.load(REFERENCE, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _shipped_musicnn():
+    specs = {s.name: s for s in read_manifest(default_models_dir())}
+    if "musicnn" not in specs:
+        pytest.skip("no musicnn model shipped in exported_models")
+    return specs["musicnn"]
+
+
+def test_variable_map_covers_the_checkpoint_and_fits_the_model():
+    fake = _fake_checkpoint()
+    assert {v for v, _, _ in VARIABLE_MAP} == set(fake)  # every variable used, none invented
+    state = convert_variables(fake)
+    check_shapes(state)
+    n = sum(v.size for k, v in state.items() if "running" not in k)
+    assert 780_000 < n < 800_000  # "about 790 k parameters"
+
+
+def test_conv_and_dense_layouts_follow_tensorflow():
+    """A TF kernel [time, mel, in, out] applied as TF does (cross-correlation, NHWC) equals the torch
+    layer with the converted weight; a TF dense kernel [in, out] likewise."""
+    fake = _fake_checkpoint(1)
+    state = convert_variables(fake)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((7, 38)).astype(np.float32)  # one valid position of conv2d
+    k = fake["conv2d/kernel"]
+    tf_out = np.einsum("tf,tfo->o", x, k[:, :, 0, :])
+    w = torch.from_numpy(state["timbral.0.conv.weight"])
+    torch_out = torch.nn.functional.conv2d(torch.from_numpy(x)[None, None], w)[0, :, 0, 0].numpy()
+    assert np.allclose(tf_out, torch_out, atol=1e-5)
+    m = rng.standard_normal((7, 561)).astype(np.float32)  # mid-end: [7, 561] kernel over (time, channels)
+    tf_mid = np.einsum("tc,tco->o", m, fake["conv2d_5/kernel"][:, :, 0, :])
+    torch_mid = torch.nn.functional.conv1d(torch.from_numpy(m.T)[None], torch.from_numpy(state["mid.0.conv.weight"]))
+    assert np.allclose(tf_mid, torch_mid[0, :, 0].numpy(), atol=1e-4)
+    v = rng.standard_normal(1506).astype(np.float32)
+    assert np.allclose(v @ fake["dense/kernel"], torch.from_numpy(state["dense.weight"]).numpy() @ v, atol=1e-4)
+
+
+def test_weights_npz_round_trip_without_pickle(tmp_path):
+    state = convert_variables(_fake_checkpoint())
+    path = save_weights(state, tmp_path / "w.npz", source="test")
+    got, meta = load_weights(path)
+    assert meta["labels"] == list(MSD_LABELS) and set(got) == set(state)
+    assert all(np.array_equal(got[k], state[k]) for k in state)
+    np.savez(tmp_path / "other.npz", a=np.zeros(2), __meta__=np.array(json.dumps({"format": "x"})))
+    with pytest.raises(ValueError, match="not a converted"):
+        load_weights(tmp_path / "other.npz")
+
+
+def test_reference_fixture_is_small_and_complete():
+    ref = _reference()
+    assert REFERENCE.stat().st_size < 1_000_000
+    assert tuple(ref["labels"].tolist()) == MSD_LABELS
+    n = len(ref["patches"])
+    assert ref["patches"].shape == (n, 187, 96) and n >= 4
+    assert ref["tags"].shape == (n, 50) and ref["logits"].shape == (n, 50) and ref["penultimate"].shape == (n, 200)
+    assert np.allclose(1 / (1 + np.exp(-ref["logits"])), ref["tags"], atol=1e-6)
+    assert "TensorFlow" in str(ref["source"])
+
+
+def test_shipped_onnx_reproduces_tensorflow_msd_tags():
+    """The port, end to end: musicnn.onnx's msd_tags on the stored patches = TensorFlow's outputs."""
+    ref = _reference()
+    spec = _shipped_musicnn()
+    assert spec.kind == KIND_MUSICNN and tuple(spec.extra["msd_labels"]) == MSD_LABELS
+    (model,) = load_models(default_models_dir(), ["musicnn"], device="cpu")
+    probs, tags = model.predict_with_tags(ref["patches"])
+    assert tags is not None and tags.shape == ref["tags"].shape
+    assert np.abs(tags - ref["tags"]).max() < TAG_ATOL
+    for got, want in zip(tags, ref["tags"]):  # the same top tags in the same order
+        assert np.argsort(-got)[:5].tolist() == np.argsort(-want)[:5].tolist()
+    assert probs.shape == (len(ref["patches"]), 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_shipped_musicnn_entry_is_complete():
+    spec = _shipped_musicnn()
+    root = default_models_dir()
+    assert sha256_file(root / spec.file) == spec.sha256
+    assert (root / spec.file).stat().st_size < 10e6
+    assert spec.labels == GENRES and spec.sample_rate == 22050 and spec.window_seconds == 3.0
+    assert spec.extra["input"]["internal_sample_rate"] == 16000 and spec.input_name == "musicnn_mel"
+    assert spec.metrics["valid_track"]["accuracy"] > 0.1 and spec.metrics["valid_track"]["per_genre"]
+    assert spec.extra["onnx_check"]["max_abs_prob_diff"] < 1e-4
+    licence = (root / "MUSICNN_LICENSE.md").read_text()
+    assert "ISC" in licence or "Permission to use, copy, modify" in licence
+    assert "Pons" in licence
+
+
+def _tiny_musicnn(seed: int = 0):
+    torch.manual_seed(seed)
+    net = build_model(frontend_filters=0.25, midend_filters=8, backend_units=16)
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for m in net.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+class _TwoOutputs(torch.nn.Module):
+    """A tiny musicnn with a random genre head: what training.transfer exports, at toy size."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.genre = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        pooled = self.net.pooled(x)
+        pen = self.net.penultimate(pooled)
+        return torch.softmax(self.genre(pen), dim=1), torch.sigmoid(self.net.logits_from_penultimate(pen))
+
+
+def _export_tiny(path: Path) -> torch.nn.Module:
+    module = _TwoOutputs(_tiny_musicnn()).eval()
+    torch.onnx.export(module, (torch.zeros(2, 187, 96),), str(path), dynamo=False, opset_version=17,
+                      input_names=["musicnn_mel"], output_names=["probabilities", "msd_tags"],
+                      dynamic_axes={"musicnn_mel": {0: "batch"}, "probabilities": {0: "batch"},
+                                    "msd_tags": {0: "batch"}})
+    return module
+
+
+def test_tiny_random_musicnn_torch_and_onnx_agree(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    module = _export_tiny(tmp_path / "tiny.onnx")
+    x = np.abs(np.random.default_rng(0).standard_normal((5, 187, 96))).astype(np.float32) * 2
+    sess = ort.InferenceSession(str(tmp_path / "tiny.onnx"), providers=["CPUExecutionProvider"])
+    p_o, t_o = sess.run(["probabilities", "msd_tags"], {"musicnn_mel": x})  # batch 5: the axis is dynamic
+    with torch.no_grad():
+        p_t, t_t = (v.numpy() for v in module(torch.from_numpy(x)))
+    assert np.abs(p_o - p_t).max() < 1e-5 and np.abs(t_o - t_t).max() < 1e-5
+
+
+def test_musicnn_patches_follow_gtags_windows(tone):
+    y = np.tile(tone, 2)  # 10 s
+    p = features.musicnn_patches(y)
+    starts = features.analyze(y, want_features=False).starts
+    assert p.shape == (len(starts), 187, 96) and p.dtype == np.float32
+    assert p.min() >= 0 and np.isfinite(p).all()
+    # Window i is the 3 s that start at gtag's window i: computed from that excerpt alone, its
+    # interior frames are the same (edges differ: the excerpt's STFT pads where the track has audio).
+    # With a hop of 0.8 s every start falls on a 16 kHz frame exactly (17,640 samples at 22,050 Hz
+    # = 12,800 at 16 kHz = 50 frames); at the default 1.5 s hop it is rounded to the nearest frame.
+    hop = 17_640
+    p = features.musicnn_patches(y, hop=hop)
+    starts = audio.window_starts(y.size, audio.WINDOW_SAMPLES, hop)
+    assert len(p) == len(starts) == 9
+    for i, s in enumerate(starts):
+        alone = features.musicnn_patches(y[s:s + audio.WINDOW_SAMPLES])[0]
+        assert np.median(np.abs(alone[4:-4] - p[i][4:-4])) < 1e-3
+
+
+def test_musicnn_patches_of_short_and_silent_input():
+    short = (0.1 * np.sin(np.arange(int(1.5 * audio.SAMPLE_RATE)) * 0.05)).astype(np.float32)
+    assert features.musicnn_patches(short).shape == (1, 187, 96)  # tiled to one window
+    silent = features.musicnn_patches(np.zeros(audio.WINDOW_SAMPLES, np.float32))
+    assert silent.shape == (1, 187, 96) and np.allclose(silent, 0)  # log10(1 + 0)
+    with pytest.raises(ValueError):
+        features.musicnn_patches(short, sr=16000)
+
+
+@pytest.fixture
+def tiny_musicnn_models(tmp_path) -> Path:
+    root = tmp_path / "mnn_models"
+    root.mkdir()
+    _export_tiny(root / "mnn.onnx")
+    entry = {"name": "mnn", "file": "mnn.onnx", "sha256": sha256_file(root / "mnn.onnx"), "kind": KIND_MUSICNN,
+             "labels": list(GENRES), "msd_labels": list(MSD_LABELS), "sample_rate": 22050, "window_seconds": 3.0,
+             "hop_seconds": 1.5, "weight": 1.0, "input_name": "musicnn_mel"}
+    (root / "manifest.json").write_text(json.dumps({"format": 1, "models": [entry]}))
+    return root
+
+
+def test_predictor_reports_msd_tags(tmp_path, tiny_musicnn_models, tone):
+    from gtag.pipeline import Predictor
+
+    path = write_wav(tmp_path / "a.wav", tone)
+    pred = Predictor(load_models(tiny_musicnn_models, device="cpu")).predict_file(path)
+    assert set(pred.models) == {"mnn"} and len(pred.window_genres) == 2
+    tags = pred.tags["mnn"]
+    assert sorted(t for t, _ in tags) == sorted(MSD_LABELS)
+    scores = [s for _, s in tags]
+    assert scores == sorted(scores, reverse=True) and 0 <= scores[-1] <= scores[0] <= 1
+
+
+def test_max_batch_runs_a_long_track_in_chunks_with_the_same_result(tiny_musicnn_models):
+    """A manifest "max_batch" splits the ONNX Runtime calls (bounded memory), nothing else."""
+    entry = json.loads((tiny_musicnn_models / "manifest.json").read_text())
+    x = np.abs(np.random.default_rng(1).standard_normal((7, 187, 96))).astype(np.float32)
+    (whole,) = load_models(tiny_musicnn_models, device="cpu")
+    entry["models"][0]["max_batch"] = 3
+    (tiny_musicnn_models / "manifest.json").write_text(json.dumps(entry))
+    (chunked,) = load_models(tiny_musicnn_models, device="cpu")
+    p1, t1 = whole.predict_with_tags(x)
+    p2, t2 = chunked.predict_with_tags(x)
+    assert p2.shape == (7, 10) and t2.shape == (7, 50)
+    assert np.allclose(p1, p2, atol=1e-6) and np.allclose(t1, t2, atol=1e-6)
+    assert chunked.predict(x).shape == (7, 10)
+
+
+def test_predict_prints_msd_tags_line_only_for_tag_models(tmp_path, tiny_musicnn_models, tiny_models, tone):
+    from gtag.cli import main
+
+    path = write_wav(tmp_path / "a.wav", tone)
+    r = CliRunner().invoke(main, ["predict", "--models", str(tiny_musicnn_models), str(path)])
+    assert r.exit_code == 0, r.output
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("MSD tags:"))
+    assert len(line.split(",")) == 8
+    r = CliRunner().invoke(main, ["predict", "--models", str(tiny_models), str(path)])
+    assert r.exit_code == 0 and "MSD tags" not in r.output
+    r = CliRunner().invoke(main, ["predict", "--json", "--models", str(tiny_musicnn_models), str(path)])
+    assert set(json.loads(r.stdout)[0]) == {"path", "genre", "confidence", "probabilities", "models"}
+
+
+@pytest.mark.slow
+def test_shipped_musicnn_on_real_audio_sees_metal():
+    """On a metal clip, the shipped model's MSD tags put metal tags on top (sanity of the whole
+    16 kHz input path, not only the network)."""
+    _shipped_musicnn()
+    from gtag.pipeline import Predictor
+
+    clip = need(GTZAN / "audio" / "metal" / "metal.00000.ogg")
+    pred = Predictor(load_models(default_models_dir(), ["musicnn"], device="cpu")).predict_file(clip)
+    top = [t for t, _ in pred.tags["musicnn"][:5]]
+    assert {"metal", "heavy metal", "hard rock"} & set(top)

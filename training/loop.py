@@ -1,0 +1,628 @@
+"""One training loop for the two neural models (log-mel CNN and raw-waveform WaveNet), with export.
+
+Protocol: fit on the ``train`` split, stop early and choose on the ``valid`` split; a track is on one
+side only. Every track is decoded once and kept in memory; each epoch draws random 3-second windows
+from tracks sampled in genre balance (the share is very uneven). Validation scores every window of
+a held-out track with the tag-time hop (1.5 s) and averages the softmax over the track, exactly as
+``gtag.vote.track_probabilities`` does, so the track accuracy is the one gtag users get.
+
+Inputs are built with gtag's own code: the CNN's log-mel patches are slices of the same mel
+spectrogram ``gtag.features.analyze`` computes (``track_mel_power``, checked against it in the
+tests) scaled by ``gtag.features.log_mel_patches``; the WaveNet sees raw samples, tiled with
+``gtag.audio.fit_to_window`` when a clip is short, as ``gtag.audio.frame_signal`` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from gtag import audio, features
+from gtag.models import KIND_LOG_MEL, KIND_WAVEFORM
+
+from .data import Track, check_disjoint, read_dataset
+from .evaluate import evaluate_windows, save_confusion_png
+from .export import save_onnx, update_manifest
+
+OPSET = 17  # ONNX opset of the exported graphs; ONNX Runtime >= 1.13 runs it
+EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript exporter)"
+# The share's resampled_16k variant has nothing above 8 kHz; training windows are band-limited the
+# same way at random so the models do not read "no treble" as a genre.
+BAND_LIMIT_RATE = 16_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Knobs shared by both models' training."""
+
+    seed: int = 0  # seeds torch, numpy and random; every draw below derives from it
+    epochs: int = 30  # maximum epochs of the final fit (the learning-rate schedule spans them)
+    patience: int = 8  # stop after this many epochs without a better validation track accuracy
+    max_minutes: float = 30.0  # wall-clock cap on the final fit (reproducible only if not hit)
+    epoch_windows: int = 1536  # training windows drawn per epoch (tracks sampled in genre balance)
+    batch_size: int = 32  # windows per optimiser step
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay
+    label_smoothing: float = 0.1  # softer targets give softer probabilities to vote with
+    band_limit_p: float = 0.2  # probability that a training window is band-limited to 8 kHz
+    threads: int = 2  # torch CPU threads (the training machine has 2 cores)
+    eval_batch: int = 128  # windows per forward pass at validation
+    tolerance: float = 1e-4  # max |ONNX Runtime - torch| probability allowed at export
+
+
+@dataclass(frozen=True)
+class CnnConfig:
+    """One point of the CNN hyperparameter search."""
+
+    depth: int = 4  # conv blocks (each halves both axes)
+    width: int = 16  # channels of the first block (doubling per block, up to 8x)
+    dropout: float = 0.3  # before the linear head
+    lr: float = 1e-3  # peak AdamW learning rate
+
+
+@dataclass(frozen=True)
+class CnnOptions(FitOptions):
+    """`gtag-train cnn`: search a handful of configs briefly, then fit the best one fully."""
+
+    # Searched in this order with ``search_epochs`` each; the best validation track accuracy wins
+    # (ties: lower validation loss). An empty search fits ``config`` directly.
+    search: tuple[CnnConfig, ...] = (
+        CnnConfig(4, 16, 0.3, 1e-3),
+        CnnConfig(4, 16, 0.3, 3e-3),
+        CnnConfig(4, 32, 0.5, 1e-3),
+        CnnConfig(5, 16, 0.3, 1e-3),
+        CnnConfig(3, 24, 0.3, 2e-3),
+    )
+    search_epochs: int = 4  # short budget of each searched config
+    config: CnnConfig = CnnConfig()  # used when ``search`` is empty
+    short_views: int = 8  # rotations precomputed per short clip (time-shift augmentation)
+    mask_bands: int = 12  # SpecAugment: one mask of up to this many mel bands (0: off)
+    mask_frames: int = 16  # SpecAugment: one mask of up to this many frames (0: off)
+
+
+@dataclass(frozen=True)
+class WaveNetOptions(FitOptions):
+    """`gtag-train wavenet`: the WaveNet-style classifier on raw windows (no search: one config)."""
+
+    lr: float = 1e-3  # peak AdamW learning rate
+    front_channels: tuple[int, ...] = (32, 48, 64)  # strided front-end conv widths
+    front_strides: tuple[int, ...] = (4, 4, 4)  # their strides (overall rate /64)
+    pool: int = 2  # max-pool after the front end (overall rate /128: 172 frames/s)
+    channels: int = 64  # residual channels of the dilated stacks
+    skip_channels: int = 64  # skip-path channels
+    kernel_size: int = 2  # dilated conv kernel, as in WaveNet
+    layers: int = 7  # blocks per stack, dilations 1..2**(layers-1)
+    stacks: int = 2  # stacks of dilated blocks
+    dropout: float = 0.3  # before the linear head
+    gain_db: float = 6.0  # random gain in +-gain_db dB per training window
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a run touches (python, numpy's global state, torch)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def decode(tracks: list[Track], desc: str) -> list[np.ndarray]:
+    """Decode every track once (float32 mono at 22,050 Hz), with a progress bar."""
+    return [audio.load_audio(t.path).samples for t in tqdm(tracks, desc=desc, unit="track")]
+
+
+def band_limit(y: np.ndarray) -> np.ndarray:
+    """What the resampled_16k variant went through: down to 16 kHz and back (nothing above 8 kHz)."""
+    import soxr
+
+    low = soxr.resample(y, audio.SAMPLE_RATE, BAND_LIMIT_RATE, quality="HQ")
+    back = soxr.resample(low, BAND_LIMIT_RATE, audio.SAMPLE_RATE, quality="HQ").astype(np.float32)
+    out = np.zeros_like(y)
+    out[: min(y.size, back.size)] = back[: y.size]
+    return out
+
+
+def track_mel_power(y: np.ndarray) -> np.ndarray:
+    """Mel power ``(N_MELS, frames)`` of a whole track, computed as ``gtag.features.analyze`` does
+    (tiled to a window if short, centred STFT, n_fft 2048, hop 512, librosa's mel filters), so
+    ``log_mel_patches(mel[:, f:f + WINDOW_FRAMES])`` is the patch analyze gives a window at frame f."""
+    import librosa
+
+    y = np.ascontiguousarray(audio.fit_to_window(np.asarray(y, dtype=np.float32)))
+    S = np.abs(librosa.stft(y, n_fft=features.N_FFT, hop_length=features.HOP_LENGTH))
+    mel = librosa.filters.mel(sr=audio.SAMPLE_RATE, n_fft=features.N_FFT, n_mels=features.N_MELS)
+    return mel.astype(np.float32) @ (S * S)
+
+
+class WindowSource(Protocol):
+    """Draws one augmented training input of a track: ``(1, ...)`` float32."""
+
+    def draw(self, track: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
+class MelWindows:
+    """Random log-mel patches of in-memory tracks (CNN input).
+
+    Each track keeps its whole mel spectrogram (plain and band-limited), so a patch at any frame
+    offset costs a slice and a log. A clip shorter than a window has one patch only; it keeps
+    ``short_views`` rotations of the clip instead (tiled as gtag tiles it), i.e. time shifts.
+    """
+
+    def __init__(self, signals: list[np.ndarray], opts: CnnOptions, rng: np.random.Generator):
+        self.opts = opts
+        self.views: list[dict[bool, list[np.ndarray]]] = []
+        for y in tqdm(signals, desc="mel spectrograms", unit="track"):
+            if y.size >= audio.WINDOW_SAMPLES:
+                variants = [y]
+            else:
+                variants = [np.roll(y, int(rng.integers(y.size))) for _ in range(opts.short_views)]
+            self.views.append({
+                False: [track_mel_power(v) for v in variants],
+                True: [track_mel_power(band_limit(v)) for v in variants],
+            })
+
+    def draw(self, track: int, rng: np.random.Generator) -> np.ndarray:
+        views = self.views[track][bool(rng.random() < self.opts.band_limit_p)]
+        mel = views[int(rng.integers(len(views)))]
+        first = int(rng.integers(mel.shape[1] - features.WINDOW_FRAMES + 1))
+        patch = features.log_mel_patches(mel[:, first : first + features.WINDOW_FRAMES])
+        if self.opts.mask_bands:  # SpecAugment masks, filled with the patch mean
+            w = int(rng.integers(self.opts.mask_bands + 1))
+            b = int(rng.integers(features.N_MELS - w + 1))
+            patch[b : b + w, :] = patch.mean()
+        if self.opts.mask_frames:
+            w = int(rng.integers(self.opts.mask_frames + 1))
+            f = int(rng.integers(features.WINDOW_FRAMES - w + 1))
+            patch[:, f : f + w] = patch.mean()
+        return patch[None]
+
+
+class WaveWindows:
+    """Random raw windows of in-memory tracks (WaveNet input), with random gain.
+
+    Time shifts: a window starts at any sample of a full clip (the tag-time windows start every
+    1.5 s); a clip shorter than a window is rotated at random, then tiled with
+    ``gtag.audio.fit_to_window`` as gtag tiles a short file.
+    """
+
+    def __init__(self, signals: list[np.ndarray], opts: WaveNetOptions):
+        self.opts = opts
+        self.signals = signals
+        self.limited = [band_limit(y) for y in tqdm(signals, desc="band-limited copies", unit="track")]
+
+    def draw(self, track: int, rng: np.random.Generator) -> np.ndarray:
+        o = self.opts
+        y = (self.limited if rng.random() < o.band_limit_p else self.signals)[track]
+        n = audio.WINDOW_SAMPLES
+        if y.size >= n:
+            start = int(rng.integers(y.size - n + 1))
+            x = y[start : start + n]
+        else:
+            x = audio.fit_to_window(np.roll(y, int(rng.integers(y.size))), n)
+        gain = 10.0 ** (rng.uniform(-o.gain_db, o.gain_db) / 20.0)
+        return (x * gain).astype(np.float32)[None]
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Held-out tracks with every tag-time window built exactly as gtag builds it."""
+
+    inputs: list[np.ndarray]  # per track, (n_windows, 1, ...) float32
+    y: np.ndarray  # (n_tracks,) label index
+
+    @property
+    def windows(self) -> int:
+        return sum(len(x) for x in self.inputs)
+
+
+def mel_eval_set(signals: list[np.ndarray], y: np.ndarray) -> EvalSet:
+    """Log-mel batches as ``gtag.pipeline.Predictor.analyse`` makes them (hop 1.5 s)."""
+    inputs = [features.analyze(s, audio.SAMPLE_RATE, audio.HOP_SAMPLES, want_features=False).log_mel[:, None]
+              for s in tqdm(signals, desc="valid log-mel", unit="track")]
+    return EvalSet(inputs, y)
+
+
+def wave_eval_set(signals: list[np.ndarray], y: np.ndarray) -> EvalSet:
+    """Raw-window batches as ``gtag.pipeline.Predictor.analyse`` makes them (hop 1.5 s)."""
+    return EvalSet([audio.frame_signal(s, audio.WINDOW_SAMPLES, audio.HOP_SAMPLES)[:, None] for s in signals], y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting
+
+
+@dataclass
+class FitResult:
+    """What one fit produced: the best state (by validation track accuracy) and its history."""
+
+    state: dict[str, Any]  # state_dict of the best epoch
+    best_epoch: int  # 1-based
+    valid: dict[str, Any]  # evaluate_windows() of the best epoch: window and track metrics
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    seconds: float = 0.0
+    stopped: str = ""  # why the fit ended
+
+
+def predict_windows(net, inputs: list[np.ndarray], batch: int) -> list[np.ndarray]:
+    """Softmax probabilities of every window, per track (eval mode, no gradients)."""
+    import torch
+
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for x in inputs:
+            chunks = [torch.softmax(net(torch.from_numpy(np.array(x[i : i + batch], dtype=np.float32))), 1).numpy()
+                      for i in range(0, len(x), batch)]
+            out.append(np.concatenate(chunks))
+    return out
+
+
+def evaluate(net, data: EvalSet, labels: tuple[str, ...], batch: int) -> tuple[dict[str, Any], float]:
+    """Window- and track-level metrics (gtag's soft vote) and the mean window cross-entropy."""
+    probs = predict_windows(net, data.inputs, batch)
+    p = np.concatenate(probs)
+    y = np.concatenate([np.full(len(q), t) for q, t in zip(probs, data.y)])
+    groups = np.concatenate([np.full(len(q), i) for i, q in enumerate(probs)])
+    loss = float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
+    return evaluate_windows(p, y, groups, labels), loss
+
+
+def fit(
+    net,
+    source: WindowSource,
+    train_y: np.ndarray,
+    valid: EvalSet,
+    labels: tuple[str, ...],
+    lr: float,
+    epochs: int,
+    opts: FitOptions,
+    checkpoint: Path | None = None,
+    desc: str = "fit",
+) -> FitResult:
+    """Train ``net`` with AdamW (one-cycle schedule: 10 % warm-up, cosine decay); keep the epoch with the best validation track
+    accuracy (ties: lower validation loss); stop on ``patience`` or ``max_minutes``."""
+    import torch
+    from torch.nn import functional as F
+    from torch.utils.data import WeightedRandomSampler
+
+    seed_everything(opts.seed)
+    rng = np.random.default_rng(opts.seed)
+    gen = torch.Generator().manual_seed(opts.seed)
+    # Genre balance: every genre is drawn equally often, every track of a genre equally often.
+    counts = np.bincount(train_y, minlength=len(labels))
+    sampler = WeightedRandomSampler(torch.as_tensor(1.0 / counts[train_y], dtype=torch.double),
+                                    opts.epoch_windows, replacement=True, generator=gen)
+    steps = math.ceil(opts.epoch_windows / opts.batch_size)
+    optim = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=opts.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=lr, total_steps=epochs * steps, pct_start=0.1,
+                                                anneal_strategy="cos")
+    t0 = time.time()
+    best: FitResult | None = None
+    best_key = (-1.0, 0.0)
+    history: list[dict[str, float]] = []
+    stopped = f"ran all {epochs} epochs"
+    for epoch in range(1, epochs + 1):
+        net.train()
+        order = list(sampler)
+        seen = correct = 0
+        loss_sum = 0.0
+        bar = tqdm(range(steps), desc=f"{desc} epoch {epoch}/{epochs}", unit="batch", leave=False, mininterval=2)
+        for s in bar:
+            idx = order[s * opts.batch_size : (s + 1) * opts.batch_size]
+            x = torch.from_numpy(np.stack([source.draw(i, rng) for i in idx]))
+            y = torch.from_numpy(train_y[idx]).long()
+            logits = net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=opts.label_smoothing)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            sched.step()
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+        metrics, valid_loss = evaluate(net, valid, labels, opts.eval_batch)
+        row = {
+            "epoch": epoch, "lr": optim.param_groups[0]["lr"], "train_loss": loss_sum / seen,
+            "train_window_accuracy": correct / seen, "valid_loss": valid_loss,
+            "valid_window_accuracy": metrics["window"]["accuracy"],
+            "valid_track_accuracy": metrics["track"]["accuracy"],
+            "valid_track_macro_f1": metrics["track"]["macro_f1"], "seconds": round(time.time() - t0, 1),
+        }
+        history.append(row)
+        key = (metrics["track"]["accuracy"], -valid_loss)
+        improved = key > best_key
+        if improved:
+            best_key = key
+            best = FitResult(copy.deepcopy(net.state_dict()), epoch, metrics)
+            if checkpoint:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"state_dict": best.state, "epoch": epoch, "labels": list(labels)}, checkpoint)
+        print(f"{desc} epoch {epoch}: train loss {row['train_loss']:.3f} acc {row['train_window_accuracy']:.3f} | "
+              f"valid loss {valid_loss:.3f} window acc {row['valid_window_accuracy']:.3f} "
+              f"track acc {row['valid_track_accuracy']:.3f}{' *' if improved else ''} ({row['seconds']:.0f} s)",
+              flush=True)
+        if epoch - best.best_epoch >= opts.patience:
+            stopped = f"early stop: no better valid track accuracy for {opts.patience} epochs"
+            break
+        if time.time() - t0 > opts.max_minutes * 60 and epoch < epochs:
+            stopped = f"time cap: {opts.max_minutes} min"
+            break
+    assert best is not None
+    best.history, best.seconds, best.stopped = history, round(time.time() - t0, 1), stopped
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+
+def export_onnx(net, input_name: str, path: Path, meta: dict[str, Any], probe: np.ndarray,
+                tolerance: float) -> tuple[str, dict[str, Any]]:
+    """Export ``softmax(net)`` with the TorchScript exporter (opset ``OPSET``, dynamic batch axis),
+    save it with its metadata, and check ONNX Runtime against torch on ``probe`` windows.
+
+    Returns (sha256, check). Raises if the largest probability difference exceeds ``tolerance``."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from .nets import Probabilities
+
+    wrapped = Probabilities(net).eval()
+    example = torch.from_numpy(np.ascontiguousarray(probe[:2]))
+    buf = io.BytesIO()
+    torch.onnx.export(
+        wrapped, (example,), buf, dynamo=False, opset_version=OPSET, input_names=[input_name],
+        output_names=["probabilities"], dynamic_axes={input_name: {0: "batch"}, "probabilities": {0: "batch"}},
+    )
+    sha = save_onnx(onnx.load_from_string(buf.getvalue()), path, meta)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    p_onnx = np.concatenate([sess.run(["probabilities"], {input_name: np.ascontiguousarray(probe[i : i + 64])})[0]
+                             for i in range(0, len(probe), 64)])
+    with torch.no_grad():
+        p_torch = wrapped(torch.from_numpy(np.ascontiguousarray(probe))).numpy()
+    diff = float(np.abs(p_onnx - p_torch).max())
+    check = {
+        "windows": int(len(probe)), "max_abs_prob_diff": diff, "tolerance": tolerance,
+        "label_agreement": float(np.mean(p_onnx.argmax(1) == p_torch.argmax(1))),
+        "provider": "CPUExecutionProvider", "onnxruntime": ort.__version__, "torch": torch.__version__,
+    }
+    if diff > tolerance:
+        raise RuntimeError(f"{path.name}: ONNX Runtime differs from torch by {diff:.2e} > {tolerance:.0e}")
+    return sha, check
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def save_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
+    """Loss and accuracy per epoch (train windows are augmented; valid is every tag-time window)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(ep, [h["train_loss"] for h in history], label="train (smoothed targets)")
+    a.plot(ep, [h["valid_loss"] for h in history], label="valid windows")
+    a.set_xlabel("epoch")
+    a.set_ylabel("cross-entropy")
+    a.legend()
+    b.plot(ep, [h["train_window_accuracy"] for h in history], label="train windows")
+    b.plot(ep, [h["valid_window_accuracy"] for h in history], label="valid windows")
+    b.plot(ep, [h["valid_track_accuracy"] for h in history], label="valid tracks (gtag vote)")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy")
+    b.set_ylim(0, 1)
+    b.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _summary(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1")}
+
+
+# ---------------------------------------------------------------------------------------------
+# The two commands
+
+
+@dataclass
+class _Prepared:
+    data_name: str  # basename of the dataset root, for the manifest
+    labels: tuple[str, ...]
+    train: list[Track]
+    valid: list[Track]
+    train_signals: list[np.ndarray]
+    valid_signals: list[np.ndarray]
+    train_y: np.ndarray
+    valid_y: np.ndarray
+
+
+def _prepare(data_root: str | Path, threads: int) -> _Prepared:
+    import torch
+
+    torch.set_num_threads(threads)
+    ds = read_dataset(data_root)
+    train, valid = ds.split("train"), ds.split("valid")
+    if not train or not valid:
+        raise ValueError(f"{data_root}: needs splits/train.txt and splits/valid.txt with audio")
+    check_disjoint(train, valid)
+    labels = ds.labels
+    index = {g: i for i, g in enumerate(labels)}
+    return _Prepared(
+        Path(data_root).resolve().name, labels, train, valid, decode(train, "decode train"), decode(valid, "decode valid"),
+        np.array([index[t.genre] for t in train]), np.array([index[t.genre] for t in valid]),
+    )
+
+
+def _probe(data: EvalSet, n: int = 256) -> np.ndarray:
+    """Up to ``n`` held-out windows spread over all validation tracks, for the ONNX check."""
+    x = np.concatenate(data.inputs)
+    return x[np.linspace(0, len(x) - 1, min(n, len(x))).astype(int)]
+
+
+def _finish(
+    name: str, kind: str, net, result: FitResult, prep: _Prepared, valid: EvalSet, opts: FitOptions,
+    hyper: dict[str, Any], out_dir: Path, run_dir: Path, command: str, description: str, input_build: str,
+    t0: float, extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Curves, confusion matrix, ONNX export and check, metrics JSON and manifest entry."""
+    net.load_state_dict(result.state)
+    labels = prep.labels
+    save_curves(result.history, run_dir / f"{name}_curves.png", f"{name}: {hyper}")
+    save_confusion_png(result.valid["track"]["confusion"], labels, run_dir / f"{name}_valid_track_confusion.png",
+                       f"{name.upper()} track level (valid, epoch {result.best_epoch})")
+    path = out_dir / f"{name}.onnx"
+    input_shape = [None, *net.input_shape]
+    meta = {"labels": list(labels), "kind": kind, "sample_rate": audio.SAMPLE_RATE,
+            "window_seconds": audio.WINDOW_SECONDS,
+            "input": {"name": kind, "shape": input_shape, "build": input_build}}
+    sha, check = export_onnx(net, kind, path, meta, _probe(valid), opts.tolerance)
+    seconds = round(time.time() - t0, 1)
+    v = result.valid
+    report = {
+        "model": name, "hyperparameters": hyper, "options": asdict(opts), "labels": list(labels),
+        "best_epoch": result.best_epoch, "stopped": result.stopped, "history": result.history,
+        "valid": v, "onnx_check": check, "onnx_bytes": path.stat().st_size,
+        "fit_seconds": result.seconds, "seconds": seconds, "command": command, **extra,
+    }
+    (run_dir / f"{name}_metrics.json").write_text(json.dumps(report, indent=2))
+    update_manifest(out_dir, {
+        "name": name,
+        "file": path.name,
+        "sha256": sha,
+        "kind": kind,
+        "description": description,
+        "input_name": kind,
+        "input": {"shape": input_shape, "dtype": "float32", "build": input_build},
+        "output": "probabilities",
+        "labels": list(labels),
+        "sample_rate": audio.SAMPLE_RATE,
+        "window_seconds": audio.WINDOW_SECONDS,
+        "hop_seconds": audio.HOP_SECONDS,
+        # Vote weight: validation track accuracy of the shipped weights (the same tracks chose the
+        # epoch, so it is optimistic by a little; comparable across gtag's models).
+        "weight": v["track"]["accuracy"],
+        "metrics": {
+            "valid_track": _summary(v["track"]) | {"per_genre": v["track"]["per_genre"]},
+            "valid_window": _summary(v["window"]) | {"per_genre": v["window"]["per_genre"]},
+            "note": "fitted on the train split only; valid_*: every 3 s window (hop 1.5 s) of the held-out "
+                    "valid tracks, track = mean softmax over its windows (gtag's vote). The valid split "
+                    "also chose the epoch" + (" and the config" if "search" in extra else "") + ".",
+        },
+        "training": {
+            "data": prep.data_name,
+            "split": {"fit": "train", "early_stopping": "valid"},
+            "variants": sorted({t.variant for t in prep.train}),
+            "tracks": {"train": len(prep.train), "valid": len(prep.valid)},
+            "valid_windows": valid.windows,
+            "windows_drawn": opts.epoch_windows * len(result.history),
+            "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped": result.stopped,
+            "hyperparameters": hyper, "seed": opts.seed, "command": command, "seconds": seconds,
+        },
+        "export": {"opset": OPSET, "exporter": EXPORTER, **check},
+    })
+    print(f"[{name}] valid track acc {v['track']['accuracy']:.3f} (window {v['window']['accuracy']:.3f}, "
+          f"track macro F1 {v['track']['macro_f1']:.3f}); ONNX {path.stat().st_size / 1e6:.2f} MB, "
+          f"max |onnx - torch| {check['max_abs_prob_diff']:.1e}; {seconds / 60:.1f} min", flush=True)
+    return report
+
+
+def train_cnn(data_root: str | Path, out_dir: str | Path, run_dir: str | Path,
+              opts: CnnOptions = CnnOptions(), command: str = "") -> dict[str, Any]:
+    """Search CNN configs briefly, fit the best, export ``cnn.onnx`` and its manifest entry.
+
+    Writes ``run_dir/cnn_{metrics.json,curves.png,valid_track_confusion.png,best.pt}``; returns the
+    metrics written to JSON."""
+    from .nets import GenreCNN
+
+    t0 = time.time()
+    out_dir, run_dir = Path(out_dir), Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print("[cnn] options " + json.dumps(asdict(opts)), flush=True)
+    prep = _prepare(data_root, opts.threads)
+    # The draws of the precomputed short-clip rotations are seeded too (before any fit reseeds).
+    source = MelWindows(prep.train_signals, opts, np.random.default_rng(opts.seed + 1))
+    valid = mel_eval_set(prep.valid_signals, prep.valid_y)
+
+    def make(c: CnnConfig):
+        seed_everything(opts.seed)  # same initialisation stream for every config
+        return GenreCNN(len(prep.labels), c.depth, c.width, c.dropout)
+
+    search = []
+    config = opts.config
+    if opts.search:
+        for i, c in enumerate(opts.search):
+            r = fit(make(c), source, prep.train_y, valid, prep.labels, c.lr, opts.search_epochs,
+                    replace(opts, patience=opts.search_epochs), desc=f"search {i + 1}/{len(opts.search)} {c}")
+            search.append({"config": asdict(c), "valid_track_accuracy": r.valid["track"]["accuracy"],
+                           "valid_loss": r.history[r.best_epoch - 1]["valid_loss"], "best_epoch": r.best_epoch,
+                           "seconds": r.seconds, "history": r.history})
+        best = max(range(len(search)), key=lambda i: (search[i]["valid_track_accuracy"], -search[i]["valid_loss"]))
+        config = opts.search[best]
+        print(f"[cnn] best config {config}", flush=True)
+    net = make(config)
+    result = fit(net, source, prep.train_y, valid, prep.labels, config.lr, opts.epochs, opts,
+                 checkpoint=run_dir / "cnn_best.pt", desc="cnn")
+    return _finish(
+        "cnn", KIND_LOG_MEL, net, result, prep, valid, opts, asdict(config), out_dir, run_dir, command,
+        f"CNN on 128-band log-mel patches ({config.depth} conv blocks, width {config.width})",
+        "gtag.features.analyze(samples, 22050, hop).log_mel[:, None]  (gtag.features.log_mel_patches)",
+        t0, {"search": search} if search else {},
+    )
+
+
+def train_wavenet(data_root: str | Path, out_dir: str | Path, run_dir: str | Path,
+                  opts: WaveNetOptions = WaveNetOptions(), command: str = "") -> dict[str, Any]:
+    """Fit the WaveNet-style classifier on raw windows, export ``wavenet.onnx`` and its manifest entry.
+
+    Writes ``run_dir/wavenet_{metrics.json,curves.png,valid_track_confusion.png,best.pt}``; returns
+    the metrics written to JSON."""
+    from .nets import WaveNetClassifier
+
+    t0 = time.time()
+    out_dir, run_dir = Path(out_dir), Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print("[wavenet] options " + json.dumps(asdict(opts)), flush=True)
+    prep = _prepare(data_root, opts.threads)
+    source = WaveWindows(prep.train_signals, opts)
+    valid = wave_eval_set(prep.valid_signals, prep.valid_y)
+    hyper = {k: getattr(opts, k) for k in ("front_channels", "front_strides", "pool", "channels", "skip_channels",
+                                          "kernel_size", "layers", "stacks", "dropout", "lr")}
+    seed_everything(opts.seed)
+    net = WaveNetClassifier(len(prep.labels), **{k: v for k, v in hyper.items() if k != "lr"})
+    result = fit(net, source, prep.train_y, valid, prep.labels, opts.lr, opts.epochs, opts,
+                 checkpoint=run_dir / "wavenet_best.pt", desc="wavenet")
+    rf = opts.stacks * (opts.kernel_size - 1) * (2**opts.layers - 1) + 1
+    rate = audio.SAMPLE_RATE / (math.prod(opts.front_strides) * opts.pool)
+    return _finish(
+        "wavenet", KIND_WAVEFORM, net, result, prep, valid, opts, hyper, out_dir, run_dir, command,
+        f"WaveNet-style net on raw 3 s windows ({opts.stacks}x{opts.layers} gated dilated blocks, "
+        f"receptive field {rf / rate:.1f} s)",
+        "gtag.audio.frame_signal(samples, 66150, hop)[:, None]  (raw samples, short clips tiled)",
+        t0, {"receptive_field_seconds": round(rf / rate, 2)},
+    )
