@@ -121,7 +121,10 @@ def _running_median_rows(x: np.ndarray, k: int) -> np.ndarray:
 def _numba_kernels():
     from numba import njit
 
-    @njit(cache=True, nogil=True)
+    # No cache=True: numba's on-disk cache is not safe when several processes (gtag's worker pool,
+    # a training run beside a tag run) compile the same function at once (numba#4807, #10128); we
+    # saw a wrong median once that way. Compiling costs ~1.7 s once per process.
+    @njit(nogil=True)
     def running_median_rows(x, k):  # pragma: no cover - compiled
         rows, n = x.shape
         half = k // 2
@@ -198,9 +201,11 @@ def analyze(
     parts = []
     for b in range(0, len(starts), per_block):
         block = starts[b : b + per_block]
-        # Start the block on a multiple of HOP_LENGTH so its STFT frames are the whole track's.
-        s0 = int(block[0]) // HOP_LENGTH * HOP_LENGTH
-        s1 = int(block[-1]) + WINDOW_SAMPLES
+        # Start the block on a multiple of HOP_LENGTH so its STFT frames are the whole track's, and
+        # give it N_FFT // 2 samples of real audio on each side where the track has them, so the
+        # centred frames at its edges see what a whole-track STFT sees instead of reflect padding.
+        s0 = max(0, int(block[0]) // HOP_LENGTH * HOP_LENGTH - N_FFT // 2)
+        s1 = min(y.size, int(block[-1]) + WINDOW_SAMPLES + N_FFT // 2)
         parts.append(_analyze_block(y[s0:s1], block - s0, sr, want_features, want_mel))
     return TrackAnalysis(
         starts=starts,

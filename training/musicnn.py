@@ -32,10 +32,11 @@ The conversion needs (in ``.venv-convert``, not gtag's venv)::
 
     python3 -m venv .venv-convert && .venv-convert/bin/pip install tensorflow-cpu numpy
     pip download --no-deps musicnn==0.1.0 -d /tmp/musicnn
-    .venv/bin/python -m training.musicnn convert --wheel /tmp/musicnn/musicnn-0.1.0-py3-none-any.whl \
-        --out runs/musicnn --fixture tests/data/musicnn_reference.npz --audio <a few audio files>
+    .venv/bin/gtag-train musicnn-convert --wheel /tmp/musicnn/musicnn-0.1.0-py3-none-any.whl --out runs/musicnn
 
-(the TensorFlow half runs in ``.venv-convert`` as a subprocess; see ``convert``).
+(the TensorFlow half runs in ``.venv-convert`` as a subprocess; see ``convert``). Add
+``--fixture tests/data/musicnn_reference.npz --audio <a few audio files>`` only to regenerate the CI
+fixture on purpose: it replaces the committed reference outputs.
 """
 
 from __future__ import annotations
