@@ -268,7 +268,12 @@ def list_models(models_dir: str | None) -> None:
             f"{s.weight:.2f}", f"{size / 1e6:.1f} MB" if size else "missing",
         )
     out.print(table)
-    out.print("[dim]acc: track-level accuracy on held-out validation tracks, and 5-fold CV grouped by track[/]")
+    out.print("[dim]acc: track-level accuracy on held-out validation tracks, and 5-fold CV grouped by track; "
+              "weight: share of the default vote (0: run only when picked with --model)[/]")
+    ens = next((s.extra["ensemble"] for s in specs if isinstance(s.extra.get("ensemble"), dict)), None)
+    if ens and isinstance(ens.get("valid_track_accuracy"), (int, float)):
+        out.print(f"ensemble: valid track accuracy {ens['valid_track_accuracy']:.3f} "
+                  f"(best single model: {escape(str(ens.get('best_single', '?')))})")
     for s in specs:
         out.print(f"  {s.name}: {s.description}")
     out.print(f"labels: {', '.join(specs[0].labels)}")

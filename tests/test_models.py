@@ -14,7 +14,8 @@ SHIPPED = default_models_dir()
 
 def test_shipped_manifest_describes_every_model_completely():
     specs = read_manifest(SHIPPED)
-    assert {"rf", "knn"} <= {s.name for s in specs}
+    assert {"rf", "knn", "cnn", "wavenet", "musicnn"} <= {s.name for s in specs}
+    assert sum(s.weight for s in specs) > 0  # someone votes by default
     for s in specs:
         path = SHIPPED / s.file
         assert path.is_file() and sha256_file(path) == s.sha256
@@ -27,7 +28,7 @@ def test_shipped_manifest_describes_every_model_completely():
 
 
 def test_shipped_models_load_and_answer_with_probabilities():
-    for m in load_models(SHIPPED, device="cpu"):
+    for m in load_models(SHIPPED, [s.name for s in read_manifest(SHIPPED)], device="cpu"):
         shape = {"features": (4, 57), "log_mel": (4, 1, 128, 130), "waveform": (4, 1, 66150),
                  "musicnn_mel": (4, 187, 96)}[m.spec.kind]
         p = m.predict(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
@@ -40,6 +41,22 @@ def test_tampered_model_is_refused(tmp_path, tiny_models):
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(ModelError, match="sha256"):
         load_models(tiny_models, ["feat"], device="cpu")
+
+
+@pytest.mark.parametrize("weights, default", [
+    ({"feat": 1.0, "mel": 0.0}, ["feat"]),  # the ensemble leaves mel out: not run by default
+    ({"feat": 0.5, "mel": 0.5}, ["feat", "mel"]),
+    ({"feat": 0.0, "mel": 0.0}, ["feat", "mel"]),  # no weights at all: every model
+])
+def test_default_models_are_those_with_a_vote(tiny_models, weights, default):
+    path = tiny_models / "manifest.json"
+    data = json.loads(path.read_text())
+    for m in data["models"]:
+        m["weight"] = weights[m["name"]]
+    path.write_text(json.dumps(data))
+    assert [m.spec.name for m in load_models(tiny_models, device="cpu")] == default
+    # picked by name, a model the ensemble leaves out still runs
+    assert [m.spec.name for m in load_models(tiny_models, ["mel"], device="cpu")] == ["mel"]
 
 
 def test_unknown_model_name_lists_the_available_ones(tiny_models):

@@ -543,6 +543,7 @@ def _finish(
         },
         "training": {
             "data": prep.data_name,
+            "fitted_on": "train",  # valid chose the epoch (and config) only: the ensemble may score it there
             "split": {"fit": "train", "early_stopping": "valid"},
             "variants": sorted({t.variant for t in prep.train}),
             "tracks": {"train": len(prep.train), "valid": len(prep.valid)},
