@@ -44,7 +44,7 @@ def _load(models_dir: str | None, model: tuple[str, ...], device: str, quiet: bo
 
 model_options = [
     click.option("--model", "-m", multiple=True, metavar="NAME[,NAME]",
-                 help="Models to use (repeat or comma-separate); default: all in the manifest."),
+                 help="Models to use (repeat or comma-separate); default: the ensemble (models with a vote weight above zero)."),
     click.option("--models", "models_dir", type=click.Path(exists=True, file_okay=False), default=None,
                  help="Folder with manifest.json and ONNX files (default: the shipped models, or $GTAG_MODELS)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,

@@ -120,6 +120,31 @@ def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
     return Analysed(an.starts, batches, decoded.duration, decoded.truncated)
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """Enough to rebuild a Predictor in another process (it holds no ONNX sessions itself)."""
+
+    models_dir: str  # folder with manifest.json
+    names: tuple[str, ...]  # the models, in vote order
+    hop_seconds: float  # analysis hop
+
+
+_WORKER_PREDICTORS: dict[ModelSource, "Predictor"] = {}
+
+
+def predict_in_worker(path: str | os.PathLike, source: ModelSource) -> Prediction:
+    """Decode, analyse and predict one file in a pool worker. Each worker loads the models once
+    (CPU, one thread per session) and keeps them, so `--jobs N` scales the models' cost too, not
+    only decoding and features (a parent running every model would be the bottleneck)."""
+    predictor = _WORKER_PREDICTORS.get(source)
+    if predictor is None:
+        from .models import load_models
+
+        models = load_models(source.models_dir, list(source.names), device="cpu", threads=1)
+        predictor = _WORKER_PREDICTORS[source] = Predictor(models, source.hop_seconds)
+    return predictor.predict_file(path)
+
+
 class Predictor:
     """Keeps ONNX sessions alive across files and predicts one track at a time."""
 
@@ -169,9 +194,9 @@ class Predictor:
         labels, probs = vote.combine(track, self.labels, self.weights)
         aligned = {n: vote.align(p, self.labels[n], labels) for n, p in track.items()}
         # Genre over time: the weighted ensemble of each window.
-        w = np.array([self.weights[n] for n in window_probs])
+        w = vote.model_weights(list(window_probs), self.weights)
         per_window = sum(wi * vote.align(window_probs[n], self.labels[n], labels)
-                         for wi, n in zip(w, window_probs)) / w.sum()
+                         for wi, n in zip(w, window_probs))
         return Prediction(
             path=str(path),
             labels=labels,
@@ -183,6 +208,17 @@ class Predictor:
             truncated=analysed.truncated,
             tags=tags,
         )
+
+    @property
+    def source(self) -> ModelSource | None:
+        """How a worker process can rebuild this predictor (CPU sessions of one thread each), or
+        None when it cannot or should not: models on a GPU stay in one process."""
+        if any("CUDAExecutionProvider" in m.session.get_providers() for m in self.models):
+            return None
+        dirs = {str(Path(m.path).parent) for m in self.models}
+        if len(dirs) != 1:
+            return None
+        return ModelSource(dirs.pop(), tuple(m.spec.name for m in self.models), self.config.hop / audio.SAMPLE_RATE)
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Decode, analyse and predict one file. Raises AudioLoadError / ValueError on bad input."""

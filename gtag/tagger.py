@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +21,7 @@ from pathlib import Path
 from . import __version__, tags
 from .audio import AudioLoadError
 from .cache import PredictionCache
-from .pipeline import Prediction, Predictor, analyse_file, cache_record, prediction_from_cache
+from .pipeline import Prediction, Predictor, analyse_file, cache_record, predict_in_worker, prediction_from_cache
 
 # What gtag writes for each GTZAN label: the ID3v1/Winamp genre names that players and beets know.
 DISPLAY_NAMES = {
@@ -144,7 +145,9 @@ def make_executor(opts: "TagOptions"):
             return RayExecutor(opts.ray_address, opts.jobs)
         except ImportError:
             raise RuntimeError("--backend ray needs Ray: pip install 'gtag[ray]'") from None
-    return ProcessPoolExecutor(max(1, opts.jobs))
+    # "spawn", not fork: the parent already holds ONNX Runtime sessions and their thread pools,
+    # and a forked child that then creates sessions of its own can crash (ORT is not fork-safe).
+    return ProcessPoolExecutor(max(1, opts.jobs), mp_context=multiprocessing.get_context("spawn"))
 
 
 class Tagger:
@@ -174,11 +177,14 @@ class Tagger:
             for path in paths:
                 rec = Record(str(path))
                 if self._needs_prediction(path, rec):
-                    self._predict_and_write(path, rec, lambda p=path: analyse_file(p, self.predictor.config))
+                    self._predict_and_write(path, rec, lambda p=path: self.predictor.predict_file(p))
                 yield rec
             return
         # Bounded look-ahead: at most 2 files per worker decoded ahead of the writer, so memory
         # stays flat on any library size while inference overlaps decoding of the next files.
+        # Local pool with CPU models: workers run the whole pipeline, models included. Ray (and a GPU)
+        # ship analysis only; the models then run here, once.
+        source = self.predictor.source if self.opts.backend == "local" else None
         with make_executor(self.opts) as pool:
             pending: deque[tuple[Path, Record, Future | None]] = deque()
             it = iter(paths)
@@ -194,13 +200,22 @@ class Tagger:
                         rec = Record(str(path))
                         fut = None
                         if self._needs_prediction(path, rec) and not self._cached(path):
-                            fut = pool.submit(analyse_file, path, self.predictor.config)
+                            if source is not None:
+                                fut = pool.submit(predict_in_worker, path, source)
+                            else:
+                                fut = pool.submit(analyse_file, path, self.predictor.config)
                         pending.append((path, rec, fut))
                     if not pending:
                         break
                     path, rec, fut = pending.popleft()
                     if not rec.status:
-                        self._predict_and_write(path, rec, (lambda f=fut: f.result()) if fut else None)
+                        if fut is None:
+                            compute = None
+                        elif source is not None:
+                            compute = fut.result
+                        else:
+                            compute = lambda f=fut, p=path: self.predictor.infer(p, f.result())  # noqa: E731
+                        self._predict_and_write(path, rec, compute)
                     yield rec
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -212,14 +227,14 @@ class Tagger:
         hit = self.cache.get(path)
         return prediction_from_cache(str(path), hit) if hit else None
 
-    def _predict_and_write(self, path: Path, rec: Record, analyse: Callable | None) -> None:
+    def _predict_and_write(self, path: Path, rec: Record, compute: Callable[[], Prediction] | None) -> None:
         pred = self._cached(path)
         rec.cached = pred is not None
         try:
             if pred is None:
-                if analyse is None:  # cache entry vanished between look-ahead and now
-                    analyse = lambda: analyse_file(path, self.predictor.config)  # noqa: E731
-                pred = self.predictor.infer(path, analyse())
+                if compute is None:  # cache entry vanished between look-ahead and now
+                    compute = lambda: self.predictor.predict_file(path)  # noqa: E731
+                pred = compute()
                 if self.cache is not None:
                     self.cache.put(path, cache_record(pred))
         except (AudioLoadError, ValueError, OSError) as exc:

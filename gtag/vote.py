@@ -34,6 +34,17 @@ def align(probs: np.ndarray, labels: Sequence[str], target: Sequence[str]) -> np
     return probs[..., index]
 
 
+def model_weights(names: Sequence[str], weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """Vote weights of ``names`` (missing: 1), normalised to sum to 1. Models picked by hand that
+    the shipped ensemble leaves out (all weights zero) vote equally."""
+    w = np.array([float((weights or {}).get(n, 1.0)) for n in names])
+    if np.any(w < 0):
+        raise ValueError("model weights must be non-negative")
+    if w.sum() <= 0:
+        w = np.ones_like(w)
+    return w / w.sum()
+
+
 def combine(
     per_model: Mapping[str, np.ndarray],
     labels: Mapping[str, Sequence[str]],
@@ -44,11 +55,7 @@ def combine(
         raise ValueError("no model probabilities to combine")
     names = list(per_model)
     target = tuple(labels[names[0]])
-    w = np.array([float((weights or {}).get(n, 1.0)) for n in names])
-    if np.any(w < 0):
-        raise ValueError("model weights must be non-negative")
-    if w.sum() <= 0:  # models picked by hand that the shipped ensemble leaves out: equal votes
-        w = np.ones_like(w)
+    w = model_weights(names, weights)
     stacked = np.stack([align(np.asarray(per_model[n], np.float64), labels[n], target) for n in names])
     out = (w[:, None] * stacked).sum(axis=0) / w.sum()
     return target, out / out.sum()

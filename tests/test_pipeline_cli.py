@@ -1,5 +1,6 @@
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from click.testing import CliRunner
 
 from gtag.cli import main, timeline
 from gtag.models import load_models
-from gtag.pipeline import Predictor
+from gtag.pipeline import Predictor, analyse_file
 
 from .conftest import FIXTURES, GTZAN, need, write_wav
 
@@ -23,6 +24,25 @@ def test_predictor_votes_over_models_with_different_label_orders(tmp_path, tiny_
     assert pred.window_starts.tolist() == [0.0, 1.5]  # 5 s: full 3 s windows every 1.5 s
     assert len(pred.window_genres) == 2
     assert pred.genre == pred.labels[int(np.argmax(pred.probabilities))]
+
+
+def test_models_left_out_of_the_ensemble_still_predict_when_picked(tmp_path, tiny_models, tone):
+    """A model with vote weight 0, picked by name, must give a real vote and genre timeline."""
+    manifest = tiny_models / "manifest.json"
+    data = json.loads(manifest.read_text())
+    for m in data["models"]:
+        m["weight"] = 0.0
+    manifest.write_text(json.dumps(data))
+    path = write_wav(tmp_path / "a.wav", tone)
+    model = load_models(tiny_models, ["mel"], device="cpu")[0]
+    predictor = Predictor([model])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # e.g. a 0/0 in the per-window vote
+        pred = predictor.predict_file(path)
+    assert np.all(np.isfinite(pred.probabilities)) and pred.probabilities.sum() == pytest.approx(1.0)
+    assert np.allclose(pred.probabilities, pred.models["mel"])
+    window_probs = model.predict(analyse_file(path, predictor.config).batches[model.spec.kind])
+    assert pred.window_genres == [model.spec.labels[i] for i in window_probs.argmax(axis=1)]
 
 
 def test_predict_json_shape_is_stable(tmp_path, tiny_models, tone):

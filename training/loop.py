@@ -34,6 +34,7 @@ from .data import Track, check_disjoint, read_dataset
 from .evaluate import evaluate_windows, save_confusion_png
 from .export import save_onnx, update_manifest
 
+MAX_BATCH = 64  # windows per ONNX Runtime call at tag time (manifest "max_batch")
 OPSET = 17  # ONNX opset of the exported graphs; ONNX Runtime >= 1.13 runs it
 EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript exporter)"
 # The share's resampled_16k variant has nothing above 8 kHz; training windows are band-limited the
@@ -530,6 +531,9 @@ def _finish(
         "input_name": kind,
         "input": {"shape": input_shape, "dtype": "float32", "build": input_build},
         "output": "probabilities",
+        # Windows per ONNX Runtime call: a 10-minute track in one call would hold ~1 GB of
+        # first-layer activations; chunks of 64 keep a run's memory bounded at the same speed.
+        "max_batch": MAX_BATCH,
         "labels": list(labels),
         "sample_rate": audio.SAMPLE_RATE,
         "window_seconds": audio.WINDOW_SECONDS,
