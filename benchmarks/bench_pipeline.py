@@ -22,7 +22,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -131,7 +130,7 @@ def main() -> None:
     base = rows["study-style: decode + librosa per 3 s window"]
     print(f"{len(paths)} tracks, {seconds / 60:.0f} min of mp3/flac; {platform.machine()}, {os.cpu_count()} cores, "
           f"{date.today()}; one thread unless stated")
-    print(f"| pipeline | x realtime per core | vs study-style |\n| --- | --- | --- |")
+    print("| pipeline | x realtime per core | vs study-style |\n| --- | --- | --- |")
     result = []
     for name, t in rows.items():
         print(f"| {name} | {seconds / t:.0f} | {base / t:.1f}x |")

@@ -1,11 +1,10 @@
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 from gtag.features import FEATURE_NAMES
-from gtag.models import ModelError, OnnxModel, default_models_dir, load_models, providers_for, read_manifest, sha256_file
+from gtag.models import ModelError, default_models_dir, load_models, providers_for, read_manifest, sha256_file
 
 from .conftest import GENRES
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ import numpy as np
 from gtag import audio, features
 from gtag.models import KIND_FEATURES
 
-from .data import check_disjoint, read_dataset
-from .evaluate import evaluate_windows, save_confusion_png, track_level
+from .data import train_valid
+from .evaluate import evaluate_windows, save_confusion_png
 from .export import save_onnx, update_manifest
 from .extract import WindowTable, extract
 
@@ -159,12 +159,8 @@ def train_classic(data_root: str | Path, out_dir: str | Path, run_dir: str | Pat
     t0 = time.time()
     out_dir, run_dir = Path(out_dir), Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ds = read_dataset(data_root)
+    ds, train, valid = train_valid(data_root)
     labels = ds.labels
-    train, valid = ds.split("train"), ds.split("valid")
-    if not train or not valid:
-        raise ValueError(f"{data_root}: needs splits/train.txt and splits/valid.txt with audio")
-    check_disjoint(train, valid)
     cache = run_dir / "cache"
     tr = extract(train, labels, cache, jobs=opts.jobs, desc="train features")
     va = extract(valid, labels, cache, jobs=opts.jobs, desc="valid features")

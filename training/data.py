@@ -94,3 +94,14 @@ def check_disjoint(*groups: list[Track]) -> None:
         for t in g:
             if seen.setdefault(t.track_id, i) != i:
                 raise AssertionError(f"track {t.track_id} is on both sides of a split")
+
+
+def train_valid(root: str | Path) -> tuple[Dataset, list[Track], list[Track]]:
+    """The dataset and its train and valid splits, checked disjoint: what every training command
+    starts from. Raises ValueError when either split is missing or has no audio."""
+    ds = read_dataset(root)
+    train, valid = ds.split("train"), ds.split("valid")
+    if not train or not valid:
+        raise ValueError(f"{root}: needs splits/train.txt and splits/valid.txt with audio")
+    check_disjoint(train, valid)
+    return ds, train, valid

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from gtag import audio, features
 from gtag.models import KIND_LOG_MEL, KIND_WAVEFORM
 
-from .data import Track, check_disjoint, read_dataset
+from .data import Track, train_valid
 from .evaluate import evaluate_windows, save_confusion_png
 from .export import save_onnx, update_manifest
 
@@ -477,11 +477,7 @@ def _prepare(data_root: str | Path, threads: int) -> _Prepared:
     import torch
 
     torch.set_num_threads(threads)
-    ds = read_dataset(data_root)
-    train, valid = ds.split("train"), ds.split("valid")
-    if not train or not valid:
-        raise ValueError(f"{data_root}: needs splits/train.txt and splits/valid.txt with audio")
-    check_disjoint(train, valid)
+    ds, train, valid = train_valid(data_root)
     labels = ds.labels
     index = {g: i for i, g in enumerate(labels)}
     return _Prepared(

@@ -48,7 +48,7 @@ from tqdm import tqdm
 from gtag import audio, features
 from gtag.models import KIND_MUSICNN
 
-from .data import Track, check_disjoint, read_dataset
+from .data import Track, train_valid
 from .evaluate import evaluate_windows, save_confusion_png
 from .musicnn import MSD_LABELS, N_FRAMES, N_MELS, load_pretrained
 
@@ -613,12 +613,8 @@ def train_transfer(data_root: str | Path, out_dir: str | Path, run_dir: str | Pa
     run_dir.mkdir(parents=True, exist_ok=True)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: convert musicnn first (gtag-train musicnn-convert)")
-    ds = read_dataset(data_root)
+    ds, train, valid = train_valid(data_root)
     labels = ds.labels
-    train, valid = ds.split("train"), ds.split("valid")
-    if not train or not valid:
-        raise ValueError(f"{data_root}: needs splits/train.txt and splits/valid.txt with audio")
-    check_disjoint(train, valid)
     cache = run_dir / "cache"
     tr = embed_tracks(train, labels, weights, cache, threads=opts.threads, batch=opts.batch, desc="train embeddings")
     va = embed_tracks(valid, labels, weights, cache, threads=opts.threads, batch=opts.batch, desc="valid embeddings")
