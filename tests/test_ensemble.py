@@ -69,3 +69,17 @@ def test_set_manifest_fields_keeps_the_rest(tmp_path):
     assert got == [{"name": "a", "weight": 0.25, "exported": "then"}, {"name": "b", "weight": 1.0}]
     with pytest.raises(KeyError):
         set_manifest_fields(tmp_path, {"zzz": {"weight": 1}})
+
+
+def test_training_record_names_the_dataset_actually_used(tmp_path):
+    from types import SimpleNamespace
+
+    from training.export import training_record
+
+    root = tmp_path / "my_collection"
+    root.mkdir()
+    tracks = [SimpleNamespace(variant="original"), SimpleNamespace(variant="excerpt")]
+    rec = training_record(SimpleNamespace(root=root), tracks, 12, "train", 3, "gtag-train x", params={"k": 3})
+    assert rec["data"] == "my_collection" and "gtzan" not in rec["data"].lower()
+    assert rec["variants"] == ["excerpt", "original"] and rec["tracks"] == 2 and rec["windows"] == 12
+    assert rec["params"] == {"k": 3} and rec["seed"] == 3 and rec["command"] == "gtag-train x"

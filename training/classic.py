@@ -22,7 +22,7 @@ from gtag.models import KIND_FEATURES
 
 from .data import train_valid
 from .evaluate import evaluate_windows, save_confusion_png
-from .export import save_onnx, update_manifest
+from .export import save_onnx, training_record, update_manifest
 from .extract import WindowTable, extract
 
 
@@ -258,16 +258,7 @@ def _manifest_entry(out_dir, name, path, sha, labels, entry, best, ds, opts, com
                     "(valid_track_full_clips: without the 2-3 s excerpts); "
                     "cv_track: 5-fold CV grouped by track over train+valid.",
         },
-        "training": {
-            "data": "GTZAN partial share (../shared/gtzan)",
-            "split": "Kereliuk/Sturm fault-filtered artist-disjoint train/valid lists",
-            "fitted_on": opts.final_fit,
-            "variants": sorted({t.variant for t in final.tracks}),
-            "tracks": len(final.tracks),
-            "windows": int(len(final.y)),
-            "params": best,
-            "seed": opts.seed,
-            "command": command,
-        },
+        "training": training_record(ds, final.tracks, len(final.y), opts.final_fit, opts.seed, command,
+                                    params=best),
         "onnx_check": entry["onnx_check"],
     })

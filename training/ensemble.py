@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .data import check_disjoint, read_dataset
+from .data import read_dataset, train_valid
 
 EXCERPT = "excerpt_2to3s_gainnorm"  # the share's short-excerpt variant (reported apart)
 
@@ -130,9 +130,8 @@ def valid_probabilities(models_dir: Path, data_root: Path) -> tuple[dict[str, np
     from gtag.models import load_models
     from gtag.pipeline import Predictor
 
-    ds = read_dataset(data_root)
-    check_disjoint(ds.split("train"), ds.split("valid"))
-    valid, labels = ds.split("valid"), ds.labels
+    ds, _, valid = train_valid(data_root)
+    labels = ds.labels
     models = load_models(models_dir, device="cpu")
     pred = Predictor(models)
     out: dict[str, list[np.ndarray]] = {m.spec.name: [] for m in models}

@@ -52,6 +52,24 @@ def update_manifest(out_dir: Path, entry: dict[str, Any]) -> Path:
     return path
 
 
+def training_record(ds, tracks, windows: int, fitted_on: str, seed: int, command: str,
+                    **extra: Any) -> dict[str, Any]:
+    """The manifest's ``training`` block of a model fitted on ``tracks`` of dataset ``ds``: which
+    data (the folder actually used, not an assumed one), split, variants, sizes, seed, command."""
+    return {
+        "data": Path(ds.root).resolve().name,
+        "split": "splits/train.txt and splits/valid.txt of the dataset (for GTZAN: the Kereliuk/Sturm "
+                 "fault-filtered artist-disjoint lists)",
+        "fitted_on": fitted_on,
+        "variants": sorted({t.variant for t in tracks}),
+        "tracks": len(tracks),
+        "windows": int(windows),
+        **extra,
+        "seed": seed,
+        "command": command,
+    }
+
+
 def set_manifest_fields(out_dir: Path, fields: dict[str, dict[str, Any]]) -> Path:
     """Set ``fields[name]`` on the existing entries of ``out_dir/manifest.json`` (e.g. ensemble
     weights), leaving each entry's export time and everything else as it was."""

@@ -778,7 +778,7 @@ def _ensemble_summary(ens: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _manifest_entry(out_dir, path, sha, labels, report, weight, ds, opts, command, final, head) -> None:
-    from .export import update_manifest
+    from .export import training_record, update_manifest
 
     v, cv = report["valid"], report["cv_train_valid"]
     entry = {
@@ -820,19 +820,10 @@ def _manifest_entry(out_dir, path, sha, labels, report, weight, ds, opts, comman
                     "valid (see head_candidates), so valid_* is slightly optimistic; cv_track: 5-fold CV "
                     "grouped by track over train+valid.",
         },
-        "training": {
-            "data": "GTZAN partial share (../shared/gtzan)",
-            "split": "Kereliuk/Sturm fault-filtered artist-disjoint train/valid lists",
-            "fitted_on": opts.final_fit,
-            "variants": sorted({t.variant for t in final.tracks}),
-            "tracks": len(final.tracks),
-            "windows": int(len(final.y)),
-            "head": head.describe(),
-            "backbone": "musicnn MSD_musicnn (musicnn-0.1.0 wheel), frozen"
-                        + (" except the back end's dense layer" if isinstance(head, FineTuneHead) else ""),
-            "seed": opts.seed,
-            "command": command,
-        },
+        "training": training_record(
+            ds, final.tracks, len(final.y), opts.final_fit, opts.seed, command, head=head.describe(),
+            backbone="musicnn MSD_musicnn (musicnn-0.1.0 wheel), frozen"
+                     + (" except the back end's dense layer" if isinstance(head, FineTuneHead) else "")),
         "licence": "musicnn weights: ISC, (c) Music Technology Group, Universitat Pompeu Fabra 2019; "
                    "see MUSICNN_LICENSE.md",
         "onnx_check": report["onnx_check"],
