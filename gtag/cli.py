@@ -257,13 +257,13 @@ def list_models(models_dir: str | None) -> None:
         err.print(f"[red]error:[/] {exc}")
         sys.exit(EXIT_NO_MODELS)
     table = Table(title=f"models in {root}")
-    for col in ("name", "kind", "valid acc", "CV acc", "weight", "size"):
+    for col in ("name", "kind", "hop", "valid acc", "CV acc", "weight", "size"):
         table.add_column(col, no_wrap=True)
     for s in specs:
         m = s.metrics
         size = (root / s.file).stat().st_size if (root / s.file).is_file() else 0
         table.add_row(
-            s.name, s.kind,
+            s.name, s.kind, f"{s.hop_seconds:g} s",
             _metric(m, "valid_track", "accuracy"), _metric(m, "cv_track", "accuracy"),
             f"{s.weight:.2f}", f"{size / 1e6:.1f} MB" if size else "missing",
         )
@@ -276,6 +276,9 @@ def list_models(models_dir: str | None) -> None:
                   f"(best single model: {escape(str(ens.get('best_single', '?')))})")
     for s in specs:
         out.print(f"  {s.name}: {s.description}")
+        variant = s.extra.get("cpu_variant")
+        if isinstance(variant, dict):
+            out.print(f"    on CPU: {escape(str(variant.get('file')))} ({escape(str(variant.get('what', '')))})")
     out.print(f"labels: {', '.join(specs[0].labels)}")
 
 

@@ -172,19 +172,28 @@ class OnnxModel:
         import onnxruntime as ort
 
         self.spec = spec
+        providers = providers_for(device)
+        sha256 = spec.sha256
+        # Optional manifest field "cpu_variant": {"file", "sha256", ...}, the same model made cheaper
+        # for CPUs (musicnn: its two big convolutions in int8), used when no GPU runs the session.
+        variant = spec.extra.get("cpu_variant")
+        self.variant: str | None = None
+        if variant and providers == ["CPUExecutionProvider"]:
+            path, sha256, self.variant = path.parent / variant["file"], variant["sha256"], "cpu_variant"
         self.path = path
         if not path.is_file():
             raise ModelError(f"model {spec.name}: file {path} is missing")
         digest = sha256_file(path)
-        if digest != spec.sha256:
+        if digest != sha256:
             raise ModelError(f"model {spec.name}: {path.name} sha256 {digest[:12]}… does not match manifest")
+        self.sha256 = digest
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # warnings about unused initialisers etc. are noise for users
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers_for(device))
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:
             raise ModelError(f"model {spec.name}: ONNX Runtime cannot load {path.name}: {exc}") from exc
         inputs = self.session.get_inputs()

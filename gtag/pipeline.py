@@ -85,18 +85,21 @@ def _as_dict(labels, probs) -> dict[str, float]:
 class AnalysisConfig:
     """What to compute from a track; picklable, so worker processes can do the heavy part."""
 
-    hop: int  # samples between window starts
-    want_features: bool  # 57 GTZAN features per window (rf, knn)
-    want_mel: bool  # log-mel patches (cnn)
-    want_wave: bool  # raw waveform windows (wavenet)
-    want_musicnn: bool = False  # 16 kHz log-mel patches (musicnn transfer model)
+    # (model kind, samples between its window starts), one pair per input kind to build. Each
+    # kind has its own hop: musicnn reads non-overlapping 3 s patches (its authors' default) while
+    # the cheaper models vote every 1.5 s.
+    hops: tuple[tuple[str, int], ...]
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.hops)
 
 
 @dataclass(frozen=True)
 class Analysed:
     """A decoded and analysed track, ready for inference."""
 
-    starts: np.ndarray  # start sample of each window
+    starts: dict[str, np.ndarray]  # model kind -> start sample of each of its windows
     batches: dict[str, np.ndarray]  # model kind -> input batch
     duration: float  # seconds of the whole file
     truncated: bool  # only part of a long file was analysed
@@ -105,19 +108,29 @@ class Analysed:
 def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
     """Decode and analyse one file (no ONNX): the part worth running in parallel processes."""
     decoded = audio.load_audio(Path(path))
-    an = features.analyze(decoded.samples, decoded.sample_rate, config.hop,
-                          want_features=config.want_features, want_mel=config.want_mel)
+    y, sr = decoded.samples, decoded.sample_rate
+    hops = dict(config.hops)
     batches: dict[str, np.ndarray] = {}
-    if config.want_features:
-        batches[KIND_FEATURES] = an.features
-    if config.want_mel:
-        batches[KIND_LOG_MEL] = an.log_mel[:, None, :, :]
-    if config.want_wave:
-        frames = audio.frame_signal(decoded.samples, audio.WINDOW_SAMPLES, config.hop)
+    # The 57 features and the log-mel patches share one STFT when they share a hop.
+    shared = [k for k in (KIND_FEATURES, KIND_LOG_MEL) if k in hops]
+    for hop in sorted({hops[k] for k in shared}):
+        same = [k for k in shared if hops[k] == hop]
+        an = features.analyze(y, sr, hop, want_features=KIND_FEATURES in same, want_mel=KIND_LOG_MEL in same)
+        if KIND_FEATURES in same:
+            batches[KIND_FEATURES] = an.features
+        if KIND_LOG_MEL in same:
+            batches[KIND_LOG_MEL] = an.log_mel[:, None, :, :]
+    if KIND_WAVEFORM in hops:
+        frames = audio.frame_signal(y, audio.WINDOW_SAMPLES, hops[KIND_WAVEFORM])
         batches[KIND_WAVEFORM] = np.ascontiguousarray(frames)[:, None, :]
-    if config.want_musicnn:
-        batches[KIND_MUSICNN] = features.musicnn_patches(decoded.samples, decoded.sample_rate, config.hop)
-    return Analysed(an.starts, batches, decoded.duration, decoded.truncated)
+    if KIND_MUSICNN in hops:
+        batches[KIND_MUSICNN] = features.musicnn_patches(y, sr, hops[KIND_MUSICNN])
+    # Every kind windows the same (tiled when short) signal: gtag.audio.window_starts.
+    n = max(y.size, audio.WINDOW_SAMPLES)
+    starts = {k: audio.window_starts(n, audio.WINDOW_SAMPLES, hop) for k, hop in hops.items()}
+    for k, b in batches.items():
+        assert len(b) == len(starts[k]), (k, len(b), len(starts[k]))
+    return Analysed(starts, batches, decoded.duration, decoded.truncated)
 
 
 @dataclass(frozen=True)
@@ -126,7 +139,7 @@ class ModelSource:
 
     models_dir: str  # folder with manifest.json
     names: tuple[str, ...]  # the models, in vote order
-    hop_seconds: float  # analysis hop
+    hop_seconds: float | None  # one hop for every model, or None: each model's manifest hop
 
 
 _WORKER_PREDICTORS: dict[ModelSource, "Predictor"] = {}
@@ -157,16 +170,16 @@ class Predictor:
             raise ValueError(f"models expect {rates} Hz / {windows} s windows; gtag analyses "
                              f"{audio.SAMPLE_RATE} Hz / {audio.WINDOW_SECONDS} s")
         self.models = models
+        self.hop_seconds = hop_seconds
         self.labels = {m.spec.name: m.spec.labels for m in models}
         self.weights = {m.spec.name: m.spec.weight for m in models}
-        kinds = {m.spec.kind for m in models}
-        self.config = AnalysisConfig(
-            hop=int(round((hop_seconds or models[0].spec.hop_seconds) * audio.SAMPLE_RATE)),
-            want_features=KIND_FEATURES in kinds,
-            want_mel=KIND_LOG_MEL in kinds,
-            want_wave=KIND_WAVEFORM in kinds,
-            want_musicnn=KIND_MUSICNN in kinds,
-        )
+        # Each kind's hop: the override, else its model's manifest hop (the finest, should two
+        # models of one kind differ).
+        hops: dict[str, int] = {}
+        for m in models:
+            hop = int(round((hop_seconds or m.spec.hop_seconds) * audio.SAMPLE_RATE))
+            hops[m.spec.kind] = min(hop, hops.get(m.spec.kind, hop))
+        self.config = AnalysisConfig(hops=tuple(sorted(hops.items())))
 
     @property
     def signature(self) -> str:
@@ -175,8 +188,8 @@ class Predictor:
 
         from . import __version__
 
-        parts = [__version__, str(self.config.hop)] + [f"{m.spec.name}:{m.spec.sha256}:{m.spec.weight}"
-                                                       for m in self.models]
+        parts = [__version__, repr(self.config.hops)] + [f"{m.spec.name}:{m.sha256}:{m.spec.weight}"
+                                                         for m in self.models]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
     def infer(self, path: str | os.PathLike, analysed: Analysed) -> Prediction:
@@ -193,16 +206,20 @@ class Predictor:
                 tags[m.spec.name] = [(m.tag_labels[i], float(mean[i])) for i in np.argsort(-mean, kind="stable")]
         labels, probs = vote.combine(track, self.labels, self.weights)
         aligned = {n: vote.align(p, self.labels[n], labels) for n, p in track.items()}
-        # Genre over time: the weighted ensemble of each window.
+        # Genre over time: the weighted ensemble of each window, on the finest hop's windows; a
+        # model with a coarser hop contributes the window of its own that starts nearest.
+        kind_of = {m.spec.name: m.spec.kind for m in self.models}
+        grid = max((analysed.starts[k] for k in sorted(set(kind_of.values()))), key=len)
         w = vote.model_weights(list(window_probs), self.weights)
-        per_window = sum(wi * vote.align(window_probs[n], self.labels[n], labels)
+        per_window = sum(wi * vote.align(window_probs[n], self.labels[n], labels)[
+                             vote.nearest_windows(grid, analysed.starts[kind_of[n]])]
                          for wi, n in zip(w, window_probs))
         return Prediction(
             path=str(path),
             labels=labels,
             probabilities=probs,
             models=aligned,
-            window_starts=analysed.starts / audio.SAMPLE_RATE,
+            window_starts=grid / audio.SAMPLE_RATE,
             window_genres=[labels[i] for i in np.argmax(per_window, axis=1)],
             duration=analysed.duration,
             truncated=analysed.truncated,
@@ -218,7 +235,7 @@ class Predictor:
         dirs = {str(Path(m.path).parent) for m in self.models}
         if len(dirs) != 1:
             return None
-        return ModelSource(dirs.pop(), tuple(m.spec.name for m in self.models), self.config.hop / audio.SAMPLE_RATE)
+        return ModelSource(dirs.pop(), tuple(m.spec.name for m in self.models), self.hop_seconds)
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Decode, analyse and predict one file. Raises AudioLoadError / ValueError on bad input."""

@@ -34,6 +34,19 @@ def align(probs: np.ndarray, labels: Sequence[str], target: Sequence[str]) -> np
     return probs[..., index]
 
 
+def nearest_windows(starts: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """For each window start in ``starts``, the index of the window of ``other`` (sorted starts,
+    same window length) that starts nearest to it, the earlier on a tie. Lets models with different
+    hops vote on one timeline: a 3 s-hop model's window covers the 1.5 s-hop windows around it."""
+    starts, other = np.asarray(starts), np.asarray(other)
+    if other.size == 0:
+        raise ValueError("the other model has no windows")
+    right = np.clip(np.searchsorted(other, starts, side="left"), 0, other.size - 1)
+    left = np.clip(right - 1, 0, other.size - 1)
+    take_left = np.abs(starts - other[left]) <= np.abs(other[right] - starts)
+    return np.where(take_left, left, right)
+
+
 def model_weights(names: Sequence[str], weights: Mapping[str, float] | None = None) -> np.ndarray:
     """Vote weights of ``names`` (missing: 1), normalised to sum to 1. Models picked by hand that
     the shipped ensemble leaves out (all weights zero) vote equally."""

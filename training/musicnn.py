@@ -99,12 +99,24 @@ def build_model(n_classes: int = 50, n_mels: int = N_MELS, frontend_filters: flo
         def __init__(self, filters: int, kt: int, kf: int, pad: tuple[int, int]):
             super().__init__()
             self.pad = pad
+            self.f_out = n_mels - kf + 1  # frequency positions the conv produces
             self.conv = nn.Conv2d(1, filters, (kt, kf))
             self.bn = nn.BatchNorm2d(filters, eps=BN_EPS)
 
         def forward(self, x):
             x = F.pad(x, (0, 0, self.pad[0], self.pad[1]))  # time axis only
-            return self.bn(F.relu(self.conv(x))).amax(dim=3)
+            if self.training:  # batch statistics: the literal order of the original
+                return self.bn(F.relu(self.conv(x))).amax(dim=3)
+            # Inference, same values in a cheaper order. With running statistics BN is a
+            # per-channel affine a*v + c, and ReLU is monotonic, so over frequency f
+            #   max_f(a*relu(z_f) + c) = a*relu(s*max_f(s*z_f)) + c,   s = sign(a) = sign(gamma)
+            # (a channel with a < 0 keeps the minimum, the max of its negated conv). Pooling
+            # first runs ReLU and BN on 1/f_out of the values, and a MaxPool (not ReduceMax) lets
+            # ONNX Runtime stay in its blocked conv layout: ~2x less time outside the convs.
+            s = torch.where(self.bn.weight < 0, -1.0, 1.0)
+            z = F.conv2d(x, self.conv.weight * s[:, None, None, None], self.conv.bias * s)
+            m = F.max_pool2d(z, (1, self.f_out))  # (B, C, T, 1)
+            return self.bn(F.relu(m * s[:, None, None])).squeeze(3)
 
     class MidLayer(nn.Module):
         """1-D conv over time on all channels (TF: a [7, C] kernel on a [T, C, 1] map) -> ReLU -> BN."""
