@@ -168,7 +168,7 @@ def providers_for(device: str = "auto") -> list[str]:
 class OnnxModel:
     """An ONNX Runtime session plus its manifest entry; ``predict`` returns probabilities."""
 
-    def __init__(self, spec: ModelSpec, path: Path, device: str = "auto", threads: int = 0):
+    def __init__(self, spec: ModelSpec, path: Path, device: str = "auto", threads: int = 0, cpu_variant: bool = True):
         import onnxruntime as ort
 
         self.spec = spec
@@ -178,7 +178,7 @@ class OnnxModel:
         # for CPUs (musicnn: its two big convolutions in int8), used when no GPU runs the session.
         variant = spec.extra.get("cpu_variant")
         self.variant: str | None = None
-        if variant and providers == ["CPUExecutionProvider"]:
+        if variant and cpu_variant and providers == ["CPUExecutionProvider"]:
             path, sha256, self.variant = path.parent / variant["file"], variant["sha256"], "cpu_variant"
         self.path = path
         if not path.is_file():
@@ -253,8 +253,10 @@ def load_models(
     names: list[str] | None = None,
     device: str = "auto",
     threads: int = 0,
+    cpu_variant: bool = True,
 ) -> list[OnnxModel]:
-    """Load the manifest's models (or only ``names``), verifying each file's hash.
+    """Load the manifest's models (or only ``names``), verifying each file's hash. On a CPU a
+    model's ``cpu_variant`` file is used when it has one, unless ``cpu_variant`` is False.
 
     Without ``names``: the models of the ensemble, i.e. those with a weight above zero (all of them
     if every weight is zero); a model the ensemble leaves out costs time and changes no vote."""
@@ -268,4 +270,4 @@ def load_models(
         if unknown:
             raise ModelError(f"unknown model(s) {unknown}; available: {sorted(by_name)}")
         specs = [by_name[n] for n in names]
-    return [OnnxModel(s, root / s.file, device=device, threads=threads) for s in specs]
+    return [OnnxModel(s, root / s.file, device=device, threads=threads, cpu_variant=cpu_variant) for s in specs]

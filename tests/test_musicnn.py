@@ -124,13 +124,36 @@ def test_shipped_onnx_reproduces_tensorflow_msd_tags():
     ref = _reference()
     spec = _shipped_musicnn()
     assert spec.kind == KIND_MUSICNN and tuple(spec.extra["msd_labels"]) == MSD_LABELS
-    (model,) = load_models(default_models_dir(), ["musicnn"], device="cpu")
+    (model,) = load_models(default_models_dir(), ["musicnn"], device="cpu", cpu_variant=False)
+    assert model.path.name == spec.file
     probs, tags = model.predict_with_tags(ref["patches"])
     assert tags is not None and tags.shape == ref["tags"].shape
     assert np.abs(tags - ref["tags"]).max() < TAG_ATOL
     for got, want in zip(tags, ref["tags"]):  # the same top tags in the same order
         assert np.argsort(-got)[:5].tolist() == np.argsort(-want)[:5].tolist()
     assert probs.shape == (len(ref["patches"]), 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+# The CPU variant (int8 timbral convolutions) against TensorFlow: measured 0.017 on the fixture.
+VARIANT_TAG_ATOL = 0.05
+
+
+def test_shipped_cpu_variant_is_what_a_cpu_runs_and_stays_close_to_tensorflow():
+    ref = _reference()
+    spec = _shipped_musicnn()
+    variant = spec.extra.get("cpu_variant")
+    if not variant:
+        pytest.skip("the shipped musicnn has no CPU variant")
+    root = default_models_dir()
+    assert sha256_file(root / variant["file"]) == variant["sha256"]
+    (model,) = load_models(root, ["musicnn"], device="cpu")
+    assert model.path.name == variant["file"] and model.variant == "cpu_variant"
+    _, tags = model.predict_with_tags(ref["patches"])
+    assert np.abs(tags - ref["tags"]).max() < VARIANT_TAG_ATOL
+    for got, want in zip(tags, ref["tags"]):  # the top tag is the same
+        assert np.argmax(got) == np.argmax(want)
+    agree = variant["agreement_with_float"]
+    assert agree["window_label_agreement"] >= 0.95 and agree["windows"] >= 100
 
 
 def test_shipped_musicnn_entry_is_complete():
@@ -192,6 +215,56 @@ def test_tiny_random_musicnn_torch_and_onnx_agree(tmp_path):
     with torch.no_grad():
         p_t, t_t = (v.numpy() for v in module(torch.from_numpy(x)))
     assert np.abs(p_o - p_t).max() < 1e-5 and np.abs(t_o - t_t).max() < 1e-5
+
+
+def test_front_end_pools_first_at_inference_with_the_same_values():
+    """Eval mode max-pools the conv output before ReLU and batch norm (cheaper); the values must be
+    those of the original order, negative batch-norm scales (which turn the max into a min) included."""
+    import torch.nn.functional as F
+
+    net = _tiny_musicnn()
+    branches = list(net.timbral) + list(net.temporal)
+    with torch.no_grad():
+        for b in branches:
+            b.bn.weight.uniform_(-1.5, 1.5)
+        assert any((b.bn.weight < 0).any() and (b.bn.weight > 0).any() for b in branches)
+        x = net.bn_input(torch.from_numpy(
+            np.abs(np.random.default_rng(2).standard_normal((3, 1, 187, 96))).astype(np.float32)))
+        for b in branches:
+            literal = b.bn(F.relu(b.conv(F.pad(x, (0, 0, *b.pad))))).amax(dim=3)
+            got = b(x)
+            assert got.shape == literal.shape and torch.allclose(got, literal, atol=1e-5)
+        b = branches[0].train()  # training keeps the literal order (batch statistics)
+        assert torch.allclose(b(x), b.bn(F.relu(b.conv(F.pad(x, (0, 0, *b.pad))))).amax(dim=3), atol=1e-5)
+
+
+def test_cpu_variant_is_loaded_on_cpu_checked_and_close(tmp_path, tiny_musicnn_models):
+    """A manifest "cpu_variant" (int8 timbral convs) is what a CPU session runs, hash-checked like
+    the main file; cpu_variant=False loads the float model."""
+    from gtag.models import ModelError
+    from training.export import quantize_nodes
+
+    root = tiny_musicnn_models
+    rng = np.random.default_rng(3)
+    calib = np.abs(rng.standard_normal((16, 187, 96))).astype(np.float32) * 2
+    sha = quantize_nodes(root / "mnn.onnx", root / "mnn_cpu.onnx", calib, "musicnn_mel", ("/timbral.",), {})
+    import onnx
+
+    qnodes = [n for n in onnx.load(str(root / "mnn_cpu.onnx")).graph.node if n.op_type == "DequantizeLinear"]
+    assert qnodes, "nothing was quantised"
+    entry = json.loads((root / "manifest.json").read_text())
+    entry["models"][0]["cpu_variant"] = {"file": "mnn_cpu.onnx", "sha256": sha}
+    (root / "manifest.json").write_text(json.dumps(entry))
+    (q,) = load_models(root, device="cpu")
+    (f,) = load_models(root, device="cpu", cpu_variant=False)
+    assert q.path.name == "mnn_cpu.onnx" and q.variant == "cpu_variant" and q.sha256 == sha
+    assert f.path.name == "mnn.onnx" and f.variant is None
+    x = calib[:5]
+    (pq, tq), (pf, tf) = q.predict_with_tags(x), f.predict_with_tags(x)
+    assert np.abs(tq - tf).mean() < 0.02 and np.abs(pq - pf).mean() < 0.02
+    (root / "mnn_cpu.onnx").write_bytes((root / "mnn_cpu.onnx").read_bytes() + b"\0")
+    with pytest.raises(ModelError, match="sha256"):
+        load_models(root, device="cpu")
 
 
 def test_musicnn_patches_follow_gtags_windows(tone):

@@ -103,3 +103,30 @@ def test_models_command_lists_metrics():
 
 def test_timeline_merges_runs():
     assert timeline([0, 1.5, 3.0, 4.5], ["a", "a", "b", "a"]) == [(0, 3.0, "a"), (3.0, 4.5, "b"), (4.5, 7.5, "a")]
+
+
+def test_each_model_windows_at_its_own_hop(tmp_path, tiny_models, tone):
+    """A manifest hop per model: the log-mel model votes every 3 s while the feature model votes
+    every 1.5 s; the timeline uses the finer windows; an explicit hop applies to all models."""
+    from gtag import audio, features, vote
+
+    entry = json.loads((tiny_models / "manifest.json").read_text())
+    for m in entry["models"]:
+        m["hop_seconds"] = 3.0 if m["name"] == "mel" else 1.5
+    (tiny_models / "manifest.json").write_text(json.dumps(entry))
+    y = np.tile(tone, 2)  # 10 s: windows at 0, 1.5, ..., 6 s (5) and at 0, 3, 6 s (3)
+    path = write_wav(tmp_path / "a.wav", y)
+    models = load_models(tiny_models, device="cpu")
+    pred = Predictor(models)
+    an = analyse_file(path, pred.config)
+    assert len(an.batches["features"]) == len(an.starts["features"]) == 5
+    assert len(an.batches["log_mel"]) == len(an.starts["log_mel"]) == 3
+    p = pred.infer(path, an)
+    assert p.window_starts.tolist() == [0.0, 1.5, 3.0, 4.5, 6.0] and len(p.window_genres) == 5
+    mel = next(m for m in models if m.spec.name == "mel")
+    y_dec = audio.load_audio(path).samples
+    want = vote.track_probabilities(mel.predict(features.analyze(y_dec, hop=audio.WINDOW_SAMPLES).log_mel[:, None]))
+    assert np.allclose(p.models["mel"], vote.align(want, mel.spec.labels, p.labels), atol=1e-6)
+    same = Predictor(models, hop_seconds=1.5)
+    assert dict(same.config.hops) == {"features": 33075, "log_mel": 33075}
+    assert same.signature != pred.signature  # the cache tells the two apart

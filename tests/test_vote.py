@@ -55,3 +55,23 @@ def test_combine_rejects_bad_weights():
 def test_top_k_orders_and_breaks_ties_by_label_order():
     assert vote.top_k(["a", "b", "c"], np.array([0.4, 0.4, 0.2]), 2) == [("a", 0.4), ("b", 0.4)]
     assert vote.top_k(["a", "b"], np.array([0.3, 0.7]), 1) == [("b", 0.7)]
+
+
+@pytest.mark.parametrize(
+    "starts, other, expected",
+    [
+        ([0, 1.5, 3, 4.5, 6], [0, 3, 6], [0, 0, 1, 1, 2]),  # a tie goes to the earlier window
+        ([0, 1.5, 3], [0, 3, 6], [0, 0, 1]),
+        ([0, 1, 2, 3], [0], [0, 0, 0, 0]),  # one window covers everything
+        ([0, 3], [0, 1.5, 3], [0, 2]),  # coarser grid onto finer: exact matches
+        ([7.0], [0, 3, 6], [2]),  # past the last window: the last
+    ],
+)
+def test_nearest_windows(starts, other, expected):
+    got = vote.nearest_windows(np.array(starts), np.array(other))
+    assert got.tolist() == expected
+
+
+def test_nearest_windows_needs_windows():
+    with pytest.raises(ValueError):
+        vote.nearest_windows(np.array([0.0]), np.array([]))

@@ -113,6 +113,9 @@ def build_train_only(models_dir: Path, shipped_dir: Path, data_root: Path, trans
         if spec is None:
             raise FileNotFoundError(f"{src}: no train-only {MODEL_NAME}; run `gtag-train transfer` first")
         shutil.copy2(src / spec.file, models_dir / spec.file)
+        variant = spec.extra.get("cpu_variant")
+        if isinstance(variant, dict):  # what gtag runs on a CPU, so what is scored here
+            shutil.copy2(src / variant["file"], models_dir / variant["file"])
         entry = json.loads((src / "manifest.json").read_text())
         update_manifest(models_dir, next(m for m in entry["models"] if m["name"] == MODEL_NAME))
         notes[MODEL_NAME] = f"train-only head exported by gtag-train transfer ({src})"

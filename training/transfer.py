@@ -55,6 +55,19 @@ from .musicnn import MSD_LABELS, N_FRAMES, N_MELS, load_pretrained
 EMBEDDING_CACHE_VERSION = "musicnn-emb-v1"  # bump when musicnn_patches or the embedding changes
 MODEL_NAME = "musicnn"
 INPUT_NAME = "musicnn_mel"
+# Hop between musicnn's windows at tag time (manifest "hop_seconds"): non-overlapping 3 s patches,
+# musicnn's own default (its extractor's input_overlap=False). Embeddings for training are taken
+# every 1.5 s (twice the examples); on the valid split, voting every 3 s scored as every 1.5 s
+# (0.756 vs 0.748 track accuracy) for half the cost. Valid and CV figures use the tag-time hop.
+TAG_HOP_SECONDS = 3.0
+EMBED_HOP = audio.HOP_SAMPLES  # 1.5 s: training windows
+TAG_EVERY = int(round(TAG_HOP_SECONDS * audio.SAMPLE_RATE)) // EMBED_HOP  # every 2nd training window
+assert TAG_EVERY * EMBED_HOP == int(round(TAG_HOP_SECONDS * audio.SAMPLE_RATE))
+# The CPU variant (manifest "cpu_variant"): the two timbral convolutions, ~60 % of musicnn's time on
+# a CPU, in int8 (static QDQ quantisation, per-channel weights, ranges calibrated on training
+# patches). Weights use 7 bits (reduce_range) so CPUs without VNNI cannot saturate int16 sums.
+CPU_VARIANT_FILE = "musicnn_cpu.onnx"
+QUANTIZED_SCOPES = ("/timbral.",)  # ONNX node-name prefix of the timbral branches' layers
 # Windows per ONNX Runtime call at tag time (manifest "max_batch"): musicnn's activations take ~30 MB
 # per window; batches of 8 run as fast per window as one big batch (measured: 119 windows of a 3-min
 # track in one call: 8 GB peak RSS and 6x slower; in chunks of 8: 0.8 GB, 85x realtime on one core).
@@ -100,6 +113,15 @@ class Embeddings:
         """The windows of ``mask`` (groups still index ``tracks``)."""
         return Embeddings(self.pooled[mask], self.penultimate[mask], self.logits[mask], self.y[mask],
                           self.groups[mask], self.tracks, self.labels)
+
+    def every(self, k: int) -> np.ndarray:
+        """Mask of every ``k``-th window of each track: exactly the windows a ``k`` times coarser
+        hop gives (``gtag.audio.window_starts`` is an arange from 0)."""
+        index = np.zeros(len(self.groups), dtype=np.int64)
+        for g in np.unique(self.groups):
+            at = np.flatnonzero(self.groups == g)
+            index[at] = np.arange(at.size)
+        return index % k == 0
 
 
 def _sha256(path: Path) -> str:
@@ -325,12 +347,14 @@ def _folds(e: Embeddings, folds: int, seed: int):
         yield tr, te
 
 
-def grouped_cv(make: Callable[[], Any], e: Embeddings, folds: int, seed: int) -> dict[str, Any]:
-    """Out-of-fold window probabilities, folds grouped by track; track- and window-level metrics."""
+def grouped_cv(make: Callable[[], Any], e: Embeddings, folds: int, seed: int, every: int = 1) -> dict[str, Any]:
+    """Out-of-fold window probabilities, folds grouped by track; track- and window-level metrics
+    on every ``every``-th window of each track (the tag-time hop; fitting uses all windows)."""
     oof = np.zeros((len(e.y), len(e.labels)))
     for tr, te in _folds(e, folds, seed):
         oof[te] = make().fit(e.take(tr)).predict_proba(e.take(te))
-    return evaluate_windows(oof, e.y, e.groups, e.labels)
+    m = e.every(every)
+    return evaluate_windows(oof[m], e.y[m], e.groups[m], e.labels)
 
 
 def _choose_logreg(source: str, tr: Embeddings, opts: TransferOptions) -> tuple[LogRegHead, list[dict]]:
@@ -439,6 +463,51 @@ def fixture_agreement(path: Path, fixture: Path) -> dict[str, Any]:
     return {"patches": int(len(x)), "max_abs_msd_tag_diff_vs_tensorflow": float(np.abs(got - tags).max())}
 
 
+def calibration_patches(train: list[Track], seed: int, tracks: int = 64, per_track: int = 2) -> np.ndarray:
+    """A few musicnn patches from random *training* tracks: the activation ranges of the CPU variant."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in sorted(rng.choice(len(train), min(tracks, len(train)), replace=False)):
+        x = features.musicnn_patches(audio.load_audio(train[i].path).samples, audio.SAMPLE_RATE, EMBED_HOP)
+        out.append(x[np.sort(rng.choice(len(x), min(per_track, len(x)), replace=False))])
+    return np.concatenate(out)
+
+
+def variant_agreement(reference: Path, variant: Path, x: np.ndarray) -> dict[str, Any]:
+    """How closely ``variant`` follows ``reference`` (ONNX Runtime, CPU) on the patches ``x``."""
+    import onnxruntime as ort
+
+    outs = []
+    for path in (reference, variant):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        runs = [sess.run(["probabilities", "msd_tags"], {INPUT_NAME: x[i:i + MAX_BATCH].astype(np.float32)})
+                for i in range(0, len(x), MAX_BATCH)]
+        outs.append([np.concatenate([r[k] for r in runs]) for k in (0, 1)])
+    (p0, t0), (p1, t1) = outs
+    return {"windows": int(len(x)), "window_label_agreement": round(float(np.mean(p0.argmax(1) == p1.argmax(1))), 4),
+            "max_abs_prob_diff": float(np.abs(p0 - p1).max()), "mean_abs_prob_diff": float(np.abs(p0 - p1).mean()),
+            "max_abs_msd_tag_diff": float(np.abs(t0 - t1).max()), "mean_abs_msd_tag_diff": float(np.abs(t0 - t1).mean())}
+
+
+def make_cpu_variant(fp32: Path, dst: Path, meta: dict[str, Any], calibration: np.ndarray, probe: np.ndarray,
+                     fixture: str | Path | None) -> dict[str, Any]:
+    """Write the CPU variant of ``fp32`` (the convolutions of ``QUANTIZED_SCOPES`` in int8) and return its manifest
+    ``cpu_variant`` block: file, sha256, what was changed, agreement with the float model."""
+    from .export import quantize_nodes
+
+    sha = quantize_nodes(fp32, dst, calibration, INPUT_NAME, QUANTIZED_SCOPES,
+                         meta | {"variant": "cpu: timbral convolutions int8"})
+    block = {"file": dst.name, "sha256": sha,
+             "what": "the two timbral convolutions in int8 (ONNX Runtime static QDQ, per-channel 7-bit "
+                     f"weights, uint8 activations calibrated on {len(calibration)} training patches); "
+                     "the rest float32",
+             "agreement_with_float": variant_agreement(fp32, dst, probe)}
+    if fixture and Path(fixture).is_file():
+        block["max_abs_msd_tag_diff_vs_tensorflow"] = fixture_agreement(dst, Path(fixture))[
+            "max_abs_msd_tag_diff_vs_tensorflow"]
+    return block
+
+
 # --------------------------------------------------------------------------------------------------
 # The ensemble on validation, through gtag's own Predictor
 # --------------------------------------------------------------------------------------------------
@@ -529,12 +598,13 @@ def ensemble_on_valid(models_dir: Path, valid: list[Track], labels: tuple[str, .
 # --------------------------------------------------------------------------------------------------
 
 
-def speed_report(onnx_path: Path, clips: list[Path], cnn_onnx: Path | None = None, repeats: int = 2) -> dict[str, Any]:
-    """x-realtime on one core (ORT intra-op threads 1, torch/BLAS untouched) of the musicnn path
-    (``musicnn_patches`` + ORT calls of ``MAX_BATCH`` windows, as gtag runs it) and of the CNN path
-    (``log_mel_spectrogram`` + one ORT call on the shipped CNN, or a default-size ``GenreCNN`` exported
-    here when none is shipped),
-    on the concatenated ``clips`` (decoding excluded: identical for both)."""
+def speed_report(onnx_path: Path, clips: list[Path], cnn_onnx: Path | None = None, cpu_variant: Path | None = None,
+                 repeats: int = 2) -> dict[str, Any]:
+    """x-realtime on one core (ORT intra-op threads 1, torch/BLAS untouched) of the musicnn path as
+    gtag runs it (``musicnn_patches`` at the tag-time hop + ORT calls of ``MAX_BATCH`` windows; the
+    float model and, when given, its CPU variant) and of the CNN path (``log_mel_spectrogram`` at
+    1.5 s + one ORT call on the shipped CNN, or a default-size ``GenreCNN`` exported here when none
+    is shipped), on the concatenated ``clips`` (decoding excluded: identical for both)."""
     import tempfile
 
     import onnxruntime as ort
@@ -544,6 +614,7 @@ def speed_report(onnx_path: Path, clips: list[Path], cnn_onnx: Path | None = Non
 
     y = np.concatenate([audio.load_audio(c).samples for c in clips])
     seconds = y.size / audio.SAMPLE_RATE
+    hop = int(round(TAG_HOP_SECONDS * audio.SAMPLE_RATE))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
@@ -557,20 +628,16 @@ def speed_report(onnx_path: Path, clips: list[Path], cnn_onnx: Path | None = Non
                               str(cnn_onnx), dynamo=False, opset_version=17, input_names=["log_mel"],
                               output_names=["probabilities"], dynamic_axes={"log_mel": {0: "batch"}})
             cnn_note = "GenreCNN() defaults, random weights (no cnn shipped yet): same cost as a trained one"
-        s_mus = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         s_cnn = ort.InferenceSession(str(cnn_onnx), opts, providers=["CPUExecutionProvider"])
 
-        def musicnn_path():
-            x = features.musicnn_patches(y)
-            return [s_mus.run(["probabilities", "msd_tags"], {INPUT_NAME: x[i:i + MAX_BATCH]})
+        def musicnn_path(sess):
+            x = features.musicnn_patches(y, audio.SAMPLE_RATE, hop)
+            return [sess.run(["probabilities", "msd_tags"], {INPUT_NAME: x[i:i + MAX_BATCH]})
                     for i in range(0, len(x), MAX_BATCH)]
 
         def cnn_path():
             x = features.log_mel_spectrogram(y)[:, None]
             return s_cnn.run(None, {s_cnn.get_inputs()[0].name: x})
-
-        def patches_only():
-            return features.musicnn_patches(y)
 
         def best(f):
             f()
@@ -581,12 +648,22 @@ def speed_report(onnx_path: Path, clips: list[Path], cnn_onnx: Path | None = Non
                 ts.append(time.perf_counter() - t)
             return min(ts)
 
-        t_mus, t_cnn, t_pat = best(musicnn_path), best(cnn_path), best(patches_only)
-    n_windows = len(audio.window_starts(y.size))
-    return {"audio_seconds": round(seconds, 1), "windows": n_windows, "cnn": cnn_note,
-            "musicnn_x_realtime": round(seconds / t_mus, 1), "musicnn_patches_x_realtime": round(seconds / t_pat, 1),
-            "musicnn_ms_per_window": round(1000 * t_mus / n_windows, 1),
-            "cnn_x_realtime": round(seconds / t_cnn, 1), "cnn_ms_per_window": round(1000 * t_cnn / n_windows, 1)}
+        sessions = {"float": onnx_path} | ({"cpu_variant": cpu_variant} if cpu_variant else {})
+        out: dict[str, Any] = {"audio_seconds": round(seconds, 1), "musicnn_hop_seconds": TAG_HOP_SECONDS,
+                               "musicnn_windows": len(audio.window_starts(y.size, audio.WINDOW_SAMPLES, hop)),
+                               "cnn": cnn_note}
+        for name, path in sessions.items():
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            t = best(lambda: musicnn_path(sess))
+            out[f"musicnn_{name}_x_realtime"] = round(seconds / t, 1)
+            out[f"musicnn_{name}_ms_per_window"] = round(1000 * t / out["musicnn_windows"], 1)
+        t_pat = best(lambda: features.musicnn_patches(y, audio.SAMPLE_RATE, hop))
+        t_cnn = best(cnn_path)
+    out["musicnn_patches_x_realtime"] = round(seconds / t_pat, 1)
+    out["cnn_x_realtime"] = round(seconds / t_cnn, 1)
+    out["cnn_windows"] = len(audio.window_starts(y.size))
+    out["cnn_ms_per_window"] = round(1000 * t_cnn / out["cnn_windows"], 1)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -621,8 +698,9 @@ def train_transfer(data_root: str | Path, out_dir: str | Path, run_dir: str | Pa
     torch.set_num_threads(opts.threads)
     report: dict[str, Any] = {"data": ds.summary(), "options": asdict(opts), "candidates": {}}
 
-    # 1-2. candidates: hyper-parameter by grouped CV on train, then scored on valid
-    full_va = np.array([va.tracks[g].variant != EXCERPT for g in va.groups])
+    # 1-2. candidates: hyper-parameter by grouped CV on train, then scored on valid (at the tag-time hop)
+    tag_va = va.every(TAG_EVERY)
+    full_va = np.array([va.tracks[g].variant != EXCERPT for g in va.groups]) & tag_va
     fitted = {}
     for name in opts.heads:
         print(f"[{name}] grouped {opts.folds}-fold search on the training split…", flush=True)
@@ -634,7 +712,7 @@ def train_transfer(data_root: str | Path, out_dir: str | Path, run_dir: str | Pa
             raise ValueError(f"unknown head {name!r}")
         head.fit(tr)
         p = head.predict_proba(va)
-        m = evaluate_windows(p, va.y, va.groups, labels)
+        m = evaluate_windows(p[tag_va], va.y[tag_va], va.groups[tag_va], labels)
         mf = evaluate_windows(p[full_va], va.y[full_va], va.groups[full_va], labels)
         fitted[name] = (head, p, m, mf)
         report["candidates"][name] = {"search": search, "chosen": head.describe(),
@@ -652,7 +730,7 @@ def train_transfer(data_root: str | Path, out_dir: str | Path, run_dir: str | Pa
     save_confusion_png(valid_m["track"]["confusion"], labels, run_dir / "musicnn_valid_track_confusion.png",
                        f"musicnn transfer ({best_name}) track level (valid)")
     both = _concat(tr, va)
-    cv_all = grouped_cv(_make_like(head, weights, opts), both, opts.folds, opts.seed)
+    cv_all = grouped_cv(_make_like(head, weights, opts), both, opts.folds, opts.seed, every=TAG_EVERY)
     save_confusion_png(cv_all["track"]["confusion"], labels, run_dir / "musicnn_cv_track_confusion.png",
                        f"musicnn transfer ({best_name}) track level (CV train+valid)")
     weight = cv_all["track"]["balanced_accuracy"]
@@ -671,6 +749,9 @@ def train_transfer(data_root: str | Path, out_dir: str | Path, run_dir: str | Pa
     train_sha = export_onnx(train_module, valid_models / "musicnn.onnx", meta)
     probe = np.concatenate([features.musicnn_patches(audio.load_audio(t.path).samples) for t in valid[:12]])
     train_check = onnx_agreement(valid_models / "musicnn.onnx", train_module, probe)
+    calibration = calibration_patches(train, opts.seed)
+    train_variant = make_cpu_variant(valid_models / "musicnn.onnx", valid_models / CPU_VARIANT_FILE, meta,
+                                     calibration, probe, fixture)
     # the torch export of the head reproduces the head itself (scaler folding, softmax)
     with torch.no_grad():
         p_mod = torch.softmax(head.torch_module()(torch.from_numpy(va.pooled), torch.from_numpy(va.penultimate)),
@@ -686,9 +767,11 @@ def train_transfer(data_root: str | Path, out_dir: str | Path, run_dir: str | Pa
     onnx_check["head_module_vs_head_max_abs_prob_diff"] = head_check
     if fixture and Path(fixture).is_file():
         onnx_check.update(fixture_agreement(path, Path(fixture)))
+    cpu_variant = make_cpu_variant(path, out_dir / CPU_VARIANT_FILE, meta, calibration, probe, fixture)
     licence_src = weights.parent / "MUSICNN_LICENSE.md"
     report.update({"chosen": best_name, "head": head.describe(), "valid": valid_m, "valid_full_clips": valid_full,
                    "cv_train_valid": cv_all, "onnx_check": onnx_check, "onnx_check_train_only": train_check,
+                   "cpu_variant": cpu_variant, "cpu_variant_train_only": train_variant,
                    "onnx_bytes": path.stat().st_size})
 
     # CNN comparison, per genre (from-scratch CNN's figures from the shipped manifest, when there)
@@ -713,8 +796,9 @@ def train_transfer(data_root: str | Path, out_dir: str | Path, run_dir: str | Pa
         update_manifest(valid_models, {"name": MODEL_NAME, "file": "musicnn.onnx", "sha256": train_sha,
                                        "kind": KIND_MUSICNN, "labels": list(labels), "input_name": INPUT_NAME,
                                        "sample_rate": audio.SAMPLE_RATE, "window_seconds": audio.WINDOW_SECONDS,
-                                       "hop_seconds": audio.HOP_SECONDS, "weight": weight, "max_batch": MAX_BATCH,
-                                       "msd_labels": list(MSD_LABELS), "training": {"fitted_on": "train"}})
+                                       "hop_seconds": TAG_HOP_SECONDS, "weight": weight, "max_batch": MAX_BATCH,
+                                       "msd_labels": list(MSD_LABELS), "training": {"fitted_on": "train"},
+                                       "cpu_variant": train_variant})
         notes = _train_only_models(valid_models, out_dir, Path(data_root), train, labels, Path(classic_cache), jobs=1)
         ens = ensemble_on_valid(valid_models, valid, labels)
         ens["notes"] = notes
@@ -726,7 +810,7 @@ def train_transfer(data_root: str | Path, out_dir: str | Path, run_dir: str | Pa
     if opts.speed_check:
         clips = [t.path for t in valid if t.variant == "original"][:6]
         cnn = out_dir / shipped["cnn"].file if "cnn" in shipped else None
-        report["speed"] = speed_report(path, clips, cnn)
+        report["speed"] = speed_report(path, clips, cnn, out_dir / CPU_VARIANT_FILE)
         print(f"speed (one core): {report['speed']}", flush=True)
 
     if licence_src.is_file():
@@ -802,7 +886,7 @@ def _manifest_entry(out_dir, path, sha, labels, report, weight, ds, opts, comman
         "msd_labels": list(MSD_LABELS),
         "sample_rate": audio.SAMPLE_RATE,
         "window_seconds": audio.WINDOW_SECONDS,
-        "hop_seconds": audio.HOP_SECONDS,
+        "hop_seconds": TAG_HOP_SECONDS,  # see training.transfer.TAG_HOP_SECONDS
         "max_batch": MAX_BATCH,  # windows per ONNX Runtime call (bounded activation memory)
         # Vote weight: grouped-CV track balanced accuracy over train+valid, as for rf and knn.
         "weight": weight,
@@ -827,6 +911,7 @@ def _manifest_entry(out_dir, path, sha, labels, report, weight, ds, opts, comman
         "licence": "musicnn weights: ISC, (c) Music Technology Group, Universitat Pompeu Fabra 2019; "
                    "see MUSICNN_LICENSE.md",
         "onnx_check": report["onnx_check"],
+        "cpu_variant": report["cpu_variant"],
     }
     if "speed" in report:
         entry["speed"] = report["speed"]
