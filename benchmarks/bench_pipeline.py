@@ -68,8 +68,8 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def run_tagger(paths: list[Path], names: list[str] | None, jobs: int) -> None:
-    models = load_models(names=names, device="cpu", threads=1)
+def run_tagger(paths: list[Path], names: list[str] | None, jobs: int, cpu_variant: bool = True) -> None:
+    models = load_models(names=names, device="cpu", threads=1, cpu_variant=cpu_variant)
     records = list(Tagger(Predictor(models), TagOptions(dry_run=True, force=True, jobs=jobs)).run(paths))
     failed = [r.error for r in records if r.error]
     if failed:
@@ -119,10 +119,16 @@ def main() -> None:
         rows["study-style: decode + librosa per 3 s window"] = timed(lambda: study_style(paths))
         for spec in read_manifest():
             rows[f"gtag tag --dry-run, {spec.name} only"] = timed(lambda n=spec.name: run_tagger(paths, [n], 1))
+            if spec.extra.get("cpu_variant"):  # what the CPU variant buys: the float model alone
+                rows[f"gtag tag --dry-run, {spec.name} only, float model (no CPU variant)"] = timed(
+                    lambda n=spec.name: run_tagger(paths, [n], 1, cpu_variant=False))
         voting = [m.spec.name for m in load_models(device="cpu")]  # the default: weight > 0
         everything = [spec.name for spec in read_manifest()]
         if voting != everything:
             rows["gtag tag --dry-run, all models"] = timed(lambda: run_tagger(paths, everything, 1))
+        pair = [n for n in ("cnn", "musicnn") if n in everything]
+        if len(pair) == 2 and voting != pair:  # the two strongest models together
+            rows["gtag tag --dry-run, cnn + musicnn"] = timed(lambda: run_tagger(paths, pair, 1))
         rows["gtag tag --dry-run, ensemble"] = timed(lambda: run_tagger(paths, None, 1))
         jobs2 = timed(lambda: run_tagger(paths, None, 2))
         memory = None if args.skip_memory else peak_memory_one_hour(folder)

@@ -83,3 +83,30 @@ def test_training_record_names_the_dataset_actually_used(tmp_path):
     assert rec["data"] == "my_collection" and "gtzan" not in rec["data"].lower()
     assert rec["variants"] == ["excerpt", "original"] and rec["tracks"] == 2 and rec["windows"] == 12
     assert rec["params"] == {"k": 3} and rec["seed"] == 3 and rec["command"] == "gtag-train x"
+
+
+def test_every_model_is_scored_even_those_the_current_weights_leave_out(tmp_path, tiny_models, tone):
+    """`gtag-train ensemble` must re-score all models: a weight of 0 from an earlier choice must
+    not hide a model from the next one (load_models' default skips weight-0 models)."""
+    from training.ensemble import valid_probabilities
+
+    from .conftest import GENRES, write_wav
+
+    data = tmp_path / "data"
+    splits: dict[str, list[str]] = {"train": [], "valid": []}
+    for i, genre in enumerate(GENRES):
+        (data / "audio" / genre).mkdir(parents=True)
+        for j, split in enumerate(("train", "valid")):
+            tid = f"{genre}.{j:05d}"
+            write_wav(data / "audio" / genre / f"{tid}.wav", np.roll(tone, 1000 * i + j)[: 4 * 22050])
+            splits[split].append(tid)
+    (data / "splits").mkdir()
+    for name, ids in splits.items():
+        (data / "splits" / f"{name}.txt").write_text("\n".join(ids) + "\n")
+    manifest = tiny_models / "manifest.json"
+    entry = json.loads(manifest.read_text())
+    entry["models"][0]["weight"] = 0.0
+    manifest.write_text(json.dumps(entry))
+    probs, y, full, labels = valid_probabilities(tiny_models, data)
+    assert set(probs) == {"feat", "mel"}
+    assert probs["feat"].shape == (len(GENRES), len(GENRES)) and len(y) == len(GENRES)

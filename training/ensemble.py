@@ -130,12 +130,13 @@ def valid_probabilities(models_dir: Path, data_root: Path) -> tuple[dict[str, np
     Predictor (decode, features, one ONNX call per model, window mean). Returns (model -> (n, labels)
     probabilities, y, full-clip mask, labels)."""
     from gtag import vote
-    from gtag.models import load_models
+    from gtag.models import load_models, read_manifest
     from gtag.pipeline import Predictor
 
     ds, _, valid = train_valid(data_root)
     labels = ds.labels
-    models = load_models(models_dir, device="cpu")
+    # Every model, not only those the current weights let vote (load_models' default).
+    models = load_models(models_dir, [s.name for s in read_manifest(models_dir)], device="cpu")
     pred = Predictor(models)
     out: dict[str, list[np.ndarray]] = {m.spec.name: [] for m in models}
     for t in tqdm(valid, desc="valid tracks", unit="track"):

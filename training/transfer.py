@@ -556,12 +556,13 @@ def ensemble_on_valid(models_dir: Path, valid: list[Track], labels: tuple[str, .
     the vote of all models, and of all but ``with_name``, both with the manifest weights (the same
     ``gtag.vote.combine`` gtag uses; the per-model track probabilities come from the one run)."""
     from gtag import vote
-    from gtag.models import load_models
+    from gtag.models import load_models, read_manifest
     from gtag.pipeline import Predictor
 
     from .evaluate import classification_metrics
 
-    models = load_models(models_dir, device="cpu", threads=1)
+    # Every model, not only those the current weights let vote (load_models' default).
+    models = load_models(models_dir, [s.name for s in read_manifest(models_dir)], device="cpu", threads=1)
     pred = Predictor(models)
     names = [m.spec.name for m in models]
     per_track: list[dict[str, np.ndarray]] = []
