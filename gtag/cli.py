@@ -14,7 +14,7 @@ from rich.table import Table
 
 from . import __version__
 from .audio import AudioLoadError
-from .models import ModelError, cuda_usable, load_models, read_manifest, default_models_dir
+from .models import ModelError, load_models, read_manifest, default_models_dir
 
 # Exit codes (documented in the README).
 EXIT_OK = 0  # every file succeeded
@@ -31,20 +31,24 @@ def _split_models(values: tuple[str, ...]) -> list[str] | None:
     return names or None
 
 
-def _load(models_dir: str | None, model: tuple[str, ...], device: str, quiet: bool = False):
+def _predictor(models_dir: str | None, model: tuple[str, ...], device: str):
+    """The Predictor of a command: the shipped ensemble with its manifest weights, or the models
+    picked with --model, which vote equally (the manifest's weights describe the default ensemble;
+    a picked model must not be silenced by a weight of 0)."""
+    from .pipeline import Predictor
+
+    names = _split_models(model)
     try:
-        models = load_models(models_dir, _split_models(model), device=device)
+        models = load_models(models_dir, names, device=device)
     except ModelError as exc:
         err.print(f"[red]error:[/] {exc}")
         sys.exit(EXIT_NO_MODELS)
-    if device == "auto" and not quiet and not cuda_usable():
-        pass  # CPU is the normal case on most machines: say nothing
-    return models
+    return Predictor(models, weights=dict.fromkeys(names, 1.0) if names else None)
 
 
 model_options = [
     click.option("--model", "-m", multiple=True, metavar="NAME[,NAME]",
-                 help="Models to use (repeat or comma-separate); default: the ensemble (models with a vote weight above zero)."),
+                 help="Models to use, voting equally (repeat or comma-separate); default: the ensemble (models with a vote weight above zero, with those weights)."),
     click.option("--models", "models_dir", type=click.Path(exists=True, file_okay=False), default=None,
                  help="Folder with manifest.json and ONNX files (default: the shipped models, or $GTAG_MODELS)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -72,9 +76,8 @@ def main() -> None:
 def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str,
             as_json: bool, top: int) -> None:
     """Show the predicted genre of each FILE, per model and voted, with probabilities."""
-    from .pipeline import Predictor
 
-    predictor = Predictor(_load(models_dir, model, device))
+    predictor = _predictor(models_dir, model, device)
     results: list[dict] = []
     failed = 0
     for path in files:
@@ -174,12 +177,11 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
 
     from .cache import PredictionCache, default_cache_path
     from .library import walk
-    from .pipeline import Predictor
     from .tagger import FAILED, Record, TagOptions, Tagger, summarize, write_report
 
     if report is not None and report.suffix.lower() not in (".json", ".csv"):
         raise click.BadParameter("must end in .json or .csv", param_hint="--report")
-    predictor = Predictor(_load(models_dir, model, device))
+    predictor = _predictor(models_dir, model, device)
     files = list(walk(paths))
     opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k, jobs=jobs,
                       write_confidence=write_confidence, backend=backend, ray_address=ray_address)

@@ -140,6 +140,7 @@ class ModelSource:
     models_dir: str  # folder with manifest.json
     names: tuple[str, ...]  # the models, in vote order
     hop_seconds: float | None  # one hop for every model, or None: each model's manifest hop
+    weights: tuple[tuple[str, float], ...] = ()  # vote weight per model, as the parent votes
 
 
 _WORKER_PREDICTORS: dict[ModelSource, "Predictor"] = {}
@@ -154,14 +155,16 @@ def predict_in_worker(path: str | os.PathLike, source: ModelSource) -> Predictio
         from .models import load_models
 
         models = load_models(source.models_dir, list(source.names), device="cpu", threads=1)
-        predictor = _WORKER_PREDICTORS[source] = Predictor(models, source.hop_seconds)
+        predictor = _WORKER_PREDICTORS[source] = Predictor(models, source.hop_seconds, dict(source.weights) or None)
     return predictor.predict_file(path)
 
 
 class Predictor:
     """Keeps ONNX sessions alive across files and predicts one track at a time."""
 
-    def __init__(self, models: list[OnnxModel], hop_seconds: float | None = None):
+    def __init__(self, models: list[OnnxModel], hop_seconds: float | None = None,
+                 weights: dict[str, float] | None = None):
+        """``weights``: vote weight per model name (default: each manifest entry's ``weight``)."""
         if not models:
             raise ValueError("no models to predict with")
         rates = {m.spec.sample_rate for m in models}
@@ -172,7 +175,7 @@ class Predictor:
         self.models = models
         self.hop_seconds = hop_seconds
         self.labels = {m.spec.name: m.spec.labels for m in models}
-        self.weights = {m.spec.name: m.spec.weight for m in models}
+        self.weights = {m.spec.name: float((weights or {}).get(m.spec.name, m.spec.weight)) for m in models}
         # Each kind's hop: the override, else its model's manifest hop (the finest, should two
         # models of one kind differ).
         hops: dict[str, int] = {}
@@ -188,7 +191,7 @@ class Predictor:
 
         from . import __version__
 
-        parts = [__version__, repr(self.config.hops)] + [f"{m.spec.name}:{m.sha256}:{m.spec.weight}"
+        parts = [__version__, repr(self.config.hops)] + [f"{m.spec.name}:{m.sha256}:{self.weights[m.spec.name]}"
                                                          for m in self.models]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
@@ -235,7 +238,8 @@ class Predictor:
         dirs = {str(Path(m.path).parent) for m in self.models}
         if len(dirs) != 1:
             return None
-        return ModelSource(dirs.pop(), tuple(m.spec.name for m in self.models), self.hop_seconds)
+        return ModelSource(dirs.pop(), tuple(m.spec.name for m in self.models), self.hop_seconds,
+                           tuple(self.weights.items()))
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Decode, analyse and predict one file. Raises AudioLoadError / ValueError on bad input."""

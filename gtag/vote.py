@@ -3,7 +3,8 @@
 Rule (documented in the README): each model's window probabilities are averaged over the track's
 windows (soft voting, which uses the models' confidence instead of discarding it as a majority count
 would); the models' track probabilities are then averaged with the weights of their manifest entries
-(chosen on validation by `gtag-train ensemble`; a selection whose weights are all zero votes equally).
+(chosen on validation by `gtag-train ensemble`); models picked with ``--model`` vote equally, and
+a selection whose weights are all zero votes equally.
 Models may list their labels in different orders: everything is aligned on the first model's labels.
 """
 

@@ -130,3 +130,43 @@ def test_each_model_windows_at_its_own_hop(tmp_path, tiny_models, tone):
     same = Predictor(models, hop_seconds=1.5)
     assert dict(same.config.hops) == {"features": 33075, "log_mel": 33075}
     assert same.signature != pred.signature  # the cache tells the two apart
+
+
+def test_models_picked_with_model_vote_equally(tmp_path, tiny_models, tone):
+    """`--model a,b` votes a and b equally even when the manifest gives one of them weight 0 (its
+    weights describe the default ensemble); without --model the manifest weights apply."""
+    manifest = tiny_models / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["models"][0]["weight"] = 0.0  # feat
+    data["models"][1]["weight"] = 1.0  # mel
+    manifest.write_text(json.dumps(data))
+    path = write_wav(tmp_path / "a.wav", tone)
+    runner = CliRunner()
+
+    def probs(*args):
+        r = runner.invoke(main, ["predict", "--json", "--models", str(tiny_models), *args, str(path)])
+        assert r.exit_code == 0, r.output
+        d = json.loads(r.stdout)[0]
+        return (np.array(list(d["probabilities"].values())),
+                {n: np.array(list(v["probabilities"].values())) for n, v in d["models"].items()})
+
+    default, per_model = probs()
+    assert set(per_model) == {"mel"} and np.allclose(default, per_model["mel"], atol=1e-5)
+    picked, per_model = probs("--model", "feat,mel")
+    mean = (per_model["feat"] + per_model["mel"]) / 2
+    assert np.allclose(picked, mean / mean.sum(), atol=1e-5)
+    assert not np.allclose(picked, per_model["mel"], atol=1e-3)
+
+
+def test_worker_processes_vote_with_the_parents_weights(tmp_path, tiny_models, tone):
+    """`gtag tag --jobs 2`: the pool workers rebuild the predictor with the same weights."""
+    from gtag.pipeline import predict_in_worker
+
+    path = write_wav(tmp_path / "a.wav", tone)
+    models = load_models(tiny_models, device="cpu")
+    pred = Predictor(models, weights={"feat": 1.0, "mel": 3.0})
+    here = pred.predict_file(path)
+    there = predict_in_worker(path, pred.source)
+    assert dict(pred.source.weights) == {"feat": 1.0, "mel": 3.0}
+    assert np.allclose(here.probabilities, there.probabilities, atol=1e-6)
+    assert not np.allclose(here.probabilities, Predictor(models).predict_file(path).probabilities, atol=1e-4)
