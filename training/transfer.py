@@ -901,6 +901,7 @@ def _manifest_entry(out_dir, path, sha, labels, report, weight, ds, opts, comman
                                 for n, c in report["candidates"].items()},
             "ensemble_valid": _ensemble_summary(report.get("ensemble_valid")),
             "note": "valid_*: head fitted on the train split only, measured on the held-out valid tracks "
+                    "with the float model, windows every 3 s as at tag time "
                     "(valid_track_full_clips: without the 2-3 s excerpts); the head type was chosen on "
                     "valid (see head_candidates), so valid_* is slightly optimistic; cv_track: 5-fold CV "
                     "grouped by track over train+valid.",
