@@ -43,12 +43,27 @@ def test_short_clip_gets_one_window():
     assert features.window_features(y).shape == (1, 57)
 
 
+def _reflect_median_rows(x: np.ndarray, k: int) -> np.ndarray:
+    """Median over k along rows with scipy's 'reflect' extension (d c b a | a b c d | d c b a,
+    repeated when k exceeds the row), by brute force."""
+    n, half = x.shape[1], k // 2
+    i = np.arange(-half, n + half) % (2 * n)
+    padded = x[:, np.where(i >= n, 2 * n - 1 - i, i)]
+    return np.stack([np.median(padded[:, j:j + k], axis=1) for j in range(n)], axis=1).astype(x.dtype)
+
+
 @pytest.mark.parametrize("shape", [(40, 300), (5, 7), (3, 100)])
 @pytest.mark.parametrize("k", [31, 5])
 def test_fast_median_filters_equal_scipy(shape, k):
     x = np.random.default_rng(0).random(shape).astype(np.float32)
-    assert np.array_equal(features._median_filter_time(x, k), median_filter(x, size=(1, k), mode="reflect"))
-    assert np.array_equal(features._median_filter_freq(x, k), median_filter(x, size=(k, 1), mode="reflect"))
+    assert np.array_equal(features._median_filter_time(x, k), _reflect_median_rows(x, k))
+    assert np.array_equal(features._median_filter_freq(x, k), _reflect_median_rows(x.T, k).T)
+    # scipy itself where the window fits the axis: its rank filter reads past short axes and is
+    # not deterministic there (scipy#23075, #23293; seen here with 3 rows and k = 31).
+    if shape[1] >= k:
+        assert np.array_equal(features._median_filter_time(x, k), median_filter(x, size=(1, k), mode="reflect"))
+    if shape[0] >= k:
+        assert np.array_equal(features._median_filter_freq(x, k), median_filter(x, size=(k, 1), mode="reflect"))
 
 
 @pytest.fixture(scope="module")
