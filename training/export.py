@@ -113,10 +113,12 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 def quantize_nodes(src: Path, dst: Path, calibration: np.ndarray, input_name: str, prefixes: tuple[str, ...],
                    meta: dict[str, Any], op_type: str = "Conv") -> str:
     """Write ``dst``: ``src`` with its ``op_type`` nodes whose names start with one of ``prefixes``
-    (ONNX scope names, e.g. ``/timbral.``) in int8 (ONNX Runtime static QDQ
-    quantisation: per-channel int8 weights with 7-bit range, uint8 activations whose ranges are the
-    min/max over ``calibration`` inputs), with ``meta`` as its metadata; returns its sha256. The rest
-    of the graph stays float32."""
+    (ONNX scope names, e.g. ``/timbral.``) in int8 (ONNX Runtime static QDQ quantisation:
+    per-channel int8 weights with 7-bit range, uint8 activations whose ranges are the min/max over
+    ``calibration`` inputs), with ``meta`` as its metadata; returns its sha256. The rest of the
+    graph stays float32."""
+    import logging
+
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -129,13 +131,24 @@ def quantize_nodes(src: Path, dst: Path, calibration: np.ndarray, input_name: st
         def get_next(self):
             return next(self._it, None)
 
+    def not_preprocessing_advice(record: logging.LogRecord) -> bool:
+        # quantize_static always suggests its shape-inference pre-processing; our graphs come from
+        # torch.onnx.export with static shapes and the caller checks the result against the float
+        # model, so the advice is noise in a training log.
+        return "pre-processing" not in record.getMessage()
+
     nodes = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == op_type and n.name.startswith(prefixes)]
     if not nodes:
         raise ValueError(f"{src.name}: no {op_type} node named {prefixes}* to quantise")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "q.onnx"
-        quantize_static(str(src), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax)
-        model = onnx.load(str(out))
+    root = logging.getLogger()
+    root.addFilter(not_preprocessing_advice)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "q.onnx"
+            quantize_static(str(src), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax)
+            model = onnx.load(str(out))
+    finally:
+        root.removeFilter(not_preprocessing_advice)
     return save_onnx(model, dst, meta)
