@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -155,8 +154,8 @@ def _print_prediction(pred, top: int) -> None:
               help="Write nothing for a file whose voted genre is less probable than this.")
 @click.option("--top-k", type=click.IntRange(1, 10), default=1, show_default=True,
               help="Write up to K genres (each at least --min-confidence probable).")
-@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=max(1, (os.cpu_count() or 1)), show_default="all cores",
-              help="Processes decoding and analysing files in parallel.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None, show_default="all cores, fewer if memory is short",
+              help="Processes decoding, analysing and predicting files in parallel (~0.5 GB each).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a per-file report: JSON array if FILE ends in .json, CSV if .csv.")
 @click.option("--write-confidence", is_flag=True,
@@ -177,12 +176,14 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
 
     from .cache import PredictionCache, default_cache_path
     from .library import walk
-    from .tagger import FAILED, Record, TagOptions, Tagger, summarize, write_report
+    from .tagger import FAILED, Record, TagOptions, Tagger, default_jobs, summarize, write_report
 
     if report is not None and report.suffix.lower() not in (".json", ".csv"):
         raise click.BadParameter("must end in .json or .csv", param_hint="--report")
     predictor = _predictor(models_dir, model, device)
     files = list(walk(paths))
+    if jobs is None:  # all usable cores, as memory allows; no more workers than files to share
+        jobs = max(1, min(default_jobs(), len(files)))
     opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k, jobs=jobs,
                       write_confidence=write_confidence, backend=backend, ray_address=ray_address)
     cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)

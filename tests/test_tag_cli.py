@@ -554,3 +554,26 @@ def test_write_confidence(tmp_path: Path, gtag_tag) -> None:
     again = gtag_tag("--force", "--write-confidence", lib)
     assert set(again.statuses().values()) == {"unchanged"}
     assert snapshot(lib) == before
+
+
+@pytest.mark.parametrize(
+    "cpus, available, expected",
+    [
+        (8, 64 * 2**30, 8),  # plenty of memory: one worker per CPU
+        (64, 16 * 2**30, 21),  # a big box with little memory: as many workers as it holds
+        (4, 100 * 2**20, 1),  # almost no memory: still one
+        (0, None, 1),  # unknown CPUs and memory
+        (6, None, 6),  # no /proc/meminfo (macOS, Windows): CPUs only
+    ],
+)
+def test_default_jobs_respect_cpus_and_memory(cpus, available, expected):
+    from gtag.tagger import plan_jobs
+
+    assert plan_jobs(cpus, available) == expected
+
+
+def test_default_jobs_on_this_machine_is_usable():
+    from gtag.tagger import default_jobs
+
+    n = default_jobs()
+    assert 1 <= n <= (os.cpu_count() or 1)
