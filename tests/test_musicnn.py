@@ -360,3 +360,31 @@ def test_shipped_musicnn_on_real_audio_sees_metal():
     pred = Predictor(load_models(default_models_dir(), ["musicnn"], device="cpu")).predict_file(clip)
     top = [t for t, _ in pred.tags["musicnn"][:5]]
     assert {"metal", "heavy metal", "hard rock"} & set(top)
+
+
+def test_transfer_command_end_to_end(tmp_path):
+    """`gtag-train transfer` on a toy dataset with random (full-size) musicnn weights: it chooses a
+    head, scores valid at the tag-time hop (every 3 s), exports the float model and its CPU variant,
+    and writes a manifest entry that gtag loads (the variant on a CPU)."""
+    from training.transfer import CPU_VARIANT_FILE, TAG_HOP_SECONDS, TransferOptions, train_transfer
+
+    from .test_nets import _write_dataset
+
+    weights = save_weights(convert_variables(_fake_checkpoint()), tmp_path / "w.npz", source="test")
+    _write_dataset(tmp_path / "data")  # 2 genres; valid clips of 4.5 s and 2.5 s each
+    out, runs = tmp_path / "models", tmp_path / "runs"
+    opts = TransferOptions(heads=("logreg-pooled",), folds=2, logreg_c=(0.1, 1.0), ensemble_check=False,
+                           speed_check=False)
+    report = train_transfer(tmp_path / "data", out, runs, weights, opts, command="test")
+    # 1.5 s windows: 2 + 1 per genre; every 3 s, as gtag votes: 1 + 1 per genre.
+    assert report["valid"]["window"]["n"] == 4
+    (spec,) = read_manifest(out)
+    assert spec.hop_seconds == TAG_HOP_SECONDS and spec.labels == ("noise", "sine")
+    variant = spec.extra["cpu_variant"]
+    assert variant["file"] == CPU_VARIANT_FILE and sha256_file(out / CPU_VARIANT_FILE) == variant["sha256"]
+    assert variant["agreement_with_float"]["windows"] > 0
+    assert spec.extra["onnx_check"]["max_abs_prob_diff"] < 1e-4
+    (cpu,) = load_models(out, device="cpu")
+    (exact,) = load_models(out, device="cpu", cpu_variant=False)
+    assert cpu.path.name == CPU_VARIANT_FILE and exact.path.name == "musicnn.onnx"
+    assert (runs / "transfer_metrics.json").is_file()
