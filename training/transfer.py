@@ -23,7 +23,10 @@ Protocol (the same rules as every other gtag model):
 4. The chosen head is refitted on ``final_fit`` (default train+valid, as the classical models) and
    exported with the backbone as one ONNX graph: input ``musicnn_mel`` ``(batch, 187, 96)``, outputs
    ``probabilities`` ``(batch, 10)`` (softmax over GTZAN genres) and ``msd_tags`` ``(batch, 50)``
-   (musicnn's own MSD tag sigmoids, untouched by the head).
+   (musicnn's own MSD tag sigmoids, untouched by the head). Its CPU variant (``CPU_VARIANT_FILE``:
+   the timbral convolutions in int8, calibrated on training patches) is written beside it, with its
+   agreement with the float model in the manifest (``cpu_variant``). Valid and CV figures count the
+   windows gtag votes with at tag time (every ``TAG_HOP_SECONDS``).
 5. Ensemble check on validation, through gtag's own ``Predictor``: train-only versions of every model
    (RF/k-NN refitted on the train split with their shipped hyper-parameters, CNN/WaveNet when their
    shipped file was fitted on train only, and the transfer model), track accuracy with and without
