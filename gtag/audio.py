@@ -97,16 +97,48 @@ def _load_soundfile(path: Path, sr: int, max_seconds: float | None) -> tuple[np.
     return _resample(mono, native, sr), total
 
 
+SPREAD_BLOCK_SECONDS = 30.0  # a long file is analysed as evenly spaced blocks of this length
+
+
+def _spread_starts(total: float, max_seconds: float) -> np.ndarray:
+    """Start times (s) of the evenly spaced blocks that stand for a file longer than ``max_seconds``:
+    the first at 0, the last ending at the end of the file."""
+    n_blocks = max(1, int(max_seconds // SPREAD_BLOCK_SECONDS))
+    return np.linspace(0, max(0.0, total - SPREAD_BLOCK_SECONDS), n_blocks)
+
+
 def _read_spread_sf(f, native: int, total: float, max_seconds: float) -> np.ndarray:
     """Read ``max_seconds`` of a long file as evenly spaced 30 s blocks (bounded memory)."""
-    block = 30.0
-    n_blocks = max(1, int(max_seconds // block))
-    starts = np.linspace(0, max(0.0, total - block), n_blocks)
     parts = []
-    for s in starts:
+    for s in _spread_starts(total, max_seconds):
         f.seek(int(s * native))
-        parts.append(f.read(int(block * native), dtype="float32", always_2d=True))
+        parts.append(f.read(int(SPREAD_BLOCK_SECONDS * native), dtype="float32", always_2d=True))
     return np.concatenate(parts)
+
+
+def _decode_av(container, stream, sr: int, start: float | None, limit: int | None) -> list[np.ndarray]:
+    """Mono float32 chunks at ``sr`` from ``stream``: from ``start`` seconds (after a seek; frames
+    before it are dropped) or from where the container is, until ``limit`` samples (None: the end)."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+    chunks: list[np.ndarray] = []
+    got = 0
+    for frame in container.decode(stream):
+        if start is not None and frame.time is not None and frame.time + frame.samples / frame.sample_rate <= start:
+            continue  # a seek lands on the packet at or before the target
+        for out in resampler.resample(frame):
+            arr = out.to_ndarray().reshape(-1)
+            if start is not None and got == 0 and frame.time is not None and frame.time < start:
+                arr = arr[int((start - frame.time) * sr):]  # the part of the first frame before start
+            chunks.append(arr)
+            got += arr.size
+        if limit is not None and got >= limit:
+            break
+    else:
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    return chunks
 
 
 def _load_av(path: Path, sr: int, max_seconds: float | None) -> tuple[np.ndarray, float]:
@@ -118,29 +150,25 @@ def _load_av(path: Path, sr: int, max_seconds: float | None) -> tuple[np.ndarray
             raise ValueError("no audio stream")
         stream = streams[0]
         total = float(container.duration / 1_000_000) if container.duration else 0.0
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
-        limit = None
         if max_seconds is not None and total > max_seconds:
-            # PyAV seeking is container-specific; for the rare hour-long m4a/wma we simply decode
-            # the first max_seconds, which still bounds memory.
-            limit = int(max_seconds * sr)
-        chunks: list[np.ndarray] = []
-        got = 0
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                arr = out.to_ndarray().reshape(-1)
-                chunks.append(arr)
-                got += arr.size
-            if limit is not None and got >= limit:
-                break
-        else:
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+            # Evenly spread blocks, as for soundfile: seek to each block (to the packet at or
+            # before it) and decode 30 s. A container that cannot seek gets its first max_seconds.
+            block = int(SPREAD_BLOCK_SECONDS * sr)
+            parts = []
+            try:
+                for s in _spread_starts(total, max_seconds):
+                    container.seek(int(s / stream.time_base), stream=stream, backward=True, any_frame=False)
+                    y = np.concatenate(_decode_av(container, stream, sr, float(s), block) or [np.zeros(0, np.float32)])
+                    parts.append(y[:block])
+            except (av.FFmpegError, OSError, ValueError):
+                container.seek(0)
+                parts = [np.concatenate(_decode_av(container, stream, sr, None, int(max_seconds * sr)))]
+            y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+            return y[: int(max_seconds * sr)].astype(np.float32, copy=False), total
+        chunks = _decode_av(container, stream, sr, None, None)
     if not chunks:
         raise ValueError("no audio frames decoded")
     y = np.concatenate(chunks).astype(np.float32, copy=False)
-    if limit is not None:
-        y = y[:limit]
     return y, total or y.size / sr
 
 
@@ -161,8 +189,8 @@ def load_audio(
 
     libsndfile (soundfile) is tried first because it is fast and exact; PyAV (FFmpeg) covers what it
     cannot read (AAC, ALAC, WMA, APE...). If both fail, one ``AudioLoadError`` names the file and each
-    backend's reason. Files longer than ``max_seconds`` are decoded as evenly spread blocks (soundfile)
-    or their first ``max_seconds`` (PyAV), and ``Audio.truncated`` says so.
+    backend's reason. Files longer than ``max_seconds`` are decoded as evenly spread 30 s blocks
+    (``max_seconds`` in all), and ``Audio.truncated`` says so.
     """
     p = Path(path)
     if not p.is_file():

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import soundfile as sf
 
 from gtag import audio
 from gtag.audio import SAMPLE_RATE, WINDOW_SAMPLES, AudioLoadError, load_audio
@@ -104,3 +105,45 @@ def test_long_file_is_analysed_in_bounded_blocks(tmp_path):
 def test_av_backend_reads_what_libsndfile_cannot():
     a = load_audio(need(FIXTURES / "formats" / "jazz.m4a"))
     assert a.samples.size > 10 * SAMPLE_RATE
+
+
+def _write_m4a(path, y: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """AAC in MP4 with PyAV's bundled FFmpeg (libsndfile cannot read it: the PyAV path decodes)."""
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w", format="mp4") as c:
+        stream = c.add_stream("aac", rate=sr, layout="mono")
+        for i in range(0, len(y), 16384):
+            frame = av.AudioFrame.from_ndarray(y[None, i:i + 16384].astype(np.float32), format="flt", layout="mono")
+            frame.sample_rate = sr
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode(None):
+            c.mux(packet)
+
+
+@pytest.mark.parametrize("suffix", [".m4a", ".flac"])
+def test_long_files_are_analysed_as_evenly_spread_blocks_by_either_backend(tmp_path, suffix):
+    """A file longer than max_seconds contributes evenly spread 30 s blocks, first to last, whether
+    libsndfile (flac) or PyAV (m4a, by seeking) decodes it."""
+    sr = SAMPLE_RATE
+    freqs = (220, 330, 440, 550, 660)  # one tone per 30 s: the tone tells where a block came from
+    y = np.concatenate([0.3 * np.sin(2 * np.pi * f * np.arange(30 * sr) / sr) for f in freqs]).astype(np.float32)
+    path = tmp_path / f"mix{suffix}"
+    if suffix == ".m4a":
+        _write_m4a(path, y)
+    else:
+        sf.write(str(path), y, sr)
+    a = load_audio(path, max_seconds=120)
+    assert a.truncated and a.duration == pytest.approx(150, abs=0.2)
+    assert a.samples.size == 120 * sr
+    # blocks start at 0, 40, 80 and 120 s: inside them (1 s in) the tones of 0-30, 30-60, 60-90, 120-150 s
+    got = []
+    for k in range(4):
+        seg = a.samples[k * 30 * sr + sr: k * 30 * sr + 2 * sr]
+        got.append(round(np.abs(np.fft.rfft(seg)).argmax() * sr / seg.size))
+    assert got == [220, 330, 440, 660]
+    # the block from 40 s turns from 330 to 440 Hz 20 s in: the seek lands where it should
+    block = a.samples[30 * sr: 60 * sr]
+    late, early = block[int(20.2 * sr): int(20.2 * sr) + 2048], block[int(19.8 * sr) - 2048: int(19.8 * sr)]
+    assert round(np.abs(np.fft.rfft(early)).argmax() * sr / 2048) in (323, 334)  # 330 Hz at 10.8 Hz bins
+    assert round(np.abs(np.fft.rfft(late)).argmax() * sr / 2048) in (431, 441)
