@@ -141,6 +141,7 @@ class ModelSource:
     names: tuple[str, ...]  # the models, in vote order
     hop_seconds: float | None  # one hop for every model, or None: each model's manifest hop
     weights: tuple[tuple[str, float], ...] = ()  # vote weight per model, as the parent votes
+    cpu_variant: bool = True  # load models' CPU variants, as the parent did
 
 
 _WORKER_PREDICTORS: dict[ModelSource, "Predictor"] = {}
@@ -154,7 +155,8 @@ def predict_in_worker(path: str | os.PathLike, source: ModelSource) -> Predictio
     if predictor is None:
         from .models import load_models
 
-        models = load_models(source.models_dir, list(source.names), device="cpu", threads=1)
+        models = load_models(source.models_dir, list(source.names), device="cpu", threads=1,
+                             cpu_variant=source.cpu_variant)
         predictor = _WORKER_PREDICTORS[source] = Predictor(models, source.hop_seconds, dict(source.weights) or None)
     return predictor.predict_file(path)
 
@@ -238,8 +240,9 @@ class Predictor:
         dirs = {str(Path(m.path).parent) for m in self.models}
         if len(dirs) != 1:
             return None
+        variants = all(m.variant is not None or not m.spec.extra.get("cpu_variant") for m in self.models)
         return ModelSource(dirs.pop(), tuple(m.spec.name for m in self.models), self.hop_seconds,
-                           tuple(self.weights.items()))
+                           tuple(self.weights.items()), variants)
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Decode, analyse and predict one file. Raises AudioLoadError / ValueError on bad input."""

@@ -263,6 +263,17 @@ def test_cpu_variant_is_loaded_on_cpu_checked_and_close(tmp_path, tiny_musicnn_m
     x = calib[:5]
     (pq, tq), (pf, tf) = q.predict_with_tags(x), f.predict_with_tags(x)
     assert np.abs(tq - tf).mean() < 0.02 and np.abs(pq - pf).mean() < 0.02
+    # a --jobs worker loads what its parent loaded: the float model stays float in the workers
+    from gtag.pipeline import Predictor, _WORKER_PREDICTORS, predict_in_worker
+
+    wav = write_wav(tmp_path / "a.wav", np.sin(np.arange(5 * 22050) * 0.05).astype(np.float32) * 0.3)
+    for model in (q, f):
+        parent = Predictor([model])
+        assert parent.source.cpu_variant == (model is q)
+        _WORKER_PREDICTORS.clear()
+        got = predict_in_worker(wav, parent.source)
+        assert np.allclose(got.probabilities, parent.predict_file(wav).probabilities, atol=1e-6)
+        assert _WORKER_PREDICTORS[parent.source].models[0].path.name == model.path.name
     (root / "mnn_cpu.onnx").write_bytes((root / "mnn_cpu.onnx").read_bytes() + b"\0")
     with pytest.raises(ModelError, match="sha256"):
         load_models(root, device="cpu")
