@@ -22,7 +22,8 @@ SAMPLE_RATE = 22_050
 WINDOW_SECONDS = 3.0
 WINDOW_SAMPLES = int(SAMPLE_RATE * WINDOW_SECONDS)  # 66,150 samples
 # Default hop between window starts at tag time: 50 % overlap doubles the votes per track for
-# the cost of one extra window each 3 s, which the shared STFT makes cheap.
+# the cost of one extra window each 3 s, which the shared STFT makes cheap. A model's manifest entry
+# may set its own ("hop_seconds"): musicnn, whose windows cost far more, uses 3 s.
 HOP_SECONDS = 1.5
 HOP_SAMPLES = int(SAMPLE_RATE * HOP_SECONDS)  # 33,075 samples
 # Tracks shorter than this are refused: below one second there is no genre to hear, and a

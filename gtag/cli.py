@@ -155,7 +155,7 @@ def _print_prediction(pred, top: int) -> None:
 @click.option("--top-k", type=click.IntRange(1, 10), default=1, show_default=True,
               help="Write up to K genres (each at least --min-confidence probable).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None, show_default="all cores, fewer if memory is short",
-              help="Processes decoding, analysing and predicting files in parallel (~0.5 GB each).")
+              help="Processes decoding, analysing and predicting files in parallel (~0.5 GB each; the default plans 0.75 GB).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a per-file report: JSON array if FILE ends in .json, CSV if .csv.")
 @click.option("--write-confidence", is_flag=True,

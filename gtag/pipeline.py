@@ -90,10 +90,6 @@ class AnalysisConfig:
     # the cheaper models vote every 1.5 s.
     hops: tuple[tuple[str, int], ...]
 
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(k for k, _ in self.hops)
-
 
 @dataclass(frozen=True)
 class Analysed:

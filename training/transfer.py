@@ -73,7 +73,8 @@ CPU_VARIANT_FILE = "musicnn_cpu.onnx"
 QUANTIZED_SCOPES = ("/timbral.",)  # ONNX node-name prefix of the timbral branches' layers
 # Windows per ONNX Runtime call at tag time (manifest "max_batch"): musicnn's activations take ~30 MB
 # per window; batches of 8 run as fast per window as one big batch (measured: 119 windows of a 3-min
-# track in one call: 8 GB peak RSS and 6x slower; in chunks of 8: 0.8 GB, 85x realtime on one core).
+# track in one call: 8 GB peak RSS and 6x slower; in chunks of 8: 0.8 GB; speed per window as in
+# the manifest's "speed" block).
 MAX_BATCH = 8
 EXCERPT = "excerpt_2to3s_gainnorm"
 
