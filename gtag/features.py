@@ -343,6 +343,10 @@ MUSICNN_N_FFT = 512
 MUSICNN_HOP = 256
 MUSICNN_N_MELS = 96
 MUSICNN_FRAMES = 187  # librosa.time_to_frames(3 s, sr=16000, n_fft=512, hop_length=256) + 1
+# Every musicnn input value lies in [0, MUSICNN_LOG_MEL_MAX]: the mel power is >= 0 and is clipped to
+# float16's largest value (as musicnn stores it) before log10(1 + 10000 x). Training relies on this bound
+# to prove which of musicnn's filters can never fire (training.musicnn.dead_filters).
+MUSICNN_LOG_MEL_MAX = float(np.log10(1.0 + 10000.0 * float(np.finfo(np.float16).max)))  # ~8.816
 
 
 def musicnn_patches(y: np.ndarray, sr: int = SAMPLE_RATE, hop: int = HOP_SAMPLES) -> np.ndarray:

@@ -166,6 +166,9 @@ def test_shipped_musicnn_entry_is_complete():
     assert spec.extra["input"]["internal_sample_rate"] == 16000 and spec.input_name == "musicnn_mel"
     assert spec.metrics["valid_track"]["accuracy"] > 0.1 and spec.metrics["valid_track"]["per_genre"]
     assert spec.extra["onnx_check"]["max_abs_prob_diff"] < 1e-4
+    skipped = spec.extra["onnx_check"]["dead_filters"]  # proven-dead filters left out, outputs kept
+    assert 0 < skipped["skipped_total"] <= sum(skipped["proven_dead"].values()) < skipped["filters"]
+    assert skipped["max_abs_msd_tag_diff_vs_all_filters"] < 1e-4
     licence = (root / "MUSICNN_LICENSE.md").read_text()
     assert "ISC" in licence or "Permission to use, copy, modify" in licence
     assert "Pons" in licence
@@ -237,6 +240,84 @@ def test_front_end_pools_first_at_inference_with_the_same_values():
             assert got.shape == literal.shape and torch.allclose(got, literal, atol=1e-5)
         b = branches[0].train()  # training keeps the literal order (batch statistics)
         assert torch.allclose(b(x), b.bn(F.relu(b.conv(F.pad(x, (0, 0, *b.pad))))).amax(dim=3), atol=1e-5)
+
+
+def _with_dead_filters(net, seed: int = 0):
+    """Kill about half of each front-end branch's filters the way training kills them (ReLU input
+    below 0 for every input: weights pushed down, bias negative), and make one timbral filter fire
+    only on its worst-case input (so a bound that ignored the input range would call it dead)."""
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for b in list(net.timbral) + list(net.temporal):
+            kill = rng.random(b.conv.out_channels) < 0.5
+            kill[0], kill[-1] = True, False
+            w = b.conv.weight
+            w[kill] = -w[kill].abs() * 0.1
+            b.conv.bias[kill] = -1.0 - torch.rand(int(kill.sum()))
+        b = net.timbral[0]  # filter 1: all weights +0.01, bias just below what x = x_max can overcome
+        b.conv.weight[1] = 0.01
+    return net
+
+
+def test_dead_filter_proof_holds_on_the_worst_inputs():
+    """Every filter dead_filters calls dead stays below 0 on the inputs that push it hardest (patches
+    of 0 and MUSICNN_LOG_MEL_MAX, the corners of gtag's input range), and a filter that fires only
+    on such a corner is not called dead."""
+    import torch.nn.functional as F
+
+    from training.musicnn import dead_filters
+
+    net = _with_dead_filters(_tiny_musicnn())
+    bn = net.bn_input
+    a = float(bn.weight[0].detach() / torch.sqrt(bn.running_var[0] + 1e-3))
+    c = float(bn.bias[0].detach() - a * bn.running_mean[0])
+    b = net.timbral[0]
+    with torch.no_grad():  # filter 1 reaches +0.05 only where the whole kernel sees x_max
+        top = a * features.MUSICNN_LOG_MEL_MAX + c
+        b.conv.bias[1] = 0.05 - 0.01 * b.conv.weight[1].numel() * max(top, 0.0)
+    dead = dead_filters(net)
+    assert dead["timbral.0"][0] and not dead["timbral.0"][1]
+    assert 0.2 < np.mean(np.concatenate(list(dead.values()))) < 0.8
+    rng = np.random.default_rng(1)
+    corners = [np.zeros((187, 96)), np.full((187, 96), features.MUSICNN_LOG_MEL_MAX)]
+    corners += [np.where(rng.random((187, 96)) < 0.5, 0.0, features.MUSICNN_LOG_MEL_MAX) for _ in range(6)]
+    x = torch.from_numpy(np.stack(corners).astype(np.float32))
+    with torch.no_grad():
+        xb = net.bn_input(x.unsqueeze(1))
+        for name, br in [(f"timbral.{i}", q) for i, q in enumerate(net.timbral)] + \
+                        [(f"temporal.{i}", q) for i, q in enumerate(net.temporal)]:
+            z = br.conv(F.pad(xb, (0, 0, *br.pad)))  # the ReLU's input, every position
+            assert (z[:, torch.from_numpy(dead[name])] < 0).all(), name
+        z1 = b.conv(F.pad(xb, (0, 0, *b.pad)))[:, 1]
+        assert z1.max() > 0  # the corner filter does fire: calling it dead would change outputs
+
+
+@pytest.mark.parametrize("align", [1, 4])
+def test_dropping_dead_filters_keeps_every_output(tmp_path, align):
+    """The inference front end without the dead filters gives the network's outputs (torch and
+    ONNX Runtime), on inputs across the whole range, silence and full scale included."""
+    ort = pytest.importorskip("onnxruntime")
+    full = _with_dead_filters(_tiny_musicnn())
+    pruned = _with_dead_filters(_tiny_musicnn())
+    report = pruned.drop_dead_filters(align=align)
+    assert report["skipped_total"] > 0 and report["skipped_total"] <= sum(report["proven_dead"].values())
+    live = {k: v.conv.out_channels for k, v in pruned.live.branches.items()}
+    assert all(n % align == 0 or n == report["filters"] for n in live.values())
+    rng = np.random.default_rng(4)
+    x = np.concatenate([np.zeros((1, 187, 96)), np.full((1, 187, 96), features.MUSICNN_LOG_MEL_MAX),
+                        rng.uniform(0, features.MUSICNN_LOG_MEL_MAX, (3, 187, 96)),
+                        np.abs(rng.standard_normal((3, 187, 96))) * 2]).astype(np.float32)
+    with torch.no_grad():
+        want, got = full.embed(torch.from_numpy(x)), pruned.embed(torch.from_numpy(x))
+    for k in want:
+        assert torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-4), k
+    module = _TwoOutputs(pruned).eval()
+    torch.onnx.export(module, (torch.zeros(2, 187, 96),), str(tmp_path / "p.onnx"), dynamo=False,
+                      opset_version=17, input_names=["musicnn_mel"], output_names=["probabilities", "msd_tags"],
+                      dynamic_axes={"musicnn_mel": {0: "batch"}})
+    sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    _, tags = sess.run(["probabilities", "msd_tags"], {"musicnn_mel": x})
+    assert np.abs(tags - torch.sigmoid(want["logits"]).numpy()).max() < 1e-5
 
 
 def test_cpu_variant_is_loaded_on_cpu_checked_and_close(tmp_path, tiny_musicnn_models):

@@ -25,6 +25,11 @@ Architecture (``MSD_musicnn``; input ``(batch, 187 frames, 96 mel bands)``, 3 s 
   1506 values), batch norm, dropout, dense 200 + ReLU, batch norm ("penultimate"), dropout, dense 50
   (logits; the tags are their sigmoid).
 
+Most of the MSD front end is dead: 398 of its 561 filters can never fire (their ReLU input is below 0
+for every input gtag can produce, proven by ``dead_filters`` from the input range), so their output
+is a constant. ``MusiCNN.drop_dead_filters`` leaves them out at inference (the exported models): the
+same outputs for about a quarter of the front end's work.
+
 TF1 ``tf.layers.batch_normalization`` uses epsilon 1e-3; TF ``same`` padding of an even kernel puts
 the extra sample after (``(k - 1) // 2`` before); both are reproduced exactly.
 
@@ -57,6 +62,14 @@ N_FRAMES = 187  # 3 s: librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length
 BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization default
 MSD_CHECKPOINT = "musicnn/MSD_musicnn/"  # folder inside the wheel; files are named by the empty prefix
 WEIGHTS_FORMAT = "gtag-musicnn-msd-1"
+# dead_filters proves which filters stay silent on every input in [0, gtag.features.MUSICNN_LOG_MEL_MAX],
+# with DEAD_MARGIN to spare against float32 rounding.
+DEAD_MARGIN = 1e-6
+# ONNX Runtime's blocked (NCHWc) float convolutions compute output channels in blocks of 16 on AVX-512
+# (8 on AVX2): a branch with a partial block costs the whole block anyway, and its output must leave the
+# blocked layout before the max over frequency (a copy of the full map; ~15 % of musicnn's time once its
+# dead filters are skipped). drop_dead_filters keeps each branch at a multiple of this many filters.
+CONV_BLOCK = 16
 
 # musicnn/configuration.py, MSD_LABELS, in output order.
 MSD_LABELS: tuple[str, ...] = (
@@ -129,6 +142,63 @@ def build_model(n_classes: int = 50, n_mels: int = N_MELS, frontend_filters: flo
         def forward(self, x):
             return self.bn(F.relu(self.conv(x)))
 
+    class LiveFrontEnd(nn.Module):
+        """The front end and the first mid-end convolution with dead filters left out (eval only).
+
+        ``forward(x)`` takes the batch-normed input ``(B, 1, T, F)`` and returns the full front-end map
+        ``(B, 561, T)`` (dead channels filled with their constant ``bn(0)``, channels in the original
+        order) and the first mid-end conv's output ``(B, 64, T)`` before its ReLU. That conv reads only
+        the live channels; what the constant channels add (bias included, and less at the first and last
+        3 frames, where the conv's zero padding cuts in) is precomputed for ``T = N_FRAMES``, the fixed
+        patch length."""
+
+        def __init__(self, net, dead: dict[str, np.ndarray]):
+            super().__init__()
+            branches = {f"timbral.{i}": b for i, b in enumerate(net.timbral)}
+            branches |= {f"temporal.{i}": b for i, b in enumerate(net.temporal)}
+            # Keyed "timbral_0" ... "temporal_2" (ONNX node names /live/timbral_0/...); a branch whose
+            # filters are all dead has no entry.
+            self.branches = nn.ModuleDict()
+            live_idx, dead_idx, dead_val, start = [], [], [], 0
+            with torch.no_grad():
+                for name, b in branches.items():
+                    mask = torch.from_numpy(np.asarray(dead[name], dtype=bool))
+                    keep = torch.flatten(torch.nonzero(~mask))
+                    c = b.conv.out_channels
+                    zero = b.bn(torch.zeros(1, c, 1, 1)).flatten()  # what a dead channel always outputs
+                    dead_idx += (start + torch.flatten(torch.nonzero(mask))).tolist()
+                    dead_val += zero[mask].tolist()
+                    if len(keep):
+                        kt, kf = b.conv.kernel_size
+                        live = FrontBranch(len(keep), kt, kf, b.pad)
+                        live.conv.weight.copy_(b.conv.weight[keep])
+                        live.conv.bias.copy_(b.conv.bias[keep])
+                        for k in ("weight", "bias", "running_mean", "running_var"):
+                            getattr(live.bn, k).copy_(getattr(b.bn, k)[keep])
+                        self.branches[name.replace(".", "_")] = live.eval()
+                        live_idx += (start + keep).tolist()
+                    start += c
+                order = torch.argsort(torch.tensor(live_idx + dead_idx))  # concat(live, dead) -> original
+                self.register_buffer("order", order)
+                self.register_buffer("dead_values", torch.tensor(dead_val, dtype=torch.float32)[None, :, None])
+                conv = net.mid[0].conv
+                self.conv0 = nn.Conv1d(len(live_idx), conv.out_channels, conv.kernel_size[0],
+                                       padding=conv.padding[0], bias=False)
+                self.conv0.weight.copy_(conv.weight[:, live_idx])
+                # Constant channels through the conv, in float64: (1, 64, N_FRAMES), bias included.
+                const = torch.zeros(1, start, N_FRAMES, dtype=torch.float64)
+                const[0, dead_idx] = torch.tensor(dead_val, dtype=torch.float64)[:, None]
+                w = conv.weight.double()
+                w[:, live_idx] = 0.0
+                self.register_buffer("conv0_constant", F.conv1d(const, w, conv.bias.double(),
+                                                                padding=conv.padding[0]).float())
+
+        def forward(self, x):
+            live = torch.cat([b(x) for b in self.branches.values()], dim=1)  # (B, n_live, T)
+            dead = self.dead_values.expand(live.shape[0], -1, live.shape[2])
+            front = torch.cat([live, dead], dim=1)[:, self.order]
+            return front, self.conv0(live) + self.conv0_constant
+
     class MusiCNN(nn.Module):
         """musicnn on ``(batch, 187, 96)`` log-mel patches (time, mel), as musicnn feeds them."""
 
@@ -152,14 +222,37 @@ def build_model(n_classes: int = 50, n_mels: int = N_MELS, frontend_filters: flo
             self.bn_dense = nn.BatchNorm1d(backend_units, eps=BN_EPS)
             self.out = nn.Linear(backend_units, n_classes)
             self.embedding_sizes = {"pooled": pooled, "penultimate": backend_units}
+            self.live = None  # set by drop_dead_filters: the inference front end without dead filters
+
+        def drop_dead_filters(self, x_max: float | None = None, align: int = CONV_BLOCK) -> dict:
+            """Skip, at inference, the front-end filters that can never fire on an input with values in
+            ``[0, x_max]`` (``dead_filters``; default ``gtag.features.MUSICNN_LOG_MEL_MAX``): their
+            output is the constant ``bn(0)`` for every such input, so it is filled in instead of
+            computed. Same outputs (float32 summation order aside), a fraction of the work: most of
+            musicnn's MSD filters are dead. Each branch keeps a multiple of ``align`` filters (a few
+            dead ones computed: harmless, their output is that same constant), see ``CONV_BLOCK``.
+            Returns what was dropped."""
+            x_max = _log_mel_max() if x_max is None else x_max
+            dead = dead_filters(self, x_max)
+            proven = {k: int(v.sum()) for k, v in dead.items()}
+            for m in dead.values():
+                m[np.flatnonzero(m)[:(-int((~m).sum())) % max(1, align)]] = False
+            self.live = LiveFrontEnd(self, dead)
+            skipped = {k: int(v.sum()) for k, v in dead.items()}
+            return {"x_max": round(float(x_max), 4), "filters": sum(len(v) for v in dead.values()),
+                    "proven_dead": proven, "skipped": skipped, "skipped_total": sum(skipped.values())}
 
         def pooled(self, x):
             """Max and mean over time of the front- and mid-end features, interleaved per channel
             ``[max_0, mean_0, max_1, mean_1, ...]`` (TF's flatten of ``concat([max, mean], 2)``):
             ``(B, 1506)``, the back end's input, before its batch norm."""
             x = self.bn_input(x.unsqueeze(1))  # (B, 1, T, F)
-            front = torch.cat([b(x) for b in self.timbral] + [b(x) for b in self.temporal], dim=1)
-            m1 = self.mid[0](front)
+            if self.live is not None and not self.training:
+                front, conv0 = self.live(x)
+                m1 = self.mid[0].bn(F.relu(conv0))
+            else:
+                front = torch.cat([b(x) for b in self.timbral] + [b(x) for b in self.temporal], dim=1)
+                m1 = self.mid[0](front)
             m2 = self.mid[1](m1) + m1
             m3 = self.mid[2](m2) + m2
             feats = torch.cat([front, m1, m2, m3], dim=1)  # (B, 753, T)
@@ -183,6 +276,44 @@ def build_model(n_classes: int = 50, n_mels: int = N_MELS, frontend_filters: flo
             return {"pooled": pooled, "penultimate": pen, "logits": self.logits_from_penultimate(pen)}
 
     return MusiCNN()
+
+
+def _log_mel_max() -> float:
+    from gtag.features import MUSICNN_LOG_MEL_MAX  # not at import: the TensorFlow half runs without gtag
+
+    return MUSICNN_LOG_MEL_MAX
+
+
+def dead_filters(model, x_max: float | None = None, margin: float = DEAD_MARGIN) -> dict[str, np.ndarray]:
+    """Front-end filters that never fire: ``{branch name: bool mask over its filters}``.
+
+    A filter is dead when its conv output (the ReLU's input) is below ``-margin`` at every position
+    for every input patch with values in ``[0, x_max]`` (``gtag.features.musicnn_patches`` never
+    leaves that range). After the input batch norm (``a x + c``) each value lies in
+    ``[min(c, a x_max + c), max(...)]``, widened to include 0 for the conv's time padding; a linear
+    filter is largest on that box at the corner taking the top for positive weights and the bottom
+    for negative ones, so ``bias + sum(max(w lo, w hi))`` bounds it exactly (in float64). Its ReLU
+    output is then 0 always, and its batch norm a constant: for negative BN scales too (the max over
+    frequency becomes a min, and a min of values below 0 is below 0). A margin (``margin`` plus a
+    bound on float32 summation error) keeps rounding from ever reviving a filter the proof calls dead."""
+    x_max = _log_mel_max() if x_max is None else x_max
+    bn = {k: float(getattr(model.bn_input, k).detach()[0]) for k in ("weight", "bias", "running_mean", "running_var")}
+    a = bn["weight"] / np.sqrt(bn["running_var"] + BN_EPS)
+    c = bn["bias"] - a * bn["running_mean"]
+    lo, hi = min(0.0, c, a * x_max + c), max(0.0, c, a * x_max + c)
+    out = {}
+    named = [(f"timbral.{i}", b) for i, b in enumerate(model.timbral)]
+    named += [(f"temporal.{i}", b) for i, b in enumerate(model.temporal)]
+    for name, b in named:
+        w = b.conv.weight.detach().double().numpy().reshape(b.conv.out_channels, -1)
+        bias = b.conv.bias.detach().double().numpy()
+        top = bias + np.maximum(w * lo, w * hi).sum(axis=1)
+        # float32 summation of n terms, in any order, errs by at most n * 2**-24 * sum(|terms|)
+        # (first order); doubled, plus the fixed margin.
+        worst = np.abs(bias) + np.abs(w).sum(axis=1) * max(abs(lo), abs(hi))
+        slack = 2 * (w.shape[1] + 1) * 2.0**-24 * worst
+        out[name] = top < -(margin + slack)
+    return out
 
 
 # TF variable -> (torch parameter, how to rearrange the array)
