@@ -490,10 +490,22 @@ def tf_reference(prefix: str | Path, patches: np.ndarray) -> dict[str, np.ndarra
     return {k: np.asarray(v, dtype=np.float32) for k, v in got.items()}
 
 
+def corner_patches(n_mixed: int = 2, seed: int = 0) -> np.ndarray:
+    """Patches at the corners of gtag's input range ``[0, MUSICNN_LOG_MEL_MAX]``: silence, full scale
+    everywhere, and ``n_mixed`` random mixes of the two. Unmusical, but the inputs that push filters
+    hardest, so TensorFlow's outputs on them check ``dead_filters``' proof against the original."""
+    x_max = _log_mel_max()
+    rng = np.random.default_rng(seed)
+    out = [np.zeros((N_FRAMES, N_MELS)), np.full((N_FRAMES, N_MELS), x_max)]
+    out += [np.where(rng.random((N_FRAMES, N_MELS)) < 0.5, 0.0, x_max) for _ in range(n_mixed)]
+    return np.stack(out).astype(np.float32)
+
+
 def reference_patches(n_random: int = 2, seed: int = 0, audio_files: list[str | Path] = ()) -> np.ndarray:
     """Input patches for the reference fixture: log-mel patches of a few real audio files (through
     ``gtag.features.musicnn_patches``, one patch per file), then ``n_random`` synthetic patches in
-    musicnn's value range (so the fixture exists even without the shared audio)."""
+    musicnn's value range (so the fixture exists even without the shared audio), then the
+    ``corner_patches`` of the input range."""
     out = []
     for f in audio_files:
         from gtag import audio, features
@@ -507,7 +519,7 @@ def reference_patches(n_random: int = 2, seed: int = 0, audio_files: list[str | 
         base = np.linspace(2.5, 0.2, N_MELS)[None, :] + 0.4 * rng.standard_normal((1, N_MELS))
         x = base + 0.5 * rng.standard_normal((N_FRAMES, N_MELS))
         out.append(np.clip(x, 0.0, None))
-    return np.stack(out).astype(np.float32)
+    return np.concatenate([np.stack(out).astype(np.float32), corner_patches(seed=seed)])
 
 
 def tf_dump(wheel: str | Path, patches: str | Path, out_dir: str | Path) -> dict:
@@ -605,7 +617,10 @@ def convert(wheel: str | Path, out_dir: str | Path, fixture: str | Path | None =
     if fixture:
         fixture = Path(fixture)
         fixture.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(fixture, patches=patches, labels=np.array(MSD_LABELS), source=np.array(source), **ref)
+        corner = np.zeros(len(patches), dtype=bool)
+        corner[len(patches) - len(corner_patches()):] = True  # reference_patches puts them last
+        np.savez_compressed(fixture, patches=patches, range_corner=corner, labels=np.array(MSD_LABELS),
+                            source=np.array(source), **ref)
         report["fixture"] = str(fixture)
         report["fixture_bytes"] = fixture.stat().st_size
     (out_dir / "convert_report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -66,8 +66,8 @@ TAG_HOP_SECONDS = 3.0
 EMBED_HOP = audio.HOP_SAMPLES  # 1.5 s: training windows
 TAG_EVERY = int(round(TAG_HOP_SECONDS * audio.SAMPLE_RATE)) // EMBED_HOP  # every 2nd training window
 assert TAG_EVERY * EMBED_HOP == int(round(TAG_HOP_SECONDS * audio.SAMPLE_RATE))
-# The CPU variant (manifest "cpu_variant"): the two timbral convolutions, ~60 % of musicnn's time on
-# a CPU, in int8 (static QDQ quantisation, per-channel weights, ranges calibrated on training
+# The CPU variant (manifest "cpu_variant"): the two timbral convolutions, about half of musicnn's time
+# on a CPU (its dead filters skipped), in int8 (static QDQ quantisation, per-channel weights, ranges calibrated on training
 # patches). Weights use 7 bits (reduce_range) so CPUs without VNNI cannot saturate int16 sums.
 CPU_VARIANT_FILE = "musicnn_cpu.onnx"
 QUANTIZED_SCOPES = ("/live/timbral_",)  # ONNX node-name prefix of the timbral branches' layers (live filters)
@@ -480,9 +480,17 @@ def fixture_agreement(path: Path, fixture: Path) -> dict[str, Any]:
 
     with np.load(fixture, allow_pickle=False) as z:
         x, tags = z["patches"], z["tags"]
+        corner = z["range_corner"] if "range_corner" in z.files else np.zeros(len(x), dtype=bool)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(["msd_tags"], {INPUT_NAME: x.astype(np.float32)})[0]
-    return {"patches": int(len(x)), "max_abs_msd_tag_diff_vs_tensorflow": float(np.abs(got - tags).max())}
+    diff = np.abs(sess.run(["msd_tags"], {INPUT_NAME: x.astype(np.float32)})[0] - tags).max(axis=1)
+    # Music and synthetic music-like patches apart from the corners of the input range (silence,
+    # every band at full scale...): those check the float model's dead-filter proof; an int8 model,
+    # calibrated on music, is not expected to follow there.
+    out = {"patches": int((~corner).sum()), "max_abs_msd_tag_diff_vs_tensorflow": float(diff[~corner].max())}
+    if corner.any():
+        out |= {"range_corner_patches": int(corner.sum()),
+                "range_corners_max_abs_msd_tag_diff_vs_tensorflow": float(diff[corner].max())}
+    return out
 
 
 def calibration_patches(train: list[Track], seed: int, tracks: int = 64, per_track: int = 2) -> np.ndarray:
