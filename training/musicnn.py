@@ -28,7 +28,7 @@ Architecture (``MSD_musicnn``; input ``(batch, 187 frames, 96 mel bands)``, 3 s 
 Most of the MSD front end is dead: 398 of its 561 filters can never fire (their ReLU input is below 0
 for every input gtag can produce, proven by ``dead_filters`` from the input range), so their output
 is a constant. ``MusiCNN.drop_dead_filters`` leaves them out at inference (the exported models): the
-same outputs for about a quarter of the front end's work.
+same outputs for under a third of the front end's multiply-adds.
 
 TF1 ``tf.layers.batch_normalization`` uses epsilon 1e-3; TF ``same`` padding of an even kernel puts
 the extra sample after (``(k - 1) // 2`` before); both are reproduced exactly.
