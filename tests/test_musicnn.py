@@ -329,8 +329,12 @@ def test_dropping_dead_filters_keeps_every_output(tmp_path, align):
     pruned = _with_dead_filters(_tiny_musicnn())
     report = pruned.drop_dead_filters(align=align)
     assert report["skipped_total"] > 0 and report["skipped_total"] <= sum(report["proven_dead"].values())
-    live = {k: v.conv.out_channels for k, v in pruned.live.branches.items()}
-    assert all(n % align == 0 or n == report["filters"] for n in live.values())
+    total = {f"timbral_{i}": b.conv.out_channels for i, b in enumerate(full.timbral)}
+    total |= {f"temporal_{i}": b.conv.out_channels for i, b in enumerate(full.temporal)}
+    for name, branch in pruned.live.branches.items():  # whole blocks, unless too few dead filters to pad
+        n = branch.conv.out_channels
+        assert n % align == 0 or n == total[name]
+        assert n == total[name] - report["skipped"][name.replace("_", ".")]
     rng = np.random.default_rng(4)
     x = np.concatenate([np.zeros((1, 187, 96)), np.full((1, 187, 96), features.MUSICNN_LOG_MEL_MAX),
                         rng.uniform(0, features.MUSICNN_LOG_MEL_MAX, (3, 187, 96)),
