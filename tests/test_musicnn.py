@@ -229,8 +229,9 @@ class _TwoOutputs(torch.nn.Module):
         return torch.softmax(self.genre(pen), dim=1), torch.sigmoid(self.net.logits_from_penultimate(pen))
 
 
-def _export_tiny(path: Path) -> torch.nn.Module:
-    module = _TwoOutputs(_tiny_musicnn()).eval()
+def _export_tiny(path: Path, net=None) -> torch.nn.Module:
+    """Export ``net`` (default: a fresh tiny musicnn) with a genre head as training.transfer does."""
+    module = _TwoOutputs(net if net is not None else _tiny_musicnn()).eval()
     torch.onnx.export(module, (torch.zeros(2, 187, 96),), str(path), dynamo=False, opset_version=17,
                       input_names=["musicnn_mel"], output_names=["probabilities", "msd_tags"],
                       dynamic_axes={"musicnn_mel": {0: "batch"}, "probabilities": {0: "batch"},
@@ -343,10 +344,7 @@ def test_dropping_dead_filters_keeps_every_output(tmp_path, align):
         want, got = full.embed(torch.from_numpy(x)), pruned.embed(torch.from_numpy(x))
     for k in want:
         assert torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-4), k
-    module = _TwoOutputs(pruned).eval()
-    torch.onnx.export(module, (torch.zeros(2, 187, 96),), str(tmp_path / "p.onnx"), dynamo=False,
-                      opset_version=17, input_names=["musicnn_mel"], output_names=["probabilities", "msd_tags"],
-                      dynamic_axes={"musicnn_mel": {0: "batch"}})
+    _export_tiny(tmp_path / "p.onnx", pruned)
     sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
     _, tags = sess.run(["probabilities", "msd_tags"], {"musicnn_mel": x})
     assert np.abs(tags - torch.sigmoid(want["logits"]).numpy()).max() < 1e-5
