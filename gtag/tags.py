@@ -449,3 +449,26 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
     except OSError:
         pass  # the file is already replaced; failing now would wrongly report a failed write
+
+
+# --- who made a track (for grouping by artist) -------------------------------------------------
+
+# (album artist key, artist key) per container, as mediafile reads them.
+PEOPLE_KEYS = {
+    "id3": ("TPE2", "TPE1"),
+    "mp4": ("aART", "\xa9ART"),
+    "vorbis": ("ALBUMARTIST", "ARTIST"),
+    "asf": ("WM/AlbumArtist", "Author"),
+    "ape": ("Album Artist", "Artist"),
+}
+
+
+def read_track_info(path: str | os.PathLike[str]) -> tuple[list[str], str | None, str | None]:
+    """(genres, album artist, artist) of ``path``, read in one open; a missing value is None."""
+    spec, audio = _open(Path(path))
+    genres = _read_genres(spec, audio)
+    if audio.tags is None:
+        return genres, None, None
+    keys = PEOPLE_KEYS.get(spec.style.container, ())
+    found = [next((v.strip() for v in _get(spec.style, audio.tags, k) if v.strip()), None) for k in keys]
+    return genres, *(found + [None, None])[:2]

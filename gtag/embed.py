@@ -1,0 +1,123 @@
+"""The pretrained backbone as an embedder: a track -> its windows' embeddings, cached by content.
+
+`gtag learn` and `gtag-train musicnn-head` both fit heads on these embeddings, and the exported
+model (backbone + head, ``gtag.head.attach``) computes the very same ones at tag time: the backbone
+is the shipped musicnn model's graph cut at its ``embedding`` output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from . import audio, features
+from .models import ModelError, read_manifest, sha256_file, default_models_dir
+
+BACKBONE_MODEL = "musicnn"  # the shipped model whose graph is the backbone
+# Windows kept per track in the cache (evenly spread): a head learns a track's genre from a dozen
+# 3 s windows as well as from all of them, and the cache stays ~50 KB per track (float16).
+CACHED_WINDOWS = 16
+
+EMBED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    content TEXT NOT NULL,
+    backbone TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    dims INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (content, backbone)
+)
+"""
+
+
+def content_key(path: str | os.PathLike) -> str:
+    """sha256 of the file's bytes: the same audio under another name or after a move is a hit."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def spread(n: int, k: int = CACHED_WINDOWS) -> np.ndarray:
+    """Indices of ``k`` evenly spread rows out of ``n`` (all of them when n <= k)."""
+    if n <= k:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int))
+
+
+class Backbone:
+    """ONNX Runtime session on the shipped backbone (float model: the same embedding everywhere)."""
+
+    def __init__(self, models_dir: str | os.PathLike | None = None, name: str = BACKBONE_MODEL):
+        import onnx
+        import onnxruntime as ort
+
+        from .head import EMBEDDING_OUTPUT, backbone
+
+        self.root = Path(models_dir) if models_dir else default_models_dir()
+        specs = {s.name: s for s in read_manifest(self.root)}
+        if name not in specs:
+            raise ModelError(f"no backbone model {name!r} in {self.root}")
+        self.spec = specs[name]
+        path = self.root / self.spec.file
+        if not path.is_file() or sha256_file(path) != self.spec.sha256:
+            raise ModelError(f"backbone {path} is missing or does not match its manifest")
+        self.sha256 = self.spec.sha256
+        self.full = onnx.load(str(path))
+        self.graph = backbone(self.full)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(self.graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.output = EMBEDDING_OUTPUT
+        self.hop = int(round(self.spec.hop_seconds * audio.SAMPLE_RATE))
+        self.max_batch = int(self.spec.extra.get("max_batch") or 32)
+
+    @property
+    def key(self) -> str:
+        return f"{self.spec.name}:{self.sha256[:16]}:{self.spec.hop_seconds:g}"
+
+    def embed_samples(self, y: np.ndarray) -> np.ndarray:
+        """(windows, dims) float32 embeddings of 22,050 Hz mono samples."""
+        x = features.musicnn_patches(y, audio.SAMPLE_RATE, self.hop)
+        parts = [self.session.run([self.output], {self.spec.input_name or "musicnn_mel": x[i:i + self.max_batch]})[0]
+                 for i in range(0, len(x), self.max_batch)]
+        return np.concatenate(parts).astype(np.float32)
+
+    def embed_file(self, path: str | os.PathLike) -> np.ndarray:
+        return self.embed_samples(audio.load_audio(Path(path)).samples)
+
+
+class EmbeddingCache:
+    """Embeddings by file content and backbone, in a table of gtag's SQLite cache file."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(EMBED_SCHEMA)
+        self.db.commit()
+
+    def get(self, content: str, backbone: str) -> np.ndarray | None:
+        row = self.db.execute("SELECT rows, dims, data FROM embeddings WHERE content=? AND backbone=?",
+                              (content, backbone)).fetchone()
+        if row is None:
+            return None
+        rows, dims, data = row
+        arr = np.frombuffer(data, dtype=np.float16)
+        if arr.size != rows * dims:  # a damaged row is recomputed, not trusted
+            return None
+        return arr.reshape(rows, dims).astype(np.float32)
+
+    def put(self, content: str, backbone: str, emb: np.ndarray) -> None:
+        e = np.asarray(emb, np.float16)
+        self.db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
+                        (content, backbone, e.shape[0], e.shape[1], e.tobytes()))
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,298 @@
+"""`gtag learn`: a genre model learned from the genre tags a library already carries.
+
+Steps (each a small function, so the CLI and ``training`` share them):
+
+1. ``read_library``: every audio file's genres and artist, through gtag's one tag reader.
+2. ``label_tracks``: spellings merged (``normalise`` + ``ALIASES`` + the user's map), the first genre of
+   a file is its label (a file's first genre is its main one in every tagger; several labels per
+   track would need a multi-label head for little gain), genres with fewer than ``min_tracks``
+   tracks dropped.
+3. Embeddings of every track with the shipped backbone, cached by content (``gtag.embed``).
+4. ``cross_validate``: folds grouped by artist (album artist, else artist, else folder), so the
+   estimate is for artists the model has never heard; temperature and abstain thresholds are
+   chosen on those out-of-fold tracks.
+5. ``export``: one ONNX model (backbone + head) and its manifest in a models folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from . import __version__, head as heads
+
+# Written-name-independent keys of spellings that mean one genre, beyond what ``normalise`` merges.
+ALIASES = {
+    "altrock": "alternativerock",
+    "alternative": "alternativerock",
+    "hiphoprap": "hiphop",
+    "rap": "hiphop",
+    "rnb": "randb",
+    "rhythmandblues": "randb",
+    "electronica": "electronic",
+    "electro": "electronic",
+    "drumnbass": "drumandbass",
+    "dnb": "drumandbass",
+    "classic": "classical",
+    "rocknroll": "rockandroll",
+    "synthpop": "synthpop",
+    "newage": "newage",
+    "soundtracks": "soundtrack",
+    "ost": "soundtrack",
+}
+DROP = "-"  # in a map file, "Soundtrack = -" drops a genre
+DEFAULT_MIN_TRACKS = 8
+DEFAULT_FOLDS = 5
+TARGET_PRECISION = 0.9  # abstain threshold: the written tags of held-out artists are right this often
+
+
+def normalise(name: str) -> str:
+    """Spelling-free key of a genre: case, spaces, punctuation and "&"/"and"/"n" merged, so "Hip Hop",
+    "Hip-Hop" and "hiphop" or "R&B" and "R and B" are one genre; then ``ALIASES``."""
+    s = name.strip().lower().replace("&", " and ").replace("'n'", " and ").replace(" n ", " and ")
+    key = re.sub(r"[^0-9a-z]+", "", s)
+    return ALIASES.get(key, key)
+
+
+def read_map(path: str | Path) -> dict[str, str]:
+    """A user map file: ``Old Name = New Name`` merges, ``Name = -`` drops; ``#`` comments.
+    Returns normalised old key -> new written name (or ``DROP``)."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise ValueError(f"{path}:{n}: expected 'Genre = Other Genre' or 'Genre = -', got {line!r}")
+        old, new = (part.strip() for part in line.split("=", 1))
+        if not old or not new:
+            raise ValueError(f"{path}:{n}: empty genre name in {line!r}")
+        out[normalise(old)] = new
+    return out
+
+
+@dataclass(frozen=True)
+class LibraryTrack:
+    path: Path
+    genres: tuple[str, ...]  # as tagged
+    group: str  # album artist, else artist, else folder: the unit of cross-validation
+
+
+def group_of(path: Path, album_artist: str | None, artist: str | None) -> str:
+    """Who a track belongs to for cross-validation: album artist, else artist, else its folder."""
+    if album_artist:
+        return f"artist:{album_artist.casefold()}"
+    if artist:
+        return f"artist:{artist.casefold()}"
+    return f"folder:{path.parent}"
+
+
+def read_library(paths: Iterable[Path], on_error: Callable[[str], None] = lambda m: None) -> list[LibraryTrack]:
+    """Genres and group of every file (unreadable ones reported through ``on_error`` and left out)."""
+    from .tags import TagError, read_track_info
+
+    out = []
+    for p in paths:
+        try:
+            genres, album_artist, artist = read_track_info(p)
+        except TagError as exc:
+            on_error(str(exc))
+            continue
+        out.append(LibraryTrack(Path(p), tuple(genres), group_of(Path(p), album_artist, artist)))
+    return out
+
+
+@dataclass
+class Labelling:
+    """Which tracks learn which genre, and what was merged or dropped on the way."""
+
+    labels: tuple[str, ...]  # written names, sorted by track count (most first)
+    tracks: list[LibraryTrack]  # the kept tracks
+    y: np.ndarray  # label index of each kept track
+    merged: dict[str, list[str]] = field(default_factory=dict)  # written name -> spellings merged into it
+    dropped: dict[str, int] = field(default_factory=dict)  # genre -> tracks, below min_tracks or mapped to -
+    untagged: int = 0
+
+
+def label_tracks(tracks: list[LibraryTrack], min_tracks: int = DEFAULT_MIN_TRACKS,
+                 user_map: dict[str, str] | None = None) -> Labelling:
+    """Each track's label: its first genre, spelling-normalised and mapped; the written name of a
+    merged genre is the map's, else its most common spelling."""
+    user_map = user_map or {}
+    spellings: dict[str, Counter] = {}
+    first_key: list[str | None] = []
+    dropped_by_map: Counter = Counter()
+    for t in tracks:
+        key = None
+        if t.genres:
+            raw = t.genres[0]
+            mapped = user_map.get(normalise(raw))
+            if mapped == DROP:
+                dropped_by_map[raw] += 1
+            else:
+                name = mapped or raw
+                key = normalise(name)
+                spellings.setdefault(key, Counter())[name if mapped else raw] += 1
+                if mapped:
+                    spellings[key][mapped] += 10**6  # the map's spelling wins
+        first_key.append(key)
+    written = {k: c.most_common(1)[0][0] for k, c in spellings.items()}
+    counts = Counter(k for k in first_key if k is not None)
+    kept = sorted((k for k in counts if counts[k] >= min_tracks), key=lambda k: (-counts[k], written[k]))
+    dropped = {written[k]: counts[k] for k in counts if counts[k] < min_tracks}
+    dropped.update({f"{g} (mapped to -)": n for g, n in dropped_by_map.items()})
+    index = {k: i for i, k in enumerate(kept)}
+    keep = [(t, index[k]) for t, k in zip(tracks, first_key) if k in index]
+    merged = {written[k]: sorted(s for s in spellings[k] if s != written[k]) for k in kept}
+    return Labelling(
+        labels=tuple(written[k] for k in kept),
+        tracks=[t for t, _ in keep],
+        y=np.array([i for _, i in keep], dtype=int),
+        merged={k: v for k, v in merged.items() if v},
+        dropped=dropped,
+        untagged=sum(1 for t in tracks if not t.genres),
+    )
+
+
+# ------------------------------------------------------------------ cross-validation
+
+
+def _windows(embs: list[np.ndarray], y: np.ndarray, idx: np.ndarray):
+    x = np.concatenate([embs[i] for i in idx])
+    yy = np.concatenate([np.full(len(embs[i]), y[i]) for i in idx])
+    gg = np.concatenate([np.full(len(embs[i]), i) for i in idx])
+    return x, yy, gg
+
+
+def classification_report(y: np.ndarray, pred: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, per-genre precision/recall/tracks and the confusion table."""
+    n = len(labels)
+    conf = np.zeros((n, n), dtype=int)
+    np.add.at(conf, (y, pred), 1)
+    per = {}
+    recalls = []
+    for i, lab in enumerate(labels):
+        support = int(conf[i].sum())
+        called = int(conf[:, i].sum())
+        rec = conf[i, i] / support if support else 0.0
+        recalls.append(rec)
+        per[lab] = {"precision": round(conf[i, i] / called, 3) if called else 0.0, "recall": round(rec, 3),
+                    "tracks": support}
+    return {
+        "tracks": int(len(y)),
+        "accuracy": round(float((y == pred).mean()), 4) if len(y) else 0.0,
+        "balanced_accuracy": round(float(np.mean(recalls)), 4) if recalls else 0.0,
+        "per_genre": per,
+        "confusion": conf.tolist(),
+    }
+
+
+def cross_validate(embs: list[np.ndarray], y: np.ndarray, groups: list[str], labels: tuple[str, ...],
+                   C: float, folds: int = DEFAULT_FOLDS, seed: int = 0) -> dict[str, Any]:
+    """Out-of-fold track probabilities (folds grouped by ``groups``), the temperature that
+    calibrates them, the abstain thresholds chosen on them, and the report."""
+    g = np.asarray(groups)
+    k = max(2, min(folds, len(set(groups))))
+    oof_logits: list[np.ndarray | None] = [None] * len(y)
+    oof_dist = np.zeros(len(y))
+    for test in heads.group_folds(y, g, k, seed):
+        train = np.setdiff1d(np.arange(len(y)), test)
+        assert not set(g[train]) & set(g[test])  # no artist on both sides
+        x, yy, gg = _windows(embs, y, train)
+        h = heads.fit_head(x, yy, gg, labels, C=C)
+        for i in test:
+            oof_logits[i] = h.logits(embs[i])
+            oof_dist[i] = float(h.distances(embs[i]).mean())
+    logits = [lg for lg in oof_logits if lg is not None]
+    t = heads.fit_temperature(logits, y)
+    probs = np.stack([heads._softmax(lg / t).mean(axis=0) for lg in logits])
+    pred = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    correct = pred == y
+    min_p = heads.choose_threshold(conf, correct, TARGET_PRECISION)
+    # Distance: 99th percentile of held-out tracks of known genres, so ~1 % of them would be refused;
+    # music far from every genre taught (another style altogether) is refused too.
+    max_d = float(np.quantile(oof_dist, 0.99)) if len(oof_dist) else float("inf")
+    report = classification_report(y, pred, labels)
+    cov, prec = heads.coverage_precision(conf, correct, min_p)
+    report.update(folds=k, grouped_by="artist (album artist, else artist, else folder)", temperature=round(t, 4),
+                  abstain={"min_probability": round(min_p, 3), "max_distance": round(max_d, 3),
+                           "coverage": round(cov, 3), "precision": round(prec, 3),
+                           "chosen_on": f"out-of-fold tracks of {k}-fold CV grouped by artist",
+                           "tradeoff": heads.tradeoff(conf, correct)})
+    small = [lab for i, lab in enumerate(labels) if len(set(g[y == i])) < 3]
+    report["too_small_to_estimate"] = small
+    return report
+
+
+# ------------------------------------------------------------------ export
+
+
+def export(bb, head: heads.LinearHead, out_dir: Path, name: str, entry_extra: dict[str, Any]) -> Path:
+    """Write ``<name>.onnx`` (backbone + head), its CPU variant when the backbone has one, and a
+    ``manifest.json`` with one entry, into ``out_dir``; returns the manifest path."""
+    import onnx
+
+    from .models import MANIFEST_FORMAT, MANIFEST_NAME, sha256_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = bb.spec
+    entry: dict[str, Any] = {
+        "name": name,
+        "file": f"{name}.onnx",
+        "kind": spec.kind,
+        "description": f"learned by gtag learn from a library's own tags, on {spec.name}'s embeddings",
+        "input_name": spec.input_name or "musicnn_mel",
+        "labels": list(head.labels),
+        "sample_rate": spec.sample_rate,
+        "window_seconds": spec.window_seconds,
+        "hop_seconds": spec.hop_seconds,
+        "max_batch": spec.extra.get("max_batch"),
+        "msd_labels": spec.extra.get("msd_labels"),
+        "weight": 1.0,
+        "gtag_version": __version__,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "backbone": {"model": spec.name, "sha256": spec.sha256},
+    }
+    entry.update(entry_extra)
+    meta = {"labels": json.dumps(list(head.labels)), "kind": spec.kind, "gtag_version": __version__}
+    files = [(f"{name}.onnx", bb.full)]
+    variant = spec.extra.get("cpu_variant")
+    if isinstance(variant, dict) and (bb.root / variant["file"]).is_file():
+        files.append((f"{name}_cpu.onnx", onnx.load(str(bb.root / variant["file"]))))
+    for i, (fname, full) in enumerate(files):
+        model = heads.attach(heads.backbone(full), head)
+        for k, v in meta.items():
+            model.metadata_props.add(key=k, value=v)
+        tmp = out_dir / f".{fname}.tmp"
+        onnx.save(model, str(tmp))
+        tmp.replace(out_dir / fname)
+        sha = sha256_file(out_dir / fname)
+        if i == 0:
+            entry["sha256"] = sha
+        else:
+            entry["cpu_variant"] = {"file": fname, "sha256": sha, "what": variant.get("what", "")}
+    manifest = out_dir / MANIFEST_NAME
+    tmp = out_dir / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, "models": [entry]}, indent=2) + "\n")
+    tmp.replace(manifest)
+    return manifest
+
+
+def user_models_dir() -> Path:
+    """Where learned models live: $GTAG_USER_MODELS, else the user data folder (platformdirs)."""
+    import os
+
+    env = os.environ.get("GTAG_USER_MODELS")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("gtag")) / "models"
