@@ -25,6 +25,19 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def resolve_models_dir(value: str | None) -> str | None:
+    """``--models``: a folder, else the name of a model learned with `gtag learn`."""
+    if value is None or Path(value).expanduser().is_dir():
+        return value
+    from .learn import NAME_PATTERN, user_models_dir
+    import re
+
+    if re.fullmatch(NAME_PATTERN, value) and (user_models_dir() / value).is_dir():
+        return str(user_models_dir() / value)
+    raise ModelError(f"--models {value}: no such folder, and no model learned under that name "
+                     f"(gtag learn --name {value} …; learned models live in {user_models_dir()})")
+
+
 def _split_models(values: tuple[str, ...]) -> list[str] | None:
     names = [n.strip() for v in values for n in v.split(",") if n.strip()]
     return names or None
@@ -38,7 +51,7 @@ def _predictor(models_dir: str | None, model: tuple[str, ...], device: str):
 
     names = _split_models(model)
     try:
-        models = load_models(models_dir, names, device=device)
+        models = load_models(resolve_models_dir(models_dir), names, device=device)
     except ModelError as exc:
         err.print(f"[red]error:[/] {exc}")
         sys.exit(EXIT_NO_MODELS)
@@ -48,8 +61,9 @@ def _predictor(models_dir: str | None, model: tuple[str, ...], device: str):
 model_options = [
     click.option("--model", "-m", multiple=True, metavar="NAME[,NAME]",
                  help="Models to use, voting equally (repeat or comma-separate); default: the ensemble (models with a vote weight above zero, with those weights)."),
-    click.option("--models", "models_dir", type=click.Path(exists=True, file_okay=False), default=None,
-                 help="Folder with manifest.json and ONNX files (default: the shipped models, or $GTAG_MODELS)."),
+    click.option("--models", "models_dir", metavar="NAME|DIR", default=None,
+                 help="A model learned with gtag learn (by name), or a folder with manifest.json and ONNX files "
+                      "(default: the shipped models, or $GTAG_MODELS)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                  help="ONNX Runtime device: auto uses CUDA when a GPU and onnxruntime-gpu are usable."),
 ]
@@ -89,10 +103,11 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
             if not as_json:
                 err.print(f"[red]error:[/] {escape(msg)}")
             continue
+        reason = predictor.abstain_reason(pred)
         if as_json:
-            results.append(pred.to_json())
+            results.append(dict(pred.to_json(), would_tag=reason is None, **({"reason": reason} if reason else {})))
         else:
-            _print_prediction(pred, top)
+            _print_prediction(pred, top, reason)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
@@ -117,10 +132,13 @@ def timeline(starts, genres: list[str], window: float = 3.0) -> list[tuple[float
     return segs
 
 
-def _print_prediction(pred, top: int) -> None:
+def _print_prediction(pred, top: int, reason: str | None = None) -> None:
     from .vote import top_k
 
-    head = f"[bold]{escape(str(pred.path))}[/]  →  [bold green]{pred.genre}[/] ({pred.confidence:.0%})"
+    head = f"[bold]{escape(str(pred.path))}[/]  →  [bold green]{escape(pred.genre)}[/] ({pred.confidence:.0%})"
+    if reason:
+        head = (f"[bold]{escape(str(pred.path))}[/]  →  [yellow]uncertain[/], best guess {escape(pred.genre)} "
+                f"({pred.confidence:.0%}): {escape(reason)}; gtag tag writes nothing")
     info = f"{_fmt_time(pred.duration)}, {len(pred.window_genres)} windows"
     if pred.truncated:
         info += ", long file: analysed in part"
@@ -150,8 +168,10 @@ def _print_prediction(pred, top: int) -> None:
 @with_model_options
 @click.option("--dry-run", "-n", is_flag=True, help="Show existing → proposed genre for each file; change nothing.")
 @click.option("--force", "--overwrite", "force", is_flag=True, help="Also retag files that already have a genre.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Write nothing for a file whose voted genre is less probable than this.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
+              show_default="the models' abstain rule",
+              help="Write nothing for a file whose voted genre is less probable than this; 0 always writes. "
+                   "Default: the models' own rule (calibrated probability, 'none of my genres', distance).")
 @click.option("--top-k", type=click.IntRange(1, 10), default=1, show_default=True,
               help="Write up to K genres (each at least --min-confidence probable).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None, show_default="all cores, fewer if memory is short",
@@ -168,7 +188,7 @@ def _print_prediction(pred, top: int) -> None:
 @click.option("--address", "ray_address", default=None, metavar="ADDR",
               help="Ray cluster address (e.g. ray://head:10001 or auto); default: start Ray locally.")
 def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str, dry_run: bool,
-        force: bool, min_confidence: float, top_k: int, jobs: int, report: Path | None,
+        force: bool, min_confidence: float | None, top_k: int, jobs: int, report: Path | None,
         write_confidence: bool, cache_path: Path | None, no_cache: bool, backend: str,
         ray_address: str | None) -> None:
     """Predict the genre of every audio file under PATHS and write it into the file's tags."""
@@ -215,7 +235,8 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
 
 
 def _print_record(rec, dry_run: bool, console: Console) -> None:
-    from .tagger import FAILED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE, TAGGED, UNCHANGED, WOULD_TAG
+    from .tagger import (FAILED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE, SKIPPED_UNCERTAIN, TAGGED, UNCHANGED,
+                         WOULD_TAG)
 
     # Paths, tag values and errors are shown as they are: a file named "song [live].mp3" must
     # not be read as rich markup.
@@ -227,6 +248,9 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
         verb = "would write" if rec.status == WOULD_TAG else "wrote"
         console.print(f"{path}: {before} → [green]{'; '.join(rec.written)}[/] "
                       f"[dim]({rec.confidence:.0%}, {verb})[/]")
+    elif rec.status == SKIPPED_UNCERTAIN:
+        console.print(f"{path}: [yellow]uncertain[/] (best guess {escape(rec.genre or '?')} {rec.confidence:.0%}: "
+                      f"{escape(rec.reason or '')}), left as {before}")
     elif rec.status == SKIPPED_LOW_CONFIDENCE:
         console.print(f"{path}: [yellow]low confidence[/] ({rec.genre} {rec.confidence:.0%}), left as {before}")
     elif rec.status == SKIPPED_HAS_GENRE and dry_run:
@@ -248,31 +272,70 @@ def _print_summary(summary: dict, dry_run: bool, report: Path | None) -> None:
         out.print(f"report: {escape(str(report))}")
 
 
-@main.command(name="models")
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--name", default="my-genres", show_default=True, help="Name of the learned model (gtag tag --models NAME).")
+@click.option("--min-tracks", type=click.IntRange(2, None), default=None, show_default=f"{8}",
+              help="Keep genres with at least N tagged tracks (fewer cannot be learned or estimated).")
+@click.option("--map", "map_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Genre map file: 'Old = New' merges, 'Old = -' drops (one per line).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to write the model into (default: the user models folder / NAME).")
+@click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Embedding cache (SQLite); default: gtag's cache file, or $GTAG_CACHE.")
 @click.option("--models", "models_dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Folder with manifest.json (default: the shipped models).")
+              help="Folder of the shipped models whose musicnn backbone embeds the tracks.")
+def learn(paths: tuple[Path, ...], name: str, min_tracks: int | None, map_file: Path | None,
+          out_dir: Path | None, cache_path: Path | None, models_dir: str | None) -> None:
+    """Learn a genre model from the genre tags the files under PATHS already carry."""
+    from .learn import run_learn
+
+    sys.exit(run_learn(paths, name, min_tracks, map_file, out_dir, cache_path, models_dir, out, err))
+
+
+@main.command(name="models")
+@click.option("--models", "models_dir", metavar="NAME|DIR", default=None,
+              help="A learned model's name or a folder with manifest.json (default: the shipped models).")
 def list_models(models_dir: str | None) -> None:
     """List the available models with their kind, labels, metrics and size."""
-    root = Path(models_dir) if models_dir else default_models_dir()
     try:
+        resolved = resolve_models_dir(models_dir)
+        root = Path(resolved) if resolved else default_models_dir()
         specs = read_manifest(root)
     except ModelError as exc:
         err.print(f"[red]error:[/] {exc}")
         sys.exit(EXIT_NO_MODELS)
     table = Table(title=f"models in {root}")
-    for col in ("name", "kind", "hop", "valid acc", "CV acc", "weight", "size"):
+    for col in ("name", "kind", "hop", "valid acc", "real classical", "real rock", "electronic tagged",
+                "weight", "size"):
         table.add_column(col, no_wrap=True)
     for s in specs:
         m = s.metrics
         size = (root / s.file).stat().st_size if (root / s.file).is_file() else 0
+        lib = m.get("library_cv") or m.get("library") or {}
         table.add_row(
-            s.name, s.kind, f"{s.hop_seconds:g} s",
-            _metric(m, "valid_track", "accuracy"), _metric(m, "cv_track", "accuracy"),
+            escape(s.name), s.kind, f"{s.hop_seconds:g} s",
+            _metric(m, "valid_track", "accuracy"),
+            _metric(lib, "classical", "called_by_folder_genre"), _metric(lib, "rock", "called_by_folder_genre"),
+            _metric(lib, "electronic", "written_any"),
             f"{s.weight:.2f}", f"{size / 1e6:.1f} MB" if size else "missing",
         )
     out.print(table)
-    out.print("[dim]acc: track-level accuracy on held-out validation tracks, and 5-fold CV grouped by track; "
-              "weight: share of the default vote (0: run only when picked with --model)[/]")
+    out.print("[dim]valid acc: track accuracy on GTZAN valid tracks never trained on; real classical / rock: share "
+              "of real library tracks (../shared/library, artists never trained on) whose top genre is theirs; "
+              "electronic tagged: share of real electronic tracks (no GTZAN genre fits) that would get a genre "
+              "(lower is better); weight: share of the default vote (0: run only when picked with --model)[/]")
+    for s in specs:
+        ab = s.extra.get("abstain")
+        if isinstance(ab, dict):
+            parts = [f"probability below {ab['min_probability']:.2f}" if isinstance(ab.get("min_probability"), (int, float)) else "",
+                     f"'none of these' above {ab['max_unknown']:.2f}" if isinstance(ab.get("max_unknown"), (int, float)) else "",
+                     f"distance above {ab['max_distance']:.2f}" if isinstance(ab.get("max_distance"), (int, float)) else ""]
+            out.print(f"{escape(s.name)} abstains when: " + ", ".join(p for p in parts if p))
+            for t in ab.get("tradeoff", []) if isinstance(ab.get("tradeoff"), list) else []:
+                if isinstance(t, dict) and t.get("min_probability") in (0.0, 0.5, 0.7):
+                    out.print(f"  [dim]at probability ≥ {t['min_probability']:.1f}: tags {t['coverage']:.0%} of "
+                              f"held-out tracks, right {t['precision']:.0%} of the time[/]")
     ens = next((s.extra["ensemble"] for s in specs if isinstance(s.extra.get("ensemble"), dict)), None)
     if ens and isinstance(ens.get("valid_track_accuracy"), (int, float)):
         out.print(f"ensemble: valid track accuracy {ens['valid_track_accuracy']:.3f} "

@@ -249,7 +249,8 @@ def backbone(model, keep: tuple[str, ...] = ("msd_tags",)):
     inputs = [i.name for i in model.graph.input]
     wanted = [EMBEDDING_OUTPUT] + [k for k in keep if k in names]
     sub = onnx.utils.Extractor(model).extract_model(inputs, wanted)
-    sub.opset_import[:] = model.opset_import
+    del sub.opset_import[:]
+    sub.opset_import.extend(model.opset_import)
     del sub.metadata_props[:]
     return sub
 

@@ -296,3 +296,136 @@ def user_models_dir() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("gtag")) / "models"
+
+
+# ------------------------------------------------------------------ the command (I/O at the edge)
+
+HEAD_C = 0.003  # L2 strength: the value gtag-train's grouped CV chose for the musicnn head on GTZAN
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+
+def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, out_dir: Path | None,
+              cache_path: Path | None, models_dir: str | None, out, err) -> int:
+    """`gtag learn`: returns the exit code (0 written, 1 nothing learnable, 2 bad input, 3 no backbone,
+    130 interrupted)."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from .audio import AudioLoadError
+    from .cache import default_cache_path
+    from .embed import Backbone, EmbeddingCache, content_key, spread
+    from .library import walk
+    from .models import ModelError
+
+    if not re.fullmatch(NAME_PATTERN, name):
+        err.print(f"[red]error:[/] --name {escape(name)!s}: use letters, digits, '.', '_' or '-'")
+        return 2
+    try:
+        user_map = read_map(map_file) if map_file else {}
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        return 2
+    min_tracks = min_tracks or DEFAULT_MIN_TRACKS
+    files = list(walk(paths))
+    tracks = read_library(files, on_error=lambda m: err.print(f"[red]error:[/] {escape(m)}"))
+    lab = label_tracks(tracks, min_tracks, user_map)
+    out.print(f"{len(files)} audio files, {len(tracks)} with readable tags, {lab.untagged} without a genre")
+    for written, spellings in lab.merged.items():
+        out.print(f"merged: {escape(', '.join(spellings))} → [bold]{escape(written)}[/]")
+    if lab.dropped:
+        shown = ", ".join(f"{escape(g)} ({n})" for g, n in sorted(lab.dropped.items(), key=lambda kv: -kv[1]))
+        out.print(f"dropped (fewer than {min_tracks} tracks, or mapped to -): {shown}")
+    if len(lab.labels) < 2:
+        err.print(f"[red]error:[/] need at least two genres with {min_tracks} or more tagged tracks each; "
+                  f"found {len(lab.labels)} ({escape(', '.join(lab.labels)) or 'none'})")
+        return 1
+    try:
+        bb = Backbone(models_dir)
+    except ModelError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        return 3
+    cache = EmbeddingCache(cache_path or default_cache_path())
+    embs: list[np.ndarray | None] = []
+    new = 0
+    progress = Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=out, transient=True)
+    try:
+        with progress:
+            task = progress.add_task("embedding", total=len(lab.tracks))
+            for t in lab.tracks:
+                e = None
+                try:
+                    key = content_key(t.path)
+                    e = cache.get(key, bb.key)
+                    if e is None:
+                        full = bb.embed_file(t.path)
+                        e = full[spread(len(full))]
+                        cache.put(key, bb.key, e)
+                        new += 1
+                except (AudioLoadError, ValueError, OSError) as exc:
+                    msg = str(exc) if str(t.path) in str(exc) else f"{t.path}: {exc}"
+                    progress.console.print(f"[red]error:[/] {escape(msg)}")
+                    e = None
+                embs.append(e)
+                progress.update(task, advance=1)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted:[/] {new} new embeddings are cached; run the same command again to resume.")
+        return 130
+    finally:
+        cache.close()
+    ok = [i for i, e in enumerate(embs) if e is not None]
+    out.print(f"embedded {new} new tracks; {len(ok) - new} came from the cache")
+    kept = [lab.tracks[i] for i in ok]
+    y = lab.y[ok]
+    if len(set(y.tolist())) < 2:
+        err.print("[red]error:[/] fewer than two genres left after decoding")
+        return 1
+    windows = [embs[i] for i in ok]
+    groups = [t.group for t in kept]
+    report = cross_validate(windows, y, groups, lab.labels, HEAD_C)
+    _print_report(report, lab.labels, out)
+    for g in report["too_small_to_estimate"]:
+        err.print(f"[yellow]warning:[/] {escape(g)}: fewer than 3 artists, its figures say little")
+    x, yy, gg = _windows(windows, y, np.arange(len(y)))
+    head = heads.calibrate(heads.fit_head(x, yy, gg, lab.labels, C=HEAD_C), report["temperature"])
+    target = out_dir or (user_models_dir() / name)
+    counts = Counter(lab.labels[i] for i in y)
+    manifest = export(bb, head, target, name, {
+        "metrics": {"cv_track": {k: report[k] for k in ("tracks", "accuracy", "balanced_accuracy", "per_genre",
+                                                        "confusion", "folds", "grouped_by")}},
+        "abstain": {k: report["abstain"][k] for k in ("min_probability", "max_distance", "chosen_on",
+                                                      "coverage", "precision", "tradeoff")},
+        "training": {"data": "gtag learn", "paths": [str(p) for p in paths], "tracks": len(kept),
+                     "tracks_per_genre": dict(counts), "artists": len(set(groups)), "label": "first genre of each file",
+                     "min_tracks": min_tracks, "merged": lab.merged, "dropped": lab.dropped,
+                     "user_map": {k: v for k, v in user_map.items()}, "head": {"C": HEAD_C,
+                     "temperature": report["temperature"]}},
+    })
+    out.print(f"wrote {escape(str(manifest.parent))}; tag with: [bold]gtag tag --models {escape(name)} PATH[/]")
+    return 0
+
+
+def _print_report(report: dict[str, Any], labels: tuple[str, ...], out) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"estimated on artists the model did not learn from ({report['folds']}-fold CV)",
+                  show_edge=False)
+    for col in ("genre", "tracks", "precision", "recall"):
+        table.add_column(col, justify="left" if col == "genre" else "right")
+    for lab in labels:
+        r = report["per_genre"][lab]
+        table.add_row(escape(lab), str(r["tracks"]), f"{r['precision']:.2f}", f"{r['recall']:.2f}")
+    out.print(table)
+    conf = Table(title="confusion (rows: tagged, columns: predicted)", show_edge=False)
+    conf.add_column("")
+    for i, _ in enumerate(labels):
+        conf.add_column(str(i + 1), justify="right")
+    for i, lab in enumerate(labels):
+        conf.add_row(f"{i + 1} {escape(lab)}", *[str(v) for v in report["confusion"][i]])
+    out.print(conf)
+    ab = report["abstain"]
+    out.print(f"estimated accuracy {report['accuracy']:.2f}, balanced accuracy {report['balanced_accuracy']:.2f} "
+              f"({report['tracks']} tracks); with abstaining below {ab['min_probability']:.2f}: "
+              f"tags {ab['coverage']:.0%} of tracks, right {ab['precision']:.0%} of the time")

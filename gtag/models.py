@@ -35,6 +35,10 @@ KINDS = (KIND_FEATURES, KIND_LOG_MEL, KIND_WAVEFORM, KIND_MUSICNN)
 # Optional second output of a model: per-window tag scores (musicnn's 50 MSD tags), whose names the
 # manifest entry lists under "msd_labels"; `gtag predict` shows them.
 TAG_OUTPUT = "msd_tags"
+# Optional per-window outputs that say how unlike its genres a window is (gtag.head): the share of a
+# reject class ("unknown") and the distance to the nearest genre ("ood_distance"). Averaged per track,
+# they decide with the manifest's "abstain" thresholds whether gtag writes a genre at all.
+SIGNAL_OUTPUTS = ("unknown", "ood_distance")
 
 
 class ModelError(Exception):
@@ -203,6 +207,8 @@ class OnnxModel:
         has_tags = any(o.name == TAG_OUTPUT for o in self.session.get_outputs())
         self.tag_output = TAG_OUTPUT if tag_labels and has_tags else None
         self.tag_labels: tuple[str, ...] = tuple(tag_labels or ())
+        present = {o.name for o in self.session.get_outputs()}
+        self.signal_outputs = tuple(n for n in SIGNAL_OUTPUTS if n in present)
         meta = self.session.get_modelmeta().custom_metadata_map
         if "labels" in meta and json.loads(meta["labels"]) != list(spec.labels):
             raise ModelError(f"model {spec.name}: labels in the ONNX file differ from the manifest")
@@ -228,7 +234,14 @@ class OnnxModel:
     def predict_with_tags(self, batch: np.ndarray, tags: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities and, when the model has a tag output (``TAG_OUTPUT``) and ``tags``, its
         per-window tag scores ``(n, len(tag_labels))`` from the same ONNX Runtime call (else None)."""
-        names = [self.output_name] + ([self.tag_output] if tags and self.tag_output else [])
+        probs, scores, _ = self.predict_all(batch, tags=tags, signals=False)
+        return probs, scores
+
+    def predict_all(self, batch: np.ndarray, tags: bool = True, signals: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+        """``predict_with_tags`` plus the model's per-window abstain signals (``SIGNAL_OUTPUTS``)."""
+        extra = list(self.signal_outputs) if signals else []
+        names = [self.output_name] + ([self.tag_output] if tags and self.tag_output else []) + extra
         batch = np.ascontiguousarray(batch, np.float32)
         # Optional manifest field "max_batch": windows per ONNX Runtime call. A large network's
         # activations grow with the batch (musicnn: ~30 MB per window, so a 10-minute track in one
@@ -241,11 +254,12 @@ class OnnxModel:
         if out.ndim != 2 or out.shape[1] != len(self.spec.labels):
             raise ModelError(f"model {self.spec.name}: output shape {out.shape} does not match its labels")
         scores = None
-        if len(res) > 1:
+        if tags and self.tag_output:
             scores = np.asarray(res[1], dtype=np.float32)
             if scores.ndim != 2 or scores.shape[1] != len(self.tag_labels):
                 raise ModelError(f"model {self.spec.name}: {TAG_OUTPUT} shape {scores.shape} does not match msd_labels")
-        return out, scores
+        sig = {n: np.asarray(v, np.float64).reshape(-1) for n, v in zip(extra, res[len(names) - len(extra):])}
+        return out, scores, sig
 
 
 def load_models(

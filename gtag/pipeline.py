@@ -27,6 +27,8 @@ class Prediction:
     # model name -> its tags (musicnn's MSD tags), best first: (tag, mean score over the windows);
     # only for models with a tag output. Shown by `gtag predict`; not cached, not in the JSON.
     tags: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    # model name -> its track-level abstain signals ("unknown", "ood_distance"; gtag.models.SIGNAL_OUTPUTS)
+    signals: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def genre(self) -> str:
@@ -61,6 +63,7 @@ def prediction_from_cache(path: str, d: dict) -> Prediction:
         window_genres=list(d["window_genres"]),
         duration=float(d["duration"]),
         truncated=bool(d["truncated"]),
+        signals={k: dict(v) for k, v in d.get("signals", {}).items()},
     )
 
 
@@ -74,6 +77,7 @@ def cache_record(p: Prediction) -> dict:
         "window_genres": p.window_genres,
         "duration": p.duration,
         "truncated": p.truncated,
+        "signals": p.signals,
     }
 
 
@@ -198,10 +202,13 @@ class Predictor:
         window_probs: dict[str, np.ndarray] = {}
         track: dict[str, np.ndarray] = {}
         tags: dict[str, list[tuple[str, float]]] = {}
+        signals: dict[str, dict[str, float]] = {}
         for m in self.models:
-            p, scores = m.predict_with_tags(analysed.batches[m.spec.kind])
+            p, scores, sig = m.predict_all(analysed.batches[m.spec.kind])
             window_probs[m.spec.name] = p
             track[m.spec.name] = vote.track_probabilities(p)
+            if sig:  # a track is as unknown / as far as its windows are on average
+                signals[m.spec.name] = {k: float(np.mean(v)) for k, v in sig.items()}
             if scores is not None:  # tag scores averaged over the windows, as musicnn's taggram is
                 mean = scores.mean(axis=0)
                 tags[m.spec.name] = [(m.tag_labels[i], float(mean[i])) for i in np.argsort(-mean, kind="stable")]
@@ -225,7 +232,25 @@ class Predictor:
             duration=analysed.duration,
             truncated=analysed.truncated,
             tags=tags,
+            signals=signals,
         )
+
+    @property
+    def abstain_rule(self) -> vote.AbstainRule | None:
+        """The abstain thresholds of the vote: those of the heaviest-voting model whose manifest
+        entry has them (None: no model says when to abstain)."""
+        ranked = sorted((m for m in self.models if isinstance(m.spec.extra.get("abstain"), dict)),
+                        key=lambda m: -self.weights[m.spec.name])
+        if not ranked:
+            return None
+        return vote.AbstainRule.from_manifest(ranked[0].spec.name, ranked[0].spec.extra["abstain"])
+
+    def abstain_reason(self, pred: Prediction) -> str | None:
+        """Why ``pred`` should be written nowhere under the manifest's rule (None: write it)."""
+        rule = self.abstain_rule
+        if rule is None:
+            return None
+        return vote.abstain_reason(pred.confidence, pred.signals.get(rule.model, {}), rule)
 
     @property
     def source(self) -> ModelSource | None:

@@ -33,13 +33,18 @@ DISPLAY_NAMES = {
 TAGGED = "tagged"
 WOULD_TAG = "would tag"  # dry run
 SKIPPED_HAS_GENRE = "skipped: has genre"
-SKIPPED_LOW_CONFIDENCE = "skipped: low confidence"
+SKIPPED_LOW_CONFIDENCE = "skipped: low confidence"  # below an explicit --min-confidence
+SKIPPED_UNCERTAIN = "skipped: uncertain"  # the models' own abstain rule: no tag beats a wrong tag
 UNCHANGED = "unchanged"  # the file already holds exactly what gtag would write
 FAILED = "failed"
 
 
 def display_name(label: str) -> str:
-    return DISPLAY_NAMES.get(label, label.title())
+    """The written name of a label: the ID3 name of a GTZAN id, a lower-case id title-cased, and a
+    name that already has its own capitals (a learned "R&B", "EDM") as it is."""
+    if label in DISPLAY_NAMES:
+        return DISPLAY_NAMES[label]
+    return label.title() if label == label.lower() else label
 
 
 # Peak memory of one worker process on a typical track (measured: ~450 MiB for a 5-minute track
@@ -82,7 +87,9 @@ class TagOptions:
 
     dry_run: bool = False  # predict and report, change no byte of any file
     force: bool = False  # also retag files that already have a genre
-    min_confidence: float = 0.0  # write nothing for a file whose top genre is less probable
+    # write nothing for a file whose top genre is less probable; None: the models' abstain rule
+    # (manifest "abstain": calibrated probability, reject class, distance), 0: always write
+    min_confidence: float | None = None
     top_k: int = 1  # write up to k genres, each at least min_confidence probable
     jobs: int = 1  # worker processes for decoding and features (1: in the main process)
     write_confidence: bool = False  # also record GTAG_CONFIDENCE and GTAG_SOURCE custom tags
@@ -106,6 +113,7 @@ class Record:
     format: str | None = None
     cached: bool = False
     error: str | None = None
+    reason: str | None = None  # why no genre was written (skipped: uncertain)
 
     def to_json(self, top_k: int) -> dict:
         d: dict = {"path": self.path, "status": self.status, "format": self.format}
@@ -117,6 +125,8 @@ class Record:
                  probabilities=self.probabilities, models=self.models, cached=self.cached)
         if self.error:
             d["error"] = self.error
+        if self.reason:
+            d["reason"] = self.reason
         return d
 
 
@@ -126,12 +136,12 @@ def choose_genres(pred: Prediction, min_confidence: float, top_k: int) -> list[s
     return [g for g, p in pred.top(top_k) if p >= min_confidence]
 
 
-def _fill(rec: Record, pred: Prediction, opts: TagOptions) -> None:
+def _fill(rec: Record, pred: Prediction, opts: TagOptions, min_confidence: float) -> None:
     rec.genre = display_name(pred.genre)
     rec.confidence = round(pred.confidence, 4)
     rec.probabilities = {lab: round(float(p), 4) for lab, p in zip(pred.labels, pred.probabilities)}
     rec.models = {n: {lab: round(float(x), 4) for lab, x in zip(pred.labels, p)} for n, p in pred.models.items()}
-    rec.genres = [display_name(g) for g in choose_genres(pred, opts.min_confidence, opts.top_k)]
+    rec.genres = [display_name(g) for g in choose_genres(pred, min_confidence, opts.top_k)]
 
 
 def _short_error(exc: BaseException, path: Path) -> str:
@@ -274,7 +284,13 @@ class Tagger:
         except (AudioLoadError, ValueError, OSError) as exc:
             rec.status, rec.error = FAILED, _short_error(exc, path)
             return
-        _fill(rec, pred, self.opts)
+        rule = self.predictor.abstain_rule if self.opts.min_confidence is None else None
+        _fill(rec, pred, self.opts, rule.min_probability if rule else (self.opts.min_confidence or 0.0))
+        if rule is not None:
+            rec.reason = self.predictor.abstain_reason(pred)
+            if rec.reason:
+                rec.status, rec.genres = SKIPPED_UNCERTAIN, []
+                return
         if not rec.genres:
             rec.status = SKIPPED_LOW_CONFIDENCE
             return
@@ -322,14 +338,14 @@ def write_report(records: list[Record], path: Path, top_k: int) -> None:
         labels = sorted({lab for r in records for lab in r.probabilities})
         models = sorted({m for r in records for m in r.models})
         head = ["path", "status", "format", "genre", "genres", "confidence", "existing", "written", "cached",
-                "error"] + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
+                "error", "reason"] + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
         with tmp.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(head)
             for r in records:
                 w.writerow([r.path, r.status, r.format or "", r.genre or "", ";".join(r.genres),
                             "" if r.confidence is None else r.confidence, ";".join(r.existing),
-                            ";".join(r.written), int(r.cached), r.error or ""]
+                            ";".join(r.written), int(r.cached), r.error or "", r.reason or ""]
                            + [r.probabilities.get(lab, "") for lab in labels]
                            + [r.models.get(m, {}).get(lab, "") for m in models for lab in labels])
     else:

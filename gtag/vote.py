@@ -11,6 +11,7 @@ Models may list their labels in different orders: everything is aligned on the f
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,3 +80,35 @@ def top_k(labels: Sequence[str], probs: np.ndarray, k: int = 1) -> list[tuple[st
     """The ``k`` most probable labels with their probabilities, best first (ties by label order)."""
     order = np.argsort(-np.asarray(probs), kind="stable")[: max(1, k)]
     return [(labels[i], float(probs[i])) for i in order]
+
+
+@dataclass(frozen=True)
+class AbstainRule:
+    """When gtag writes no genre (a manifest entry's "abstain"; chosen on held-out tracks)."""
+
+    model: str  # whose signals the rule reads
+    min_probability: float = 0.0  # voted probability below this: not sure enough
+    max_unknown: float | None = None  # reject-class share above this: none of the genres it knows
+    max_distance: float | None = None  # distance to the nearest genre above this: unlike what it learned
+
+    @classmethod
+    def from_manifest(cls, model: str, d: Mapping) -> "AbstainRule":
+        def num(key: str) -> float | None:
+            v = d.get(key)
+            return float(v) if isinstance(v, (int, float)) and np.isfinite(v) else None
+
+        return cls(model, num("min_probability") or 0.0, num("max_unknown"), num("max_distance"))
+
+
+def abstain_reason(confidence: float, signals: Mapping[str, float], rule: AbstainRule) -> str | None:
+    """Why a track should get no genre under ``rule`` (None: write it). ``signals``: the rule's
+    model's track-level "unknown" and "ood_distance" (either may be missing)."""
+    unknown = signals.get("unknown")
+    if rule.max_unknown is not None and unknown is not None and unknown > rule.max_unknown:
+        return f"sounds like none of its genres ({unknown:.0%})"
+    distance = signals.get("ood_distance")
+    if rule.max_distance is not None and distance is not None and distance > rule.max_distance:
+        return "unlike the music it learned from"
+    if confidence < rule.min_probability:
+        return f"below the {rule.min_probability:.0%} it needs to be right 9 times in 10"
+    return None

@@ -154,5 +154,37 @@ def ensemble(data_root: str, out_dir: str, run_dir: str, transfer_dir: str, clas
     choose_ensemble(data_root, out_dir, run_dir, transfer_dir, classic_cache, command=_command())
 
 
+@main.command(name="musicnn-head")
+@_DATA
+@_OUT
+@click.option("--library", "library_root", default="../shared/library", show_default=True,
+              type=click.Path(exists=True, file_okay=False), help="A real library (tagged files, MANIFEST.tsv).")
+@click.option("--run-dir", default="runs/musicnn-head", show_default=True, type=click.Path(file_okay=False),
+              help="Embedding cache and report.")
+def musicnn_head(data_root: str, out_dir: str, library_root: str, run_dir: str) -> None:
+    """Refit the shipped musicnn genre head on GTZAN + a real library (reject class, calibration, abstain)."""
+    import json
+
+    from .musicnn_head import train
+
+    report = train(data_root, library_root, out_dir, run_dir, command=_command())
+    click.echo(json.dumps({k: report[k] for k in ("abstain", "temperature")}, indent=2, default=float))
+
+
+@main.command(name="library-check")
+@_OUT
+@click.option("--library", "library_root", default="../shared/library", show_default=True,
+              type=click.Path(exists=True, file_okay=False), help="A real library (MANIFEST.tsv with folder labels).")
+def library_check(out_dir: str, library_root: str) -> None:
+    """Measure every GTZAN-only model on a real library; writes metrics.library into the manifest."""
+    import json
+
+    from .realworld import check
+
+    result = check(out_dir, library_root)
+    click.echo(json.dumps({n: {f: d["called_by_folder_genre"] for f, d in r.items()} for n, r in result.items()},
+                          indent=2))
+
+
 if __name__ == "__main__":
     main()

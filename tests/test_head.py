@@ -1,0 +1,136 @@
+"""The numpy genre head: fitting, calibration, abstain signals and the ONNX graph it becomes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gtag import head as heads
+from gtag.vote import AbstainRule, abstain_reason
+
+LABELS = ("a", "b", "c")
+
+
+def clusters(n_tracks: int = 30, windows: int = 4, dims: int = 12, seed: int = 0):
+    """Windows of tracks from three well separated Gaussian genres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((3, dims)) * 4
+    x, y, g = [], [], []
+    for t in range(n_tracks):
+        c = t % 3
+        x.append(centres[c] + rng.standard_normal((windows, dims)))
+        y += [c] * windows
+        g += [t] * windows
+    return np.concatenate(x), np.array(y), np.array(g), centres
+
+
+def test_head_learns_separable_genres_and_knows_what_is_far():
+    x, y, g, centres = clusters()
+    h = heads.fit_head(x, y, g, LABELS, C=1.0)
+    assert (h.predict_proba(x).argmax(1) == y).mean() > 0.95
+    near = h.distances(x).mean()
+    far = h.distances(centres.mean(0) + 40 * np.ones((3, x.shape[1]))).mean()
+    assert far > 5 * near
+
+
+def test_balanced_weights_count_each_track_and_genre_once():
+    y = np.array([0, 0, 0, 0, 1])
+    g = np.array([0, 0, 0, 1, 2])  # genre 0: a 3-window track and a 1-window track; genre 1: one track
+    w = heads.balanced_weights(y, g, 2)
+    assert w[:3].sum() == pytest.approx(w[3])  # a track weighs the same whatever its windows
+    assert w[:4].sum() == pytest.approx(w[4])  # a genre weighs the same whatever its tracks
+
+
+def test_temperature_is_folded_into_the_weights():
+    x, y, g, _ = clusters()
+    h = heads.fit_head(x, y, g, LABELS, C=1.0)
+    logits = h.logits(x[:5])
+    heads.calibrate(h, 2.5)
+    assert np.allclose(h.predict_proba(x[:5]), heads._softmax(logits / 2.5))
+
+
+def test_temperature_fit_softens_an_overconfident_model():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 200)
+    # logits that point to the right class only 60 % of the time, but with huge margins
+    right = rng.random(200) < 0.6
+    cls = np.where(right, y, (y + 1) % 3)
+    logits = [np.eye(3)[[c]] * 20.0 for c in cls]
+    assert heads.fit_temperature(logits, y) > 5
+
+
+def test_group_folds_never_split_a_group():
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 15, 120)
+    y = groups % 3
+    folds = heads.group_folds(y, groups, 5)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(120))
+    for i, a in enumerate(folds):
+        for b in folds[i + 1:]:
+            assert not set(groups[a]) & set(groups[b])
+
+
+def test_threshold_reaches_the_precision_asked():
+    conf = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    correct = np.array([1, 1, 1, 0, 1, 0], bool)
+    t = heads.choose_threshold(conf, correct, 0.99)
+    assert t == pytest.approx(0.7)
+    assert heads.coverage_precision(conf, correct, t) == (pytest.approx(0.5), 1.0)
+
+
+def _tiny_backbone(dims: int):
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Identity", ["x"], [heads.EMBEDDING_OUTPUT]),
+             helper.make_node("Sigmoid", ["x"], ["msd_tags"])]
+    graph = helper.make_graph(nodes, "bb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", dims])],
+                              [helper.make_tensor_value_info(heads.EMBEDDING_OUTPUT, TensorProto.FLOAT, ["batch", dims]),
+                               helper.make_tensor_value_info("msd_tags", TensorProto.FLOAT, ["batch", dims])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("reject", [False, True])
+def test_onnx_head_matches_numpy(reject):
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    x, y, g, _ = clusters()
+    labels = LABELS + (("other",) if reject else ())
+    if reject:  # a fourth, "none of these" class far from the others
+        x = np.concatenate([x, x[:20] + 30])
+        y = np.concatenate([y, np.full(20, 3)])
+        g = np.concatenate([g, g[:20] + 1000])
+    h = heads.calibrate(heads.fit_head(x, y, g, labels, C=1.0), 1.7)
+    model = heads.attach(heads.backbone(_tiny_backbone(x.shape[1])), h, n_known=3)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    assert names[0] == "probabilities" and "msd_tags" in names and heads.DISTANCE_OUTPUT in names
+    assert (heads.UNKNOWN_OUTPUT in names) == reject
+    out = dict(zip(names, sess.run(None, {"x": x[:16].astype(np.float32)})))
+    logits = h.logits(x[:16])
+    assert np.allclose(out["probabilities"], heads._softmax(logits[:, :3]), atol=1e-5)
+    assert np.allclose(out[heads.DISTANCE_OUTPUT], h.distances(x[:16]), rtol=1e-4, atol=1e-4)
+    if reject:
+        assert np.allclose(out[heads.UNKNOWN_OUTPUT], heads._softmax(logits)[:, 3], atol=1e-5)
+
+
+@pytest.mark.parametrize("confidence, signals, expected", [
+    (0.9, {"unknown": 0.05, "ood_distance": 1.0}, None),
+    (0.9, {"unknown": 0.6, "ood_distance": 1.0}, "none of its genres"),
+    (0.9, {"unknown": 0.05, "ood_distance": 3.0}, "unlike the music"),
+    (0.4, {"unknown": 0.05, "ood_distance": 1.0}, "9 times in 10"),
+    (0.4, {}, "9 times in 10"),  # a model without signals still abstains on low confidence
+])
+def test_abstain_reason(confidence, signals, expected):
+    rule = AbstainRule("m", min_probability=0.5, max_unknown=0.3, max_distance=2.0)
+    reason = abstain_reason(confidence, signals, rule)
+    assert (reason is None) if expected is None else (expected in reason)
+
+
+def test_abstain_rule_ignores_bad_manifest_values():
+    rule = AbstainRule.from_manifest("m", {"min_probability": "x", "max_unknown": float("nan"), "max_distance": 2})
+    assert rule == AbstainRule("m", 0.0, None, 2.0)
