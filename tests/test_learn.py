@@ -1,0 +1,127 @@
+"""`gtag learn`: spellings merged, small genres dropped, a model learned from a library's own tags."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gtag.learn import LibraryTrack, label_tracks, normalise, read_map
+
+from .conftest import SHARED, need
+
+LIBRARY = SHARED / "library"
+
+
+@pytest.mark.parametrize("spellings", [
+    ("Hip Hop", "Hip-Hop", "hiphop", "HIP HOP"),
+    ("R&B", "RnB", "R and B", "Rhythm & Blues"),
+    ("Alt. Rock", "Alternative Rock", "alternative rock", "Alternative"),
+    ("Drum & Bass", "Drum and Bass", "DnB", "drum'n'bass"),
+])
+def test_spellings_of_one_genre_share_a_key(spellings):
+    assert len({normalise(s) for s in spellings}) == 1
+
+
+def test_different_genres_keep_different_keys():
+    assert len({normalise(s) for s in ("Rock", "Hard Rock", "Pop", "Indie Pop", "Electronic", "Electro Rock")}) == 6
+
+
+def test_map_file_merges_and_drops(tmp_path):
+    f = tmp_path / "map.txt"
+    f.write_text("# mine\nElectro Rock = Electronic\nSoundtrack = -\n")
+    m = read_map(f)
+    assert m == {normalise("Electro Rock"): "Electronic", normalise("Soundtrack"): "-"}
+    (tmp_path / "bad.txt").write_text("Electro Rock -> Electronic\n")
+    with pytest.raises(ValueError, match="bad.txt:1"):
+        read_map(tmp_path / "bad.txt")
+
+
+def _t(genres, group="a"):
+    return LibraryTrack(Path("x.mp3"), tuple(genres), group)
+
+
+def test_labels_merge_spellings_keep_the_common_one_and_drop_small_genres():
+    tracks = ([_t(["Alternative Rock"])] * 5 + [_t(["Alt. Rock"])] * 3 + [_t(["Classical", "Baroque"])] * 8
+              + [_t(["Hard Rock"])] * 2 + [_t([])] * 4 + [_t(["Soundtrack"])] * 9)
+    lab = label_tracks(tracks, min_tracks=8, user_map={normalise("Soundtrack"): "-"})
+    assert lab.labels == ("Alternative Rock", "Classical")  # most tracks first; the first genre counts
+    assert lab.merged == {"Alternative Rock": ["Alt. Rock"]}
+    assert lab.dropped == {"Hard Rock": 2, "Soundtrack (mapped to -)": 9}
+    assert lab.untagged == 4 and len(lab.tracks) == 16
+
+
+def test_map_renames_a_genre():
+    lab = label_tracks([_t(["Electro Rock"])] * 3 + [_t(["Electronic"])] * 3 + [_t(["Jazz"])] * 3, min_tracks=3,
+                       user_map={normalise("Electro Rock"): "Electronic"})
+    assert lab.labels == ("Electronic", "Jazz")
+    assert sorted(lab.y.tolist()) == [0] * 6 + [1] * 3
+
+
+def _strip_genre(path: Path) -> None:
+    from mutagen.id3 import ID3
+
+    tags = ID3(str(path))
+    tags.delall("TCON")
+    tags.save(str(path))
+
+
+@pytest.mark.slow
+def test_learn_from_two_thirds_then_tag_the_stripped_third(tmp_path, monkeypatch):
+    """A user's session: learn from the tagged part of a library, then tag the untagged part with the
+    learned model; the written genres agree with the tags that were stripped. Re-learning after
+    adding files embeds only the new ones."""
+    from click.testing import CliRunner
+
+    from gtag.cli import main
+    from gtag.tags import read_genres
+
+    music = need(LIBRARY / "music")
+    monkeypatch.setenv("GTAG_CACHE", str(tmp_path / "cache.sqlite3"))
+    monkeypatch.setenv("GTAG_USER_MODELS", str(tmp_path / "models"))
+    lib, held = tmp_path / "lib", tmp_path / "held"
+    truth = {}
+    for folder in ("classical", "electronic", "rock"):
+        files = sorted((music / folder).glob("*.mp3"))[:12]
+        for i, f in enumerate(files):
+            dst = (held if i % 3 == 0 else lib) / folder / f.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dst)
+            dst.chmod(0o644)
+            if i % 3 == 0:
+                truth[dst] = read_genres(dst)[0]
+                _strip_genre(dst)
+    # hold back two tracks per genre to add later
+    later = tmp_path / "later"
+    for folder in ("classical", "electronic", "rock"):
+        for f in sorted((lib / folder).glob("*.mp3"))[:2]:
+            (later / folder).mkdir(parents=True, exist_ok=True)
+            shutil.move(str(f), later / folder / f.name)
+    runner = CliRunner()
+    r = runner.invoke(main, ["learn", str(lib), "--name", "mine", "--min-tracks", "4"])
+    assert r.exit_code == 0, r.output
+    first = re.search(r"embedded (\d+) new tracks; 0 came from the cache", r.output)
+    assert first and int(first.group(1)) >= 16, r.output
+    manifest = json.loads((tmp_path / "models" / "mine" / "manifest.json").read_text())
+    entry = manifest["models"][0]
+    assert {"balanced_accuracy", "per_genre", "confusion"} <= set(entry["metrics"]["cv_track"])
+    assert entry["abstain"]["min_probability"] >= 0
+    for folder in ("classical", "electronic", "rock"):
+        for f in (later / folder).glob("*.mp3"):
+            shutil.move(str(f), lib / folder / f.name)
+    r = runner.invoke(main, ["learn", str(lib), "--name", "mine", "--min-tracks", "4"])
+    assert r.exit_code == 0, r.output
+    assert re.search(rf"embedded [1-6] new tracks; {first.group(1)} came from the cache", r.output), r.output
+
+    report = tmp_path / "r.json"
+    r = runner.invoke(main, ["tag", "--models", "mine", "--min-confidence", "0", "--no-cache", "-j", "1",
+                             "--report", str(report), str(held)])
+    assert r.exit_code == 0, r.output
+    written = {Path(d["path"]): d["written"] for d in json.loads(report.read_text())}
+    right = sum(written[p] == [g] for p, g in truth.items())
+    assert right >= 0.75 * len(truth), (written, truth)
+    for p, g in truth.items():  # and it really is in the files now
+        assert read_genres(p) == written[p]
