@@ -88,6 +88,7 @@ class TagOptions:
     write_confidence: bool = False  # also record GTAG_CONFIDENCE and GTAG_SOURCE custom tags
     backend: str = "local"  # "local" (process pool) or "ray" (a Ray cluster)
     ray_address: str | None = None  # Ray cluster address; None starts a local Ray instance
+    separator: str | None = None  # join several genres into one value with this (config file)
 
 
 @dataclass
@@ -196,7 +197,7 @@ class Tagger:
         """Read the existing tag first: a file that keeps its genre needs no analysis at all."""
         try:
             rec.format = tags.format_name(path)
-            rec.existing = tags.read_genres(path)
+            rec.existing = tags.read_genres(path, self.opts.separator)
         except tags.TagError as exc:
             rec.status, rec.error = FAILED, _short_error(exc, path)
             return False
@@ -278,7 +279,8 @@ class Tagger:
         if not rec.genres:
             rec.status = SKIPPED_LOW_CONFIDENCE
             return
-        rec.written = list(rec.genres)
+        # What the container holds: ID3v2.3 without a separator keeps the top genre only.
+        rec.written = tags.fit_genres(rec.format or "", rec.genres, self.opts.separator)
         extra = None
         if self.opts.write_confidence:
             extra = {"GTAG_CONFIDENCE": f"{pred.confidence:.3f}",
@@ -290,7 +292,7 @@ class Tagger:
             rec.status = WOULD_TAG
             return
         try:
-            tags.write_genres(path, rec.written, extra)
+            tags.write_genres(path, rec.written, extra, self.opts.separator)
         except (tags.TagError, OSError) as exc:
             rec.status, rec.error, rec.written = FAILED, _short_error(exc, path), []
             return
