@@ -15,19 +15,18 @@ import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import __version__, tags
+from . import __version__, genres, tags
+from .album import album_vote, group_albums
 from .audio import AudioLoadError
 from .cache import PredictionCache
+from .config import DEFAULT_NAMES, GenrePolicy
 from .pipeline import Prediction, Predictor, analyse_file, cache_record, predict_in_worker, prediction_from_cache
 
-# What gtag writes for each GTZAN label: the ID3v1/Winamp genre names that players and beets know.
-DISPLAY_NAMES = {
-    "blues": "Blues", "classical": "Classical", "country": "Country", "disco": "Disco",
-    "hiphop": "Hip-Hop", "jazz": "Jazz", "metal": "Metal", "pop": "Pop", "reggae": "Reggae", "rock": "Rock",
-}  # fmt: skip
+# What gtag writes for each GTZAN label by default (the config file's [names] can change them).
+DISPLAY_NAMES = DEFAULT_NAMES
 
 # Record statuses (the `status` field of the report).
 TAGGED = "tagged"
@@ -89,6 +88,9 @@ class TagOptions:
     backend: str = "local"  # "local" (process pool) or "ray" (a Ray cluster)
     ray_address: str | None = None  # Ray cluster address; None starts a local Ray instance
     separator: str | None = None  # join several genres into one value with this (config file)
+    policy: GenrePolicy = field(default_factory=GenrePolicy)  # names, whitelist, exclude list
+    merge: bool = False  # add to the genres a file has (no doubles) instead of skipping it
+    album: bool = False  # tracks of one album vote together and get the same genre(s)
 
 
 @dataclass
@@ -107,6 +109,8 @@ class Record:
     format: str | None = None
     cached: bool = False
     error: str | None = None
+    album: dict | None = None  # --album: the album's key, tracks, vote and confidence
+    prediction: Prediction | None = field(default=None, repr=False, compare=False)  # not reported
 
     def to_json(self, top_k: int) -> dict:
         d: dict = {"path": self.path, "status": self.status, "format": self.format}
@@ -118,21 +122,28 @@ class Record:
                  probabilities=self.probabilities, models=self.models, cached=self.cached)
         if self.error:
             d["error"] = self.error
+        if self.album is not None:
+            d["album"] = self.album
         return d
 
 
-def choose_genres(pred: Prediction, min_confidence: float, top_k: int) -> list[str]:
+def choose_genres(pred: Prediction, min_confidence: float, top_k: int,
+                  policy: GenrePolicy | None = None) -> list[str]:
     """Labels to write: the top-k genres whose probability reaches ``min_confidence`` (none when
-    even the best one does not: no tag is better than a guess)."""
-    return [g for g, p in pred.top(top_k) if p >= min_confidence]
+    even the best one does not: no tag is better than a guess), among those the config's
+    whitelist and exclude list allow (probabilities are not renormalised)."""
+    ranked = pred.top(len(pred.labels))
+    if policy is not None:
+        ranked = [(g, p) for g, p in ranked if policy.allowed(g)]
+    return [g for g, p in ranked[:top_k] if p >= min_confidence]
 
 
 def _fill(rec: Record, pred: Prediction, opts: TagOptions) -> None:
-    rec.genre = display_name(pred.genre)
+    rec.genre = opts.policy.name(pred.genre)
     rec.confidence = round(pred.confidence, 4)
     rec.probabilities = {lab: round(float(p), 4) for lab, p in zip(pred.labels, pred.probabilities)}
     rec.models = {n: {lab: round(float(x), 4) for lab, x in zip(pred.labels, p)} for n, p in pred.models.items()}
-    rec.genres = [display_name(g) for g in choose_genres(pred, opts.min_confidence, opts.top_k)]
+    rec.genres = [opts.policy.name(g) for g in choose_genres(pred, opts.min_confidence, opts.top_k, opts.policy)]
 
 
 def _short_error(exc: BaseException, path: Path) -> str:
@@ -201,12 +212,15 @@ class Tagger:
         except tags.TagError as exc:
             rec.status, rec.error = FAILED, _short_error(exc, path)
             return False
-        if rec.existing and not self.opts.force:
+        if rec.existing and not (self.opts.force or self.opts.merge):
             rec.status = SKIPPED_HAS_GENRE
             return False
         return True
 
     def run(self, paths: Iterable[Path]) -> Iterator[Record]:
+        if self.opts.album:
+            yield from self._run_albums(list(paths))
+            return
         jobs = max(1, self.opts.jobs)
         if jobs == 1 and self.opts.backend == "local":
             for path in paths:
@@ -262,7 +276,59 @@ class Tagger:
         hit = self.cache.get(path)
         return prediction_from_cache(str(path), hit) if hit else None
 
+    def _run_albums(self, paths: list[Path]) -> Iterator[Record]:
+        """--album: predict every track of an album (through the usual pool, cache and order), then
+        decide once for the album from the mean of its tracks' probabilities and write each track.
+
+        Tracks that keep their genre by policy still vote, so a resumed run finds the same album
+        genre as the interrupted one (their predictions come from the cache)."""
+        groups = group_albums(paths)
+        ordered = [p for _, members in groups for p in members]
+        key_of = {p: key for key, members in groups for p in members}
+        # Predict only: every track (force), nothing written (dry run); the decision comes after.
+        predict_only = Tagger(self.predictor, replace(self.opts, album=False, force=True, merge=False,
+                                                      dry_run=True), self.cache)
+        batch: list[tuple[Path, Record]] = []
+        for rec in predict_only.run(ordered):
+            path = Path(rec.path)
+            if batch and key_of[Path(batch[0][1].path)] != key_of[path]:
+                yield from self._decide_album(key_of[batch[0][0]], batch)
+                batch = []
+            batch.append((path, rec))
+        if batch:
+            yield from self._decide_album(key_of[batch[0][0]], batch)
+
+    def _decide_album(self, key: str, batch: list[tuple[Path, Record]]) -> Iterator[Record]:
+        preds = [rec.prediction for _, rec in batch if rec.prediction is not None]
+        vote = album_vote(preds) if preds else None
+        summary = None
+        if vote is not None:
+            chosen = [self.opts.policy.name(g) for g in choose_genres(vote, self.opts.min_confidence, self.opts.top_k, self.opts.policy)]
+            summary = {"key": key, "tracks": len(batch), "voters": len(preds),
+                       "genre": self.opts.policy.name(vote.genre), "genres": chosen,
+                       "confidence": round(vote.confidence, 4),
+                       "probabilities": {lab: round(float(p), 4) for lab, p in zip(vote.labels, vote.probabilities)}}
+        for path, rec in batch:
+            rec.album = summary
+            if rec.status == FAILED or vote is None:
+                yield rec
+                continue
+            own = (rec.probabilities, rec.models)
+            rec.status = ""
+            if rec.existing and not (self.opts.force or self.opts.merge):
+                rec.status = SKIPPED_HAS_GENRE  # voted, keeps its genre
+            else:
+                self._decide_and_write(path, rec, vote)
+            rec.probabilities, rec.models = own  # the report keeps each track's own vote
+            yield rec
+
     def _predict_and_write(self, path: Path, rec: Record, compute: Callable[[], Prediction] | None) -> None:
+        pred = self._predict(path, rec, compute)
+        if pred is not None:
+            self._decide_and_write(path, rec, pred)
+
+    def _predict(self, path: Path, rec: Record, compute: Callable[[], Prediction] | None) -> Prediction | None:
+        """The file's prediction (from the cache, or computed and cached); None after a failure."""
         pred = self._cached(path)
         rec.cached = pred is not None
         try:
@@ -274,13 +340,20 @@ class Tagger:
                     self.cache.put(path, cache_record(pred))
         except (AudioLoadError, ValueError, OSError) as exc:
             rec.status, rec.error = FAILED, _short_error(exc, path)
-            return
+            return None
+        _fill(rec, pred, self.opts)
+        rec.prediction = pred
+        return pred
+
+    def _decide_and_write(self, path: Path, rec: Record, pred: Prediction) -> None:
+        """Apply the policy to ``pred`` (the file's own, or its album's) and write when needed."""
         _fill(rec, pred, self.opts)
         if not rec.genres:
             rec.status = SKIPPED_LOW_CONFIDENCE
             return
+        chosen = genres.merge(rec.existing, rec.genres) if self.opts.merge else rec.genres
         # What the container holds: ID3v2.3 without a separator keeps the top genre only.
-        rec.written = tags.fit_genres(rec.format or "", rec.genres, self.opts.separator)
+        rec.written = tags.fit_genres(rec.format or "", chosen, self.opts.separator)
         extra = None
         if self.opts.write_confidence:
             extra = {"GTAG_CONFIDENCE": f"{pred.confidence:.3f}",
@@ -298,7 +371,7 @@ class Tagger:
             return
         rec.status = TAGGED
         if self.cache is not None:  # same audio, new size/mtime: keep the re-run instant
-            self.cache.put(path, cache_record(pred))
+            self.cache.put(path, cache_record(rec.prediction or pred))
 
 
 def _has_extra(path: Path, extra: dict[str, str] | None) -> bool:

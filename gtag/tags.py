@@ -52,6 +52,7 @@ __all__ = [
     "TagStyle",
     "UnsupportedFormat",
     "fit_genres",
+    "read_album",
     "format_name",
     "read_extra",
     "read_genres",
@@ -348,6 +349,28 @@ def _read_genres(spec: FormatSpec, audio: mutagen.FileType, separator: str | Non
         return []
     values = [v for v in _get(spec.style, audio.tags, spec.style.genre_key) if v]
     return _split_read(values, _is_id3v23(spec, audio), separator)
+
+
+# Album and album artist keys per container (mediafile's), for `gtag tag --album`.
+ALBUM_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "id3": (("TALB",), ("TPE2",)),
+    "mp4": (("\xa9alb",), ("aART",)),
+    "vorbis": (("ALBUM",), ("ALBUMARTIST", "ALBUM ARTIST", "ALBUM_ARTIST")),
+    "asf": (("WM/AlbumTitle",), ("WM/AlbumArtist",)),
+    "ape": (("Album",), ("Album Artist", "AlbumArtist")),
+}
+
+
+def read_album(path: str | os.PathLike[str]) -> tuple[str | None, str | None]:
+    """(album, album artist) from ``path``'s tag; None for each one that is absent or empty."""
+    spec, audio = _open(Path(path))
+    if audio.tags is None:
+        return None, None
+    found = []
+    for keys in ALBUM_KEYS[spec.style.container]:
+        values = [v.strip() for key in keys for v in _get(spec.style, audio.tags, key) if v.strip()]
+        found.append(values[0] if values else None)
+    return found[0], found[1]
 
 
 def read_extra(path: str | os.PathLike[str], name: str) -> str | None:
