@@ -203,6 +203,7 @@ class Tagger:
         self.predictor = predictor
         self.opts = opts
         self.cache = cache
+        self.keep_predictions = False  # --album's prediction pass needs them after each record
 
     def _needs_prediction(self, path: Path, rec: Record) -> bool:
         """Read the existing tag first: a file that keeps its genre needs no analysis at all."""
@@ -289,6 +290,7 @@ class Tagger:
         predict_only = Tagger(self.predictor, replace(self.opts, album=False, force=True, merge=False,
                                                       dry_run=True), self.cache)
         batch: list[tuple[Path, Record]] = []
+        predict_only.keep_predictions = True
         for rec in predict_only.run(ordered):
             path = Path(rec.path)
             if batch and key_of[Path(batch[0][1].path)] != key_of[path]:
@@ -320,12 +322,15 @@ class Tagger:
             else:
                 self._decide_and_write(path, rec, vote)
             rec.probabilities, rec.models = own  # the report keeps each track's own vote
+            rec.prediction = None
             yield rec
 
     def _predict_and_write(self, path: Path, rec: Record, compute: Callable[[], Prediction] | None) -> None:
         pred = self._predict(path, rec, compute)
         if pred is not None:
             self._decide_and_write(path, rec, pred)
+        if not self.keep_predictions:  # the caller may keep every record: not their window arrays too
+            rec.prediction = None
 
     def _predict(self, path: Path, rec: Record, compute: Callable[[], Prediction] | None) -> Prediction | None:
         """The file's prediction (from the cache, or computed and cached); None after a failure."""
