@@ -359,6 +359,8 @@ class Tagger:
         chosen = genres.merge(rec.existing, rec.genres) if self.opts.merge else rec.genres
         # What the container holds: ID3v2.3 without a separator keeps the top genre only.
         rec.written = tags.fit_genres(rec.format or "", chosen, self.opts.separator)
+        if self.opts.merge and len(rec.written) < len(chosen):
+            rec.written = list(rec.existing)  # merging never drops a genre the file has: no room, no write
         extra = None
         if self.opts.write_confidence:
             extra = {"GTAG_CONFIDENCE": f"{pred.confidence:.3f}",
@@ -401,8 +403,10 @@ def write_report(records: list[Record], path: Path, top_k: int) -> None:
     if path.suffix.lower() == ".csv":
         labels = sorted({lab for r in records for lab in r.probabilities})
         models = sorted({m for r in records for m in r.models})
+        albums = any(r.album for r in records)  # --album: the album and its vote, after the error
         head = ["path", "status", "format", "genre", "genres", "confidence", "existing", "written", "cached",
-                "error"] + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
+                "error"] + (["album", "album_genres", "album_confidence"] if albums else []) \
+            + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
         with tmp.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(head)
@@ -410,6 +414,8 @@ def write_report(records: list[Record], path: Path, top_k: int) -> None:
                 w.writerow([r.path, r.status, r.format or "", r.genre or "", ";".join(r.genres),
                             "" if r.confidence is None else r.confidence, ";".join(r.existing),
                             ";".join(r.written), int(r.cached), r.error or ""]
+                           + ([(r.album or {}).get("key", ""), ";".join((r.album or {}).get("genres", [])),
+                               (r.album or {}).get("confidence", "")] if albums else [])
                            + [r.probabilities.get(lab, "") for lab in labels]
                            + [r.models.get(m, {}).get(lab, "") for m in models for lab in labels])
     else:

@@ -244,3 +244,47 @@ def test_album_vote(tmp_path: Path, gtag_tag) -> None:  # noqa: F811
     assert {Path(r["path"]).name: r["status"] for r in forced.report} == {
         "classical.flac": "unchanged", "metal.ogg": "unchanged", "a.wav": "unchanged", "b.wav": "unchanged",
         "c.wav": "unchanged", "d.mp3": "tagged"}
+
+
+def test_merge_never_drops_a_genre_id3v23(tmp_path: Path, gtag_tag) -> None:  # noqa: F811
+    # ID3v2.3 keeps one value: with two genres there already (joined with '/', as Picard writes
+    # them) and no separator configured, --merge has no room and leaves the file as it is.
+    from mutagen.id3 import ID3, TCON
+
+    lib = make_lib(tmp_path / "lib", ["blues_v23_untagged.mp3"])
+    path = lib / "blues_v23_untagged.mp3"
+    tag = ID3()
+    tag.add(TCON(encoding=3, text=["Polka/Ska"]))
+    tag.save(path, v2_version=3)
+    before = snapshot(lib)
+    run = gtag_tag("--merge", path)
+    assert run.report[0]["existing"] == ["Polka", "Ska"]
+    assert run.report[0]["status"] == "unchanged" and snapshot(lib) == before
+
+
+@pytest.mark.slow
+def test_album_vote_with_worker_processes(tmp_path: Path, gtag_tag) -> None:  # noqa: F811
+    root = make_lib(tmp_path / "lib", wavs={"a.wav": 4, "b.wav": 5, "c.wav": 3})
+    one = gtag_tag("--album", "--dry-run", "--no-cache", root)
+    two = gtag_tag("--album", "--dry-run", "--no-cache", "--jobs", "2", root)
+    assert one.code == two.code == 0, two.stderr
+    assert [r["album"] for r in one.report] == [r["album"] for r in two.report]
+    assert {r["status"] for r in two.report} == {"would tag"}
+    assert len({tuple(r["written"]) for r in two.report}) == 1
+
+
+def test_album_report_csv(tmp_path: Path, tiny_models: Path) -> None:
+    import csv
+
+    from click.testing import CliRunner
+
+    from gtag.cli import main
+
+    root = make_lib(tmp_path / "lib", wavs={"a.wav": 4, "b.wav": 3})
+    report = tmp_path / "r.csv"
+    result = CliRunner().invoke(main, ["tag", "--models", str(tiny_models), "--jobs", "1", "--no-cache", "--album",
+                                       "--dry-run", "--report", str(report), str(root)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(report.open()))
+    assert len(rows) == 2 and rows[0]["album"] == rows[1]["album"] == f"folder {root}"
+    assert rows[0]["album_genres"] == rows[0]["written"] == rows[1]["written"]
