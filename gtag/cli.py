@@ -47,7 +47,7 @@ def _predictor(models_dir: str | None, model: tuple[str, ...], device: str):
 
 model_options = [
     click.option("--model", "-m", multiple=True, metavar="NAME[,NAME]",
-                 help="Models to use, voting equally (repeat or comma-separate); default: the ensemble (models with a vote weight above zero, with those weights)."),
+                 help="Models to use, voting equally (repeat or comma-separate); default: the config file's models (gtag tag), else the ensemble (models with a vote weight above zero, with those weights)."),
     click.option("--models", "models_dir", type=click.Path(exists=True, file_okay=False), default=None,
                  help="Folder with manifest.json and ONNX files (default: the shipped models, or $GTAG_MODELS)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,

@@ -130,7 +130,7 @@ ASF_STYLE = TagStyle(
     # mutagen puts the first value in the Extended Content Description object and the others in
     # the Metadata Library object; gtag moves that object's Header Extension after the former,
     # so readers that go through the file in order (TagLib, kid3, exiftool) see the genres in
-    # order.  libavformat keeps one value per key, the last it reads (see README).
+    # order.  libavformat (through PyAV) then reports the last value it reads (see README).
     multi_value="one WM/Genre attribute per value, in file order",
     # Windows Media Player also writes WM/GenreID; a stale one would contradict the new genre.
     stale_keys=("WM/GenreID",),
@@ -488,9 +488,12 @@ def write_genres(
             if style.container == "asf":
                 _asf_in_file_order(audio)
             audio.save()
-        info = spec.name == "wav" and riffinfo.write_info(
-            tmp, {"IGNR": _info_genre(genres, separator)}, prefix=TEMP_PREFIX
-        )
+        info = False
+        if spec.name == "wav":
+            try:
+                info = riffinfo.write_info(tmp, {"IGNR": _info_genre(genres, separator)}, prefix=TEMP_PREFIX)
+            except riffinfo.RiffError:
+                pass  # a chunk list mutagen accepts but that cannot be walked: the ID3 chunk only, as ever
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
 
