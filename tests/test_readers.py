@@ -92,3 +92,12 @@ def test_readme_table_matches() -> None:
     for fmt, *shown in MATRIX.values():
         assert (fmt, *shown) in rows, f"README reader table lacks the row for {fmt}: {shown}"
     assert re.search(r"mediafile.*libavformat.*TagLib", text), "README table header"
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("name", MATRIX)
+def test_reader_shows_one_joined_value_with_a_separator(name: str, reader: str, tmp_path: Path) -> None:
+    """With the config's separator, two genres are one value that every reader shows whole."""
+    path = _copy(name, tmp_path)
+    write_genres(path, TWO, separator="; ")
+    assert READERS[reader](path) == "Jazz; Blues"

@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 import mutagen
+import numpy as np
 import pytest
 from mutagen.apev2 import APEv2
 from mutagen.asf import ASF
@@ -559,3 +560,34 @@ def test_wma_genres_in_file_order(tmp_path: Path) -> None:
     positions = [data.find(g.encode("utf-16-le")) for g in ("Jazz", "Blues", "Rock")]
     assert -1 not in positions and positions == sorted(positions)
     assert read_genres(path) == ["Jazz", "Blues", "Rock"]
+
+
+def _wav_with_chunks(path: Path, chunks: list[tuple[bytes, bytes]]) -> Path:
+    """A RIFF/WAVE file made of the given (id, data) chunks, padded as RIFF requires."""
+    body = b"WAVE" + b"".join(struct.pack("<4sI", cid, len(d)) + d + b"\0" * (len(d) & 1) for cid, d in chunks)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_wav_info_after_the_audio_and_odd_sizes(tmp_path: Path) -> None:
+    """INFO after the data chunk, odd-length items and an odd-length chunk before it, and another
+    LIST (adtl) that is not INFO: only the INFO list changes, and every size and pad stays valid."""
+    import soundfile as sf
+
+    from gtag import riffinfo
+
+    rng = np.random.default_rng(1)
+    src = tmp_path / "src.wav"
+    sf.write(src, (0.1 * rng.standard_normal(22050)).astype("float32"), 22050, subtype="PCM_16")
+    fmt, data = dict(_riff_chunks(src))[b"fmt "], dict(_riff_chunks(src))[b"data"]
+    info = b"INFO" + b"IART\x04\x00\x00\x00Abc\x00" + b"ICMT\x03\x00\x00\x00hi\x00\x00"
+    adtl = b"adtl" + b"labl\x05\x00\x00\x00\x01\x00\x00\x00x\x00"
+    path = _wav_with_chunks(tmp_path / "odd.wav", [(b"fmt ", fmt), (b"data", data), (b"junk", b"odd"),
+                                                   (b"LIST", adtl), (b"LIST", info)])
+    write_genres(path, ["Hip-Hop"])
+    after = _riff_chunks(path)  # also checks the RIFF size
+    assert [c for c, _ in after] == [b"fmt ", b"data", b"junk", b"LIST", b"LIST", b"id3 "]
+    assert after[1][1] == data and after[2][1] == b"odd" and after[3][1] == adtl
+    assert riffinfo.read_info(path) == [{"IART": "Abc", "ICMT": "hi", "IGNR": "Hip-Hop"}]
+    assert sf.read(path)[0].shape == (22050,)
+    assert read_genres(path) == ["Hip-Hop"]
