@@ -289,11 +289,11 @@ class Tagger:
         # Predict only: every track (force), nothing written (dry run); the decision comes after.
         predict_only = Tagger(self.predictor, replace(self.opts, album=False, force=True, merge=False,
                                                       dry_run=True), self.cache)
-        batch: list[tuple[Path, Record]] = []
         predict_only.keep_predictions = True
+        batch: list[tuple[Path, Record]] = []
         for rec in predict_only.run(ordered):
             path = Path(rec.path)
-            if batch and key_of[Path(batch[0][1].path)] != key_of[path]:
+            if batch and key_of[batch[0][0]] != key_of[path]:
                 yield from self._decide_album(key_of[batch[0][0]], batch)
                 batch = []
             batch.append((path, rec))
@@ -305,7 +305,8 @@ class Tagger:
         vote = album_vote(preds) if preds else None
         summary = None
         if vote is not None:
-            chosen = [self.opts.policy.name(g) for g in choose_genres(vote, self.opts.min_confidence, self.opts.top_k, self.opts.policy)]
+            opts = self.opts
+            chosen = [opts.policy.name(g) for g in choose_genres(vote, opts.min_confidence, opts.top_k, opts.policy)]
             summary = {"key": key, "tracks": len(batch), "voters": len(preds),
                        "genre": self.opts.policy.name(vote.genre), "genres": chosen,
                        "confidence": round(vote.confidence, 4),
