@@ -40,7 +40,8 @@ class ConfigError(ValueError):
 class GenrePolicy:
     """Which labels gtag may write, and under which names."""
 
-    names: Mapping[str, str] = field(default_factory=lambda: DEFAULT_NAMES)  # label -> written name
+    # label -> written name; a plain dict, so that options pickle (worker processes, Ray)
+    names: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NAMES))
     only: frozenset[str] = frozenset()  # whitelist (normalised label or name keys); empty: all
     exclude: frozenset[str] = frozenset()  # never written (normalised label or name keys)
 
@@ -121,7 +122,7 @@ def parse_config(data: Mapping[str, object], source: Path | None = None) -> Conf
         if not isinstance(name, str) or not name.strip() or "\0" in name:
             raise TypeError(f"names.{label} must be a non-empty string")
     policy = GenrePolicy(
-        names=MappingProxyType({**DEFAULT_NAMES, **{k: v.strip() for k, v in names.items()}}),
+        names={**DEFAULT_NAMES, **{k: v.strip() for k, v in names.items()}},
         only=_keys(data, "only"),
         exclude=_keys(data, "exclude"),
     )

@@ -287,3 +287,14 @@ def test_album_report_csv(tmp_path: Path, tiny_models: Path) -> None:
     rows = list(csv.DictReader(report.open()))
     assert len(rows) == 2 and rows[0]["album"] == rows[1]["album"] == f"folder {root}"
     assert rows[0]["album_genres"] == rows[0]["written"] == rows[1]["written"]
+
+
+def test_options_with_a_config_pickle(tmp_path: Path) -> None:
+    """Options cross process boundaries (worker pools, Ray): a config's policy must travel too."""
+    import pickle
+
+    from gtag.tagger import TagOptions
+
+    cfg = load_config(_config(tmp_path, 'exclude = ["disco"]\n[names]\nhiphop = "Hip Hop"\n'))
+    opts = pickle.loads(pickle.dumps(TagOptions(policy=cfg.policy, separator="; ")))
+    assert opts.policy.name("hiphop") == "Hip Hop" and not opts.policy.allowed("disco")
