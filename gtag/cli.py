@@ -60,7 +60,7 @@ def _predictor(models_dir: str | None, model: tuple[str, ...], device: str):
 
 model_options = [
     click.option("--model", "-m", multiple=True, metavar="NAME[,NAME]",
-                 help="Models to use, voting equally (repeat or comma-separate); default: the ensemble (models with a vote weight above zero, with those weights)."),
+                 help="Models to use, voting equally (repeat or comma-separate); default: the config file's models (gtag tag), else the ensemble (models with a vote weight above zero, with those weights)."),
     click.option("--models", "models_dir", metavar="NAME|DIR", default=None,
                  help="A model learned with gtag learn (by name), or a folder with manifest.json and ONNX files "
                       "(default: the shipped models, or $GTAG_MODELS)."),
@@ -168,11 +168,18 @@ def _print_prediction(pred, top: int, reason: str | None = None) -> None:
 @with_model_options
 @click.option("--dry-run", "-n", is_flag=True, help="Show existing → proposed genre for each file; change nothing.")
 @click.option("--force", "--overwrite", "force", is_flag=True, help="Also retag files that already have a genre.")
+@click.option("--merge", is_flag=True,
+              help="Add the predicted genres to the ones a file has (no doubles in any spelling) instead of skipping it.")
+@click.option("--album", is_flag=True,
+              help="Tracks of one album (album + album artist tags, else the folder) vote together and get one genre.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Config file (TOML): genre names, whitelist, exclude list, separator, defaults; "
+                   "default: config.toml in the user config folder, or $GTAG_CONFIG.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
-              show_default="the models' abstain rule",
+              show_default="the config's, else the models' abstain rule",
               help="Write nothing for a file whose voted genre is less probable than this; 0 always writes. "
                    "Default: the models' own rule (calibrated probability, 'none of my genres', distance).")
-@click.option("--top-k", type=click.IntRange(1, 10), default=1, show_default=True,
+@click.option("--top-k", type=click.IntRange(1, 10), default=None, show_default="1, or the config's",
               help="Write up to K genres (each at least --min-confidence probable).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None, show_default="all cores, fewer if memory is short",
               help="Processes decoding, analysing and predicting files in parallel (~0.5 GB each; the default plans 0.75 GB).")
@@ -188,7 +195,8 @@ def _print_prediction(pred, top: int, reason: str | None = None) -> None:
 @click.option("--address", "ray_address", default=None, metavar="ADDR",
               help="Ray cluster address (e.g. ray://head:10001 or auto); default: start Ray locally.")
 def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str, dry_run: bool,
-        force: bool, min_confidence: float | None, top_k: int, jobs: int, report: Path | None,
+        force: bool, merge: bool, album: bool, config_path: Path | None, min_confidence: float | None,
+        top_k: int | None, jobs: int, report: Path | None,
         write_confidence: bool, cache_path: Path | None, no_cache: bool, backend: str,
         ray_address: str | None) -> None:
     """Predict the genre of every audio file under PATHS and write it into the file's tags."""
@@ -200,12 +208,26 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
 
     if report is not None and report.suffix.lower() not in (".json", ".csv"):
         raise click.BadParameter("must end in .json or .csv", param_hint="--report")
-    predictor = _predictor(models_dir, model, device)
+    if merge and force:
+        raise click.UsageError("--merge adds to a file's genres and --force replaces them: pick one")
+    config = _load_config(config_path)
+    # Flags win over the config file, which wins over the built-in defaults.
+    # None: neither the flag nor the config sets one, so the models' own abstain rule decides
+    min_confidence = min_confidence if min_confidence is not None else config.min_confidence
+    top_k = top_k if top_k is not None else (config.top_k or 1)
+    predictor = _predictor(models_dir, model or config.models or (), device)
+    labels = sorted({lab for labs in predictor.labels.values() for lab in labs})
+    unknown = config.policy.unknown(labels)
+    if unknown:  # a typo would otherwise silently whitelist or exclude nothing
+        err.print(f"[red]error:[/] config {escape(str(config.source))}: unknown genre "
+                  f"{escape(', '.join(unknown))} (labels: {', '.join(labels)})")
+        sys.exit(EXIT_USAGE)
     files = list(walk(paths))
     if jobs is None:  # all usable cores, as memory allows; no more workers than files to share
         jobs = max(1, min(default_jobs(), len(files)))
     opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k, jobs=jobs,
-                      write_confidence=write_confidence, backend=backend, ray_address=ray_address)
+                      write_confidence=write_confidence, backend=backend, ray_address=ray_address,
+                      separator=config.separator, policy=config.policy, merge=merge, album=album)
     cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
     records: list[Record] = []
     interrupted = False
@@ -215,6 +237,8 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
         with progress:
             task = progress.add_task("dry run" if dry_run else "tagging", total=len(files), rate="")
             for rec in Tagger(predictor, opts, cache).run(files):
+                if rec.album is not None and (not records or records[-1].album is not rec.album):
+                    _print_album(rec.album, progress.console)
                 records.append(rec)
                 elapsed = progress.tasks[0].elapsed or 0
                 progress.update(task, advance=1, rate=f"{len(records) / elapsed:.1f} files/s" if elapsed else "")
@@ -232,6 +256,26 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     if interrupted:
         sys.exit(130)
     sys.exit(EXIT_SOME_FAILED if any(r.status == FAILED for r in records) else EXIT_OK)
+
+
+def _load_config(path: Path | None):
+    """The config file, or one error line and exit code 2 when it is invalid."""
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        sys.exit(EXIT_USAGE)
+
+
+def _print_album(album: dict, console: Console) -> None:
+    """The album vote, shown once before its tracks."""
+    ranked = sorted(album["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+    shown = ", ".join(f"{lab} {p:.0%}" for lab, p in ranked)
+    chosen = "; ".join(album["genres"]) or "nothing (low confidence)"
+    console.print(f"[bold]album {escape(album['key'])}[/] ({album['voters']} of {album['tracks']} tracks voted): "
+                  f"[green]{escape(chosen)}[/] [dim]({shown})[/]")
 
 
 def _print_record(rec, dry_run: bool, console: Console) -> None:

@@ -15,19 +15,18 @@ import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import __version__, tags
+from . import __version__, genres, tags
+from .album import album_vote, group_albums
 from .audio import AudioLoadError
 from .cache import PredictionCache
+from .config import DEFAULT_NAMES, GenrePolicy
 from .pipeline import Prediction, Predictor, analyse_file, cache_record, predict_in_worker, prediction_from_cache
 
-# What gtag writes for each GTZAN label: the ID3v1/Winamp genre names that players and beets know.
-DISPLAY_NAMES = {
-    "blues": "Blues", "classical": "Classical", "country": "Country", "disco": "Disco",
-    "hiphop": "Hip-Hop", "jazz": "Jazz", "metal": "Metal", "pop": "Pop", "reggae": "Reggae", "rock": "Rock",
-}  # fmt: skip
+# What gtag writes for each GTZAN label by default (the config file's [names] can change them).
+DISPLAY_NAMES = DEFAULT_NAMES
 
 # Record statuses (the `status` field of the report).
 TAGGED = "tagged"
@@ -95,6 +94,10 @@ class TagOptions:
     write_confidence: bool = False  # also record GTAG_CONFIDENCE and GTAG_SOURCE custom tags
     backend: str = "local"  # "local" (process pool) or "ray" (a Ray cluster)
     ray_address: str | None = None  # Ray cluster address; None starts a local Ray instance
+    separator: str | None = None  # join several genres into one value with this (config file)
+    policy: GenrePolicy = field(default_factory=GenrePolicy)  # names, whitelist, exclude list
+    merge: bool = False  # add to the genres a file has (no doubles) instead of skipping it
+    album: bool = False  # tracks of one album vote together and get the same genre(s)
 
 
 @dataclass
@@ -114,6 +117,8 @@ class Record:
     cached: bool = False
     error: str | None = None
     reason: str | None = None  # why no genre was written (skipped: uncertain)
+    album: dict | None = None  # --album: the album's key, tracks, vote and confidence
+    prediction: Prediction | None = field(default=None, repr=False, compare=False)  # not reported
 
     def to_json(self, top_k: int) -> dict:
         d: dict = {"path": self.path, "status": self.status, "format": self.format}
@@ -127,21 +132,28 @@ class Record:
             d["error"] = self.error
         if self.reason:
             d["reason"] = self.reason
+        if self.album is not None:
+            d["album"] = self.album
         return d
 
 
-def choose_genres(pred: Prediction, min_confidence: float, top_k: int) -> list[str]:
+def choose_genres(pred: Prediction, min_confidence: float, top_k: int,
+                  policy: GenrePolicy | None = None) -> list[str]:
     """Labels to write: the top-k genres whose probability reaches ``min_confidence`` (none when
-    even the best one does not: no tag is better than a guess)."""
-    return [g for g, p in pred.top(top_k) if p >= min_confidence]
+    even the best one does not: no tag is better than a guess), among those the config's
+    whitelist and exclude list allow (probabilities are not renormalised)."""
+    ranked = pred.top(len(pred.labels))
+    if policy is not None:
+        ranked = [(g, p) for g, p in ranked if policy.allowed(g)]
+    return [g for g, p in ranked[:top_k] if p >= min_confidence]
 
 
 def _fill(rec: Record, pred: Prediction, opts: TagOptions, min_confidence: float) -> None:
-    rec.genre = display_name(pred.genre)
+    rec.genre = opts.policy.name(pred.genre)
     rec.confidence = round(pred.confidence, 4)
     rec.probabilities = {lab: round(float(p), 4) for lab, p in zip(pred.labels, pred.probabilities)}
     rec.models = {n: {lab: round(float(x), 4) for lab, x in zip(pred.labels, p)} for n, p in pred.models.items()}
-    rec.genres = [display_name(g) for g in choose_genres(pred, min_confidence, opts.top_k)]
+    rec.genres = [opts.policy.name(g) for g in choose_genres(pred, min_confidence, opts.top_k, opts.policy)]
 
 
 def _short_error(exc: BaseException, path: Path) -> str:
@@ -201,21 +213,25 @@ class Tagger:
         self.predictor = predictor
         self.opts = opts
         self.cache = cache
+        self.keep_predictions = False  # --album's prediction pass needs them after each record
 
     def _needs_prediction(self, path: Path, rec: Record) -> bool:
         """Read the existing tag first: a file that keeps its genre needs no analysis at all."""
         try:
             rec.format = tags.format_name(path)
-            rec.existing = tags.read_genres(path)
+            rec.existing = tags.read_genres(path, self.opts.separator)
         except tags.TagError as exc:
             rec.status, rec.error = FAILED, _short_error(exc, path)
             return False
-        if rec.existing and not self.opts.force:
+        if rec.existing and not (self.opts.force or self.opts.merge):
             rec.status = SKIPPED_HAS_GENRE
             return False
         return True
 
     def run(self, paths: Iterable[Path]) -> Iterator[Record]:
+        if self.opts.album:
+            yield from self._run_albums(list(paths))
+            return
         jobs = max(1, self.opts.jobs)
         if jobs == 1 and self.opts.backend == "local":
             for path in paths:
@@ -271,7 +287,64 @@ class Tagger:
         hit = self.cache.get(path)
         return prediction_from_cache(str(path), hit) if hit else None
 
+    def _run_albums(self, paths: list[Path]) -> Iterator[Record]:
+        """--album: predict every track of an album (through the usual pool, cache and order), then
+        decide once for the album from the mean of its tracks' probabilities and write each track.
+
+        Tracks that keep their genre by policy still vote, so a resumed run finds the same album
+        genre as the interrupted one (their predictions come from the cache)."""
+        groups = group_albums(paths)
+        ordered = [p for _, members in groups for p in members]
+        key_of = {p: key for key, members in groups for p in members}
+        # Predict only: every track (force), nothing written (dry run); the decision comes after.
+        predict_only = Tagger(self.predictor, replace(self.opts, album=False, force=True, merge=False,
+                                                      dry_run=True), self.cache)
+        predict_only.keep_predictions = True
+        batch: list[tuple[Path, Record]] = []
+        for rec in predict_only.run(ordered):
+            path = Path(rec.path)
+            if batch and key_of[batch[0][0]] != key_of[path]:
+                yield from self._decide_album(key_of[batch[0][0]], batch)
+                batch = []
+            batch.append((path, rec))
+        if batch:
+            yield from self._decide_album(key_of[batch[0][0]], batch)
+
+    def _decide_album(self, key: str, batch: list[tuple[Path, Record]]) -> Iterator[Record]:
+        preds = [rec.prediction for _, rec in batch if rec.prediction is not None]
+        vote = album_vote(preds) if preds else None
+        summary = None
+        if vote is not None:
+            opts = self.opts
+            chosen = [opts.policy.name(g) for g in choose_genres(vote, opts.min_confidence, opts.top_k, opts.policy)]
+            summary = {"key": key, "tracks": len(batch), "voters": len(preds),
+                       "genre": self.opts.policy.name(vote.genre), "genres": chosen,
+                       "confidence": round(vote.confidence, 4),
+                       "probabilities": {lab: round(float(p), 4) for lab, p in zip(vote.labels, vote.probabilities)}}
+        for path, rec in batch:
+            rec.album = summary
+            if rec.status == FAILED or vote is None:
+                yield rec
+                continue
+            own = (rec.probabilities, rec.models)
+            rec.status = ""
+            if rec.existing and not (self.opts.force or self.opts.merge):
+                rec.status = SKIPPED_HAS_GENRE  # voted, keeps its genre
+            else:
+                self._decide_and_write(path, rec, vote)
+            rec.probabilities, rec.models = own  # the report keeps each track's own vote
+            rec.prediction = None
+            yield rec
+
     def _predict_and_write(self, path: Path, rec: Record, compute: Callable[[], Prediction] | None) -> None:
+        pred = self._predict(path, rec, compute)
+        if pred is not None:
+            self._decide_and_write(path, rec, pred)
+        if not self.keep_predictions:  # the caller may keep every record: not their window arrays too
+            rec.prediction = None
+
+    def _predict(self, path: Path, rec: Record, compute: Callable[[], Prediction] | None) -> Prediction | None:
+        """The file's prediction (from the cache, or computed and cached); None after a failure."""
         pred = self._cached(path)
         rec.cached = pred is not None
         try:
@@ -283,9 +356,23 @@ class Tagger:
                     self.cache.put(path, cache_record(pred))
         except (AudioLoadError, ValueError, OSError) as exc:
             rec.status, rec.error = FAILED, _short_error(exc, path)
-            return
+            return None
+        _fill(rec, pred, self.opts, self._min_probability())
+        rec.prediction = pred
+        return pred
+
+    def _min_probability(self) -> float:
+        """The probability a written genre needs: --min-confidence (or the config's) when given,
+        else the models' abstain rule, else 0."""
+        if self.opts.min_confidence is not None:
+            return self.opts.min_confidence
+        rule = self.predictor.abstain_rule
+        return rule.min_probability if rule else 0.0
+
+    def _decide_and_write(self, path: Path, rec: Record, pred: Prediction) -> None:
+        """Apply the policy to ``pred`` (the file's own, or its album's) and write when needed."""
         rule = self.predictor.abstain_rule if self.opts.min_confidence is None else None
-        _fill(rec, pred, self.opts, rule.min_probability if rule else (self.opts.min_confidence or 0.0))
+        _fill(rec, pred, self.opts, self._min_probability())
         if rule is not None:
             rec.reason = self.predictor.abstain_reason(pred)
             if rec.reason:
@@ -294,7 +381,11 @@ class Tagger:
         if not rec.genres:
             rec.status = SKIPPED_LOW_CONFIDENCE
             return
-        rec.written = list(rec.genres)
+        chosen = genres.merge(rec.existing, rec.genres) if self.opts.merge else rec.genres
+        # What the container holds: ID3v2.3 without a separator keeps the top genre only.
+        rec.written = tags.fit_genres(rec.format or "", chosen, self.opts.separator)
+        if self.opts.merge and len(rec.written) < len(chosen):
+            rec.written = list(rec.existing)  # merging never drops a genre the file has: no room, no write
         extra = None
         if self.opts.write_confidence:
             extra = {"GTAG_CONFIDENCE": f"{pred.confidence:.3f}",
@@ -306,13 +397,13 @@ class Tagger:
             rec.status = WOULD_TAG
             return
         try:
-            tags.write_genres(path, rec.written, extra)
+            tags.write_genres(path, rec.written, extra, self.opts.separator)
         except (tags.TagError, OSError) as exc:
             rec.status, rec.error, rec.written = FAILED, _short_error(exc, path), []
             return
         rec.status = TAGGED
         if self.cache is not None:  # same audio, new size/mtime: keep the re-run instant
-            self.cache.put(path, cache_record(pred))
+            self.cache.put(path, cache_record(rec.prediction or pred))
 
 
 def _has_extra(path: Path, extra: dict[str, str] | None) -> bool:
@@ -337,8 +428,10 @@ def write_report(records: list[Record], path: Path, top_k: int) -> None:
     if path.suffix.lower() == ".csv":
         labels = sorted({lab for r in records for lab in r.probabilities})
         models = sorted({m for r in records for m in r.models})
+        albums = any(r.album for r in records)  # --album: the album and its vote, after the error
         head = ["path", "status", "format", "genre", "genres", "confidence", "existing", "written", "cached",
-                "error", "reason"] + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
+                "error", "reason"] + (["album", "album_genres", "album_confidence"] if albums else []) \
+            + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
         with tmp.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(head)
@@ -346,6 +439,8 @@ def write_report(records: list[Record], path: Path, top_k: int) -> None:
                 w.writerow([r.path, r.status, r.format or "", r.genre or "", ";".join(r.genres),
                             "" if r.confidence is None else r.confidence, ";".join(r.existing),
                             ";".join(r.written), int(r.cached), r.error or "", r.reason or ""]
+                           + ([(r.album or {}).get("key", ""), ";".join((r.album or {}).get("genres", [])),
+                               (r.album or {}).get("confidence", "")] if albums else [])
                            + [r.probabilities.get(lab, "") for lab in labels]
                            + [r.models.get(m, {}).get(lab, "") for m in models for lab in labels])
     else:

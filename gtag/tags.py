@@ -24,6 +24,7 @@ import mutagen
 from mutagen.aiff import AIFF
 from mutagen.apev2 import APETextValue
 from mutagen.asf import ASF
+from mutagen.asf._objects import ExtendedContentDescriptionObject, HeaderExtensionObject
 from mutagen.dsf import DSF
 from mutagen.flac import FLAC
 from mutagen.id3 import TXXX, Encoding, Frames
@@ -40,6 +41,8 @@ from mutagen.tak import TAK
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
+from . import riffinfo
+
 __all__ = [
     "FORMATS",
     "STYLES",
@@ -48,6 +51,8 @@ __all__ = [
     "TagError",
     "TagStyle",
     "UnsupportedFormat",
+    "fit_genres",
+    "read_album",
     "format_name",
     "read_extra",
     "read_genres",
@@ -100,7 +105,9 @@ ID3_STYLE = TagStyle(
     container="id3",
     genre_key="TCON",
     extra_key="TXXX:{name}",
-    multi_value="ID3v2.4: one text value each (null-separated); ID3v2.3: joined with '/'",
+    # Every reader but mutagen shows a '/'-joined ID3v2.3 value as ONE genre ("Blues/Country"):
+    # v2.3 files get the top genre only, or all of them joined with a separator the user chose.
+    multi_value="ID3v2.4: one text value each (null-separated); ID3v2.3: the top genre only",
 )
 MP4_STYLE = TagStyle(
     container="mp4",
@@ -120,7 +127,11 @@ ASF_STYLE = TagStyle(
     container="asf",
     genre_key="WM/Genre",
     extra_key="{name}",
-    multi_value="one WM/Genre attribute per value",
+    # mutagen puts the first value in the Extended Content Description object and the others in
+    # the Metadata Library object; gtag moves that object's Header Extension after the former,
+    # so readers that go through the file in order (TagLib, kid3, exiftool) see the genres in
+    # order.  libavformat (through PyAV) then reports the last value it reads (see README).
+    multi_value="one WM/Genre attribute per value, in file order",
     # Windows Media Player also writes WM/GenreID; a stale one would contradict the new genre.
     stale_keys=("WM/GenreID",),
 )
@@ -204,9 +215,60 @@ def _is_id3v23(spec: FormatSpec, audio: mutagen.FileType) -> bool:
     return spec.style.container == "id3" and _id3_write_version(audio) == 3
 
 
-def _split_v23(values: Sequence[str]) -> list[str]:
-    """ID3v2.3 has one text value per frame; mutagen (like Picard) joins several with '/'."""
-    return [part.strip() for value in values for part in value.split("/") if part.strip()]
+def _split(values: Sequence[str], separator: str) -> list[str]:
+    return [part.strip() for value in values for part in value.split(separator) if part.strip()]
+
+
+def _split_read(values: Sequence[str], v23: bool, separator: str | None) -> list[str]:
+    """Genres from stored values: split on the configured separator, and in ID3v2.3 on '/' too,
+    which mutagen and Picard use to join several genres there."""
+    if v23:
+        values = _split(values, "/")
+    return _split(values, separator) if separator else list(values)
+
+
+def fit_genres(fmt: str, genres: Sequence[str], separator: str | None = None) -> list[str]:
+    """The genres a write stores for a file whose ``format_name`` is ``fmt``: all of them, except
+    in an ID3v2.3 tag without a separator, which gets the top genre only (no reader but mutagen
+    splits a '/'-joined v2.3 value: beets, TagLib and FFmpeg all show "Blues/Country")."""
+    genres = list(genres)
+    if separator is None and fmt.endswith("/id3v2.3"):
+        return genres[:1]
+    return genres
+
+
+def _stored(genres: list[str], v23: bool, separator: str | None) -> list[str]:
+    """The values written under the genre key: one joined value when a separator is set."""
+    if separator:
+        return [separator.join(genres)] if genres else []
+    return genres[:1] if v23 else genres
+
+
+def _info_genre(genres: list[str], separator: str | None) -> str | None:
+    """The RIFF INFO IGNR value: INFO holds one value per item, like ID3v2.3."""
+    if not genres:
+        return None
+    return separator.join(genres) if separator else genres[0]
+
+
+def _asf_in_file_order(audio: mutagen.FileType) -> None:
+    """Place the Header Extension (holding the Metadata Library) after the Extended Content
+    Description, so that the first WM/Genre value is also the first in the file."""
+    objects = audio._header.objects  # mutagen renders the header objects in this order
+    if not any(isinstance(o, ExtendedContentDescriptionObject) for o in objects):
+        objects.append(ExtendedContentDescriptionObject())  # else save() would append it last
+    ext = [o for o in objects if isinstance(o, HeaderExtensionObject)]
+    if ext:
+        objects.remove(ext[0])
+        at = next(i for i, o in enumerate(objects) if isinstance(o, ExtendedContentDescriptionObject))
+        objects.insert(at + 1, ext[0])
+
+
+def _asf_order_ok(audio: mutagen.FileType) -> bool:
+    kinds = [type(o) for o in audio._header.objects]
+    if HeaderExtensionObject not in kinds or ExtendedContentDescriptionObject not in kinds:
+        return True
+    return kinds.index(ExtendedContentDescriptionObject) < kinds.index(HeaderExtensionObject)
 
 
 def _get(style: TagStyle, tags: mutagen.Tags, key: str) -> list[str]:
@@ -264,20 +326,51 @@ def format_name(path: str | os.PathLike[str]) -> str:
     return f"{label}/{container}"
 
 
-def read_genres(path: str | os.PathLike[str]) -> list[str]:
+def read_genres(path: str | os.PathLike[str], separator: str | None = None) -> list[str]:
     """The genres stored in ``path``'s tag, in order; an empty list when there are none.
 
-    An ID3v2.3 value joined with '/' is split back into its genres, mirroring ``write_genres``.
+    Values are split on ``separator`` when one is given, and ID3v2.3 values on '/' (how mutagen
+    and Picard join several genres there).  A WAV without an ID3 genre falls back to the IGNR
+    item of its RIFF INFO chunk, which other taggers write and FFmpeg-based players show.
     """
     spec, audio = _open(Path(path))
-    return _read_genres(spec, audio)
+    genres = _read_genres(spec, audio, separator)
+    if not genres and spec.name == "wav":
+        try:
+            values = [info["IGNR"] for info in riffinfo.read_info(path) if info.get("IGNR")][:1]
+        except (OSError, riffinfo.RiffError):
+            values = []
+        genres = _split_read(values, False, separator)
+    return genres
 
 
-def _read_genres(spec: FormatSpec, audio: mutagen.FileType) -> list[str]:
+def _read_genres(spec: FormatSpec, audio: mutagen.FileType, separator: str | None = None) -> list[str]:
     if audio.tags is None:
         return []
     values = [v for v in _get(spec.style, audio.tags, spec.style.genre_key) if v]
-    return _split_v23(values) if _is_id3v23(spec, audio) else values
+    return _split_read(values, _is_id3v23(spec, audio), separator)
+
+
+# Album and album artist keys per container (mediafile's), for `gtag tag --album`.
+ALBUM_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "id3": (("TALB",), ("TPE2",)),
+    "mp4": (("\xa9alb",), ("aART",)),
+    "vorbis": (("ALBUM",), ("ALBUMARTIST", "ALBUM ARTIST", "ALBUM_ARTIST")),
+    "asf": (("WM/AlbumTitle",), ("WM/AlbumArtist",)),
+    "ape": (("Album",), ("Album Artist", "AlbumArtist")),
+}
+
+
+def read_album(path: str | os.PathLike[str]) -> tuple[str | None, str | None]:
+    """(album, album artist) from ``path``'s tag; None for each one that is absent or empty."""
+    spec, audio = _open(Path(path))
+    if audio.tags is None:
+        return None, None
+    found = []
+    for keys in ALBUM_KEYS[spec.style.container]:
+        values = [v.strip() for key in keys for v in _get(spec.style, audio.tags, key) if v.strip()]
+        found.append(values[0] if values else None)
+    return found[0], found[1]
 
 
 def read_extra(path: str | os.PathLike[str], name: str) -> str | None:
@@ -328,13 +421,17 @@ def write_genres(
     path: str | os.PathLike[str],
     genres: Sequence[str],
     extra: Mapping[str, str] | None = None,
-) -> None:
+    separator: str | None = None,
+) -> list[str]:
     """Replace the genre(s) in ``path``'s tag, and set the optional ``extra`` fields.
 
     ``extra`` maps field names to values (e.g. ``{"GTAG_CONFIDENCE": "0.82"}``), written as
     TXXX frames, iTunes freeform atoms, Vorbis comments, ASF or APEv2 items.  An empty
-    ``genres`` removes the genre.  ID3 keeps its version; in ID3v2.3 several genres are joined
-    with '/', so a genre that itself contains '/' reads back as two.
+    ``genres`` removes the genre.  With a ``separator`` the genres are stored as one value joined
+    with it (for players that show one value); without, as the container's multiple values,
+    except ID3v2.3 (ID3 keeps its version), which then gets the top genre only.  A WAV's
+    existing RIFF INFO chunks get the same genre as IGNR (see ``gtag.riffinfo``).  Returns the
+    genres stored, as ``fit_genres`` predicts.
 
     The write is atomic: a tagged and verified copy replaces the original, keeping its
     permission bits (and owner, where allowed); a symlink is followed and the link kept.  A hard
@@ -345,6 +442,8 @@ def write_genres(
         raise TypeError("genres must be a sequence of str, not one str")
     genres = list(genres)
     extra = dict(extra or {})
+    if separator is not None and (not separator.strip() or "\0" in separator):
+        raise ValueError(f"the separator must be visible text without null bytes: {separator!r}")
     for value in [*genres, *extra.values()]:
         # A null byte is the multi-value separator of ID3v2.4 and APEv2: it would split the value.
         if not isinstance(value, str) or not value or "\0" in value:
@@ -377,7 +476,8 @@ def write_genres(
         if audio.tags is None:
             audio.add_tags()
         style = spec.style
-        _set(style, audio.tags, style.genre_key, genres)
+        v23 = _is_id3v23(spec, original)
+        _set(style, audio.tags, style.genre_key, _stored(genres, v23, separator))
         for key in style.stale_keys:
             _set(style, audio.tags, key, [])
         for name, value in extra.items():
@@ -385,11 +485,21 @@ def write_genres(
         if style.container == "id3":
             audio.save(v2_version=_id3_write_version(original), v23_sep="/")
         else:
+            if style.container == "asf":
+                _asf_in_file_order(audio)
             audio.save()
+        info = False
+        if spec.name == "wav":
+            try:
+                info = riffinfo.write_info(tmp, {"IGNR": _info_genre(genres, separator)}, prefix=TEMP_PREFIX)
+            except riffinfo.RiffError:
+                pass  # a chunk list mutagen accepts but that cannot be walked: the ID3 chunk only, as ever
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
 
-        _verify(spec, original, tmp, path, genres, extra)
+        _verify(spec, original, tmp, path, genres, extra, separator)
+        if info:
+            _verify_riff(real, tmp, path, _info_genre(genres, separator))
 
         try:
             os.chown(tmp, before.st_uid, before.st_gid)
@@ -412,6 +522,7 @@ def write_genres(
         if not replaced:
             tmp.unlink(missing_ok=True)
     _fsync_folder(real.parent)
+    return fit_genres(f"{spec.name}/id3v2.3" if v23 else spec.name, genres, separator)
 
 
 def _verify(
@@ -421,20 +532,38 @@ def _verify(
     shown: str | os.PathLike[str],
     genres: list[str],
     extra: dict[str, str],
+    separator: str | None = None,
 ) -> None:
     """Reopen the tagged copy and check that it says what was written and still plays the same."""
     tagged_spec, tagged = _open(tmp, shown)
     problems = []
     if tagged_spec is not spec or _stream(tagged) != _stream(original):
         problems.append("audio stream differs after tagging")
-    expected = _split_v23(genres) if _is_id3v23(spec, original) else genres
-    if _read_genres(tagged_spec, tagged) != expected:
-        problems.append(f"genres read back as {_read_genres(tagged_spec, tagged)!r}")
+    expected = _stored(genres, _is_id3v23(spec, original), separator)
+    stored = [v for v in _get(spec.style, tagged.tags, spec.style.genre_key) if v] if tagged.tags else []
+    if stored != expected:
+        problems.append(f"genres read back as {stored!r}")
+    if spec.style.container == "asf" and not _asf_order_ok(tagged):
+        problems.append("WM/Genre values not in file order")
     for name, value in extra.items():
         if _read_extra(tagged_spec, tagged, name) != value:
             problems.append(f"{name} did not read back")
     if problems:
         raise TagError(f"{shown}: verification failed, file not modified: {'; '.join(problems)}")
+
+
+def _verify_riff(real: Path, tmp: Path, shown: str | os.PathLike[str], ignr: str | None) -> None:
+    """A WAV's INFO rewrite changed IGNR only: same other items, same bytes in every other chunk."""
+    try:
+        before, after = riffinfo.read_info(real), riffinfo.read_info(tmp)
+        same_chunks = riffinfo.chunk_digests(real) == riffinfo.chunk_digests(tmp)
+    except (OSError, riffinfo.RiffError) as exc:
+        raise TagError(f"{shown}: verification failed, file not modified ({_reason(exc)})") from exc
+    others_kept = [{k: v for k, v in d.items() if k != "IGNR"} for d in before] == [
+        {k: v for k, v in d.items() if k != "IGNR"} for d in after
+    ]
+    if not same_chunks or not others_kept or any(d.get("IGNR") != ignr for d in after):
+        raise TagError(f"{shown}: verification failed, file not modified: RIFF INFO rewrite changed more than IGNR")
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -88,3 +88,9 @@ def tiny_models(tmp_path: Path) -> Path:
         })
     (root / "manifest.json").write_text(json.dumps({"format": 1, "models": entries}))
     return root
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(tmp_path_factory, monkeypatch):
+    """Tests never read the user's own gtag config file."""
+    monkeypatch.setenv("GTAG_CONFIG", str(tmp_path_factory.getbasetemp() / "no-such-config.toml"))

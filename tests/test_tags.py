@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 import mutagen
+import numpy as np
 import pytest
 from mutagen.apev2 import APEv2
 from mutagen.asf import ASF
@@ -145,12 +146,14 @@ def test_write_two_genres(name: str, tmp_path: Path, mediafile) -> None:
     version = _id3_version(path)
     write_genres(path, ["Jazz", "Blues"])
 
-    assert read_genres(path) == ["Jazz", "Blues"]
     if version == (2, 3, 0):
-        # ID3v2.3 holds one value per frame: joined with '/', which mediafile does not split.
-        assert _raw_genres(path) == ["Jazz/Blues"]
-        assert mediafile.MediaFile(path).genres == ["Jazz/Blues"]
+        # ID3v2.3 holds one value per frame, and no reader but mutagen splits a '/'-joined one:
+        # without a separator, v2.3 gets the top genre only.
+        assert read_genres(path) == ["Jazz"]
+        assert _raw_genres(path) == ["Jazz"]
+        assert mediafile.MediaFile(path).genres == ["Jazz"]
     else:
+        assert read_genres(path) == ["Jazz", "Blues"]
         assert _raw_genres(path) == ["Jazz", "Blues"]
         assert mediafile.MediaFile(path).genres == ["Jazz", "Blues"]
     if _id3_version(path) is not None:
@@ -458,3 +461,133 @@ def test_bad_arguments(tmp_path: Path) -> None:
     for bad in ([""], ["Jazz\0Blues"]):
         with pytest.raises(ValueError):
             write_genres(path, bad)
+
+
+# --- what other readers need -------------------------------------------------------------------
+
+
+def _riff_chunks(path: Path) -> list[tuple[bytes, bytes]]:
+    """(id, bytes) of each top-level RIFF chunk, parsed here without gtag's helpers."""
+    data = path.read_bytes()
+    assert data[:4] == b"RIFF" and struct.unpack("<I", data[4:8])[0] == len(data) - 8
+    out, pos = [], 12
+    while pos < len(data):
+        cid, size = struct.unpack("<4sI", data[pos : pos + 8])
+        out.append((cid, data[pos + 8 : pos + 8 + size]))
+        pos += 8 + size + (size & 1)
+    return out
+
+
+def test_wav_info_gets_the_genre_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = _copy("formats/classical.wav", tmp_path)
+    # A second INFO item, as other taggers write them, must survive with its bytes.
+    from gtag import riffinfo
+
+    riffinfo.write_info(path, {"INAM": "Fixture classical"})
+    before = _riff_chunks(path)
+    assert [c for c, _ in before] == [b"fmt ", b"LIST", b"data"]
+
+    write_genres(path, ["Classical", "Jazz"])
+    after = _riff_chunks(path)
+    info = dict(after)[b"LIST"]
+    # The top genre only: INFO holds one value per item.
+    assert info == (b"INFO" + b"ISFT\x0e\x00\x00\x00Lavf59.27.100\x00" + b"INAM\x12\x00\x00\x00Fixture classical\x00"
+                    + b"IGNR\x0a\x00\x00\x00Classical\x00")
+    assert dict(after)[b"data"] == dict(before)[b"data"]
+    assert dict(after)[b"fmt "] == dict(before)[b"fmt "]
+    assert read_genres(path) == ["Classical", "Jazz"]  # the ID3 chunk keeps both
+    assert _temp_files(tmp_path) == []
+
+    write_genres(path, ["Jazz", "Blues"], separator="; ")
+    assert riffinfo.read_info(path) == [{"ISFT": "Lavf59.27.100", "INAM": "Fixture classical", "IGNR": "Jazz; Blues"}]
+    write_genres(path, [])
+    assert riffinfo.read_info(path) == [{"ISFT": "Lavf59.27.100", "INAM": "Fixture classical"}]
+    assert dict(_riff_chunks(path))[b"data"] == dict(before)[b"data"]
+
+
+def test_wav_without_info_gets_none(tmp_path: Path) -> None:
+    # A new INFO chunk would make FFmpeg-based players discard the file's ID3 artist and title.
+    path = _copy("mediafile/full.wav", tmp_path)
+    ids = [c for c, _ in _riff_chunks(path)]
+    assert b"LIST" not in ids
+    write_genres(path, ["Jazz"])
+    assert [c for c, _ in _riff_chunks(path) if c != b"id3 "] == [c for c in ids if c != b"id3 "]
+    assert read_genres(path) == ["Jazz"]
+
+
+def test_wav_info_genre_counts_as_existing(tmp_path: Path) -> None:
+    from gtag import riffinfo
+
+    path = _copy("formats/classical.wav", tmp_path)
+    riffinfo.write_info(path, {"IGNR": "Soundtrack"})
+    assert read_genres(path) == ["Soundtrack"]  # no ID3 genre: INFO's is the file's genre
+
+
+def test_wav_info_failure_leaves_file_untouched(tmp_path: Path, monkeypatch) -> None:
+    from gtag import riffinfo
+
+    path = _copy("formats/classical.wav", tmp_path)
+    before = path.read_bytes()
+
+    def broken(p, updates, prefix=".gtag-"):
+        data = bytearray(Path(p).read_bytes())
+        data[1000] ^= 0xFF  # a rewrite that changed one audio sample
+        Path(p).write_bytes(bytes(data))
+        return True
+
+    monkeypatch.setattr(riffinfo, "write_info", broken)
+    with pytest.raises(TagError, match="file not modified: RIFF INFO rewrite changed more than IGNR"):
+        write_genres(path, ["Jazz"])
+    assert path.read_bytes() == before
+    assert _temp_files(tmp_path) == []
+
+
+def test_id3v23_separator(tmp_path: Path, mediafile) -> None:
+    path = _copy(MP3_V23, tmp_path)
+    assert tags.fit_genres("mp3/id3v2.3", ["Jazz", "Blues"]) == ["Jazz"]
+    assert tags.fit_genres("mp3/id3v2.3", ["Jazz", "Blues"], "; ") == ["Jazz", "Blues"]
+    assert write_genres(path, ["Jazz", "Blues"], separator="; ") == ["Jazz", "Blues"]
+    assert _raw_genres(path) == ["Jazz; Blues"]  # one value, shown as such by every reader
+    assert mediafile.MediaFile(path).genres == ["Jazz; Blues"]
+    assert read_genres(path, separator="; ") == ["Jazz", "Blues"]
+
+
+def test_wma_genres_in_file_order(tmp_path: Path) -> None:
+    path = _copy("formats/hiphop.wma", tmp_path)
+    write_genres(path, ["Jazz", "Blues", "Rock"])
+    data = path.read_bytes()
+    # UTF-16 values, first genre first in the file: TagLib, kid3 and exiftool read in this order.
+    positions = [data.find(g.encode("utf-16-le")) for g in ("Jazz", "Blues", "Rock")]
+    assert -1 not in positions and positions == sorted(positions)
+    assert read_genres(path) == ["Jazz", "Blues", "Rock"]
+
+
+def _wav_with_chunks(path: Path, chunks: list[tuple[bytes, bytes]]) -> Path:
+    """A RIFF/WAVE file made of the given (id, data) chunks, padded as RIFF requires."""
+    body = b"WAVE" + b"".join(struct.pack("<4sI", cid, len(d)) + d + b"\0" * (len(d) & 1) for cid, d in chunks)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_wav_info_after_the_audio_and_odd_sizes(tmp_path: Path) -> None:
+    """INFO after the data chunk, odd-length items and an odd-length chunk before it, and another
+    LIST (adtl) that is not INFO: only the INFO list changes, and every size and pad stays valid."""
+    import soundfile as sf
+
+    from gtag import riffinfo
+
+    rng = np.random.default_rng(1)
+    src = tmp_path / "src.wav"
+    sf.write(src, (0.1 * rng.standard_normal(22050)).astype("float32"), 22050, subtype="PCM_16")
+    fmt, data = dict(_riff_chunks(src))[b"fmt "], dict(_riff_chunks(src))[b"data"]
+    info = b"INFO" + b"IART\x04\x00\x00\x00Abc\x00" + b"ICMT\x03\x00\x00\x00hi\x00\x00"
+    adtl = b"adtl" + b"labl\x05\x00\x00\x00\x01\x00\x00\x00x\x00"
+    path = _wav_with_chunks(tmp_path / "odd.wav", [(b"fmt ", fmt), (b"data", data), (b"junk", b"odd"),
+                                                   (b"LIST", adtl), (b"LIST", info)])
+    write_genres(path, ["Hip-Hop"])
+    after = _riff_chunks(path)  # also checks the RIFF size
+    assert [c for c, _ in after] == [b"fmt ", b"data", b"junk", b"LIST", b"LIST", b"id3 "]
+    assert after[1][1] == data and after[2][1] == b"odd" and after[3][1] == adtl
+    assert riffinfo.read_info(path) == [{"IART": "Abc", "ICMT": "hi", "IGNR": "Hip-Hop"}]
+    assert sf.read(path)[0].shape == (22050,)
+    assert read_genres(path) == ["Hip-Hop"]

@@ -1,0 +1,153 @@
+"""The config file: what gtag writes (genre names, whitelist, exclude list, separator) and the
+defaults of `gtag tag` (thresholds, models).
+
+TOML, read from ``--config FILE``, else ``$GTAG_CONFIG``, else ``config.toml`` in the user config
+folder (``~/.config/gtag`` on Linux), which may be absent.  Command-line flags win over the file.
+Every mistake (bad TOML, an unknown key, a wrong type) is one ``ConfigError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from .genres import normalise
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["DEFAULT_NAMES", "Config", "ConfigError", "GenrePolicy", "default_config_path", "load_config"]
+
+# What gtag writes for each GTZAN label unless the config maps it otherwise: the ID3v1/Winamp
+# genre names that players and beets know.
+DEFAULT_NAMES: Mapping[str, str] = MappingProxyType({
+    "blues": "Blues", "classical": "Classical", "country": "Country", "disco": "Disco",
+    "hiphop": "Hip-Hop", "jazz": "Jazz", "metal": "Metal", "pop": "Pop", "reggae": "Reggae", "rock": "Rock",
+})  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """The config file is unreadable or invalid; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class GenrePolicy:
+    """Which labels gtag may write, and under which names."""
+
+    # label -> written name; a plain dict, so that options pickle (worker processes, Ray)
+    names: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NAMES))
+    only: frozenset[str] = frozenset()  # whitelist (normalised label or name keys); empty: all
+    exclude: frozenset[str] = frozenset()  # never written (normalised label or name keys)
+
+    def name(self, label: str) -> str:
+        """The written name of a label (a label without a name is written title-cased)."""
+        return self.names.get(label, label.title())
+
+    def allowed(self, label: str) -> bool:
+        """Whether gtag may write ``label``: matched by label or written name, in any spelling."""
+        keys = {normalise(label), normalise(self.name(label))}
+        if self.only and not keys & self.only:
+            return False
+        return not keys & self.exclude
+
+    def unknown(self, labels: Iterable[str]) -> list[str]:
+        """Config entries that match none of ``labels`` (typos, or labels of other models)."""
+        labels = list(labels)
+        known = {normalise(x) for lab in labels for x in (lab, self.name(lab))}
+        bad = [f"names.{lab}" for lab in self.names if lab not in labels and lab not in DEFAULT_NAMES]
+        bad += [f"only: {k}" for k in sorted(self.only - known)]
+        bad += [f"exclude: {k}" for k in sorted(self.exclude - known)]
+        return bad
+
+
+@dataclass(frozen=True)
+class Config:
+    """A config file's content; None means "not set here" (the flag or built-in default applies)."""
+
+    policy: GenrePolicy = field(default_factory=GenrePolicy)
+    separator: str | None = None  # join several genres into one value with this
+    min_confidence: float | None = None
+    top_k: int | None = None
+    models: tuple[str, ...] | None = None
+    source: Path | None = None  # the file it came from, for messages
+
+
+def default_config_path() -> Path:
+    """``$GTAG_CONFIG``, else ``config.toml`` in the user config folder."""
+    env = os.environ.get("GTAG_CONFIG")
+    if env:
+        return Path(env)
+    from platformdirs import user_config_path
+
+    return user_config_path("gtag") / "config.toml"
+
+
+_KEYS = {"names", "only", "exclude", "separator", "min_confidence", "top_k", "models"}
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read ``path`` (must exist), or the default config file (may be absent: built-in defaults)."""
+    explicit = path is not None
+    path = Path(path) if explicit else default_config_path()
+    if not explicit and not path.is_file():
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"config {path}: cannot read ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
+    try:
+        return parse_config(data, path)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config {path}: {exc}") from exc
+
+
+def parse_config(data: Mapping[str, object], source: Path | None = None) -> Config:
+    """A Config from parsed TOML; TypeError/ValueError with a short message on any mistake."""
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
+    names = data.get("names", {})
+    if not isinstance(names, Mapping):
+        raise TypeError("[names] must be a table of label = \"Written Name\"")
+    for label, name in names.items():
+        if not isinstance(name, str) or not name.strip() or "\0" in name:
+            raise TypeError(f"names.{label} must be a non-empty string")
+    policy = GenrePolicy(
+        names={**DEFAULT_NAMES, **{k: v.strip() for k, v in names.items()}},
+        only=_keys(data, "only"),
+        exclude=_keys(data, "exclude"),
+    )
+    separator = data.get("separator")
+    if separator is not None and (not isinstance(separator, str) or not separator.strip() or "\0" in separator):
+        raise TypeError('separator must be a visible string such as "; "')
+    min_confidence = data.get("min_confidence")
+    if min_confidence is not None:
+        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not 0 <= min_confidence <= 1:
+            raise ValueError("min_confidence must be a number from 0 to 1")
+        min_confidence = float(min_confidence)
+    top_k = data.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 10):
+        raise ValueError("top_k must be a whole number from 1 to 10")
+    models = data.get("models")
+    if models is not None:
+        models = (models,) if isinstance(models, str) else models
+        if not isinstance(models, Sequence) or not models or not all(isinstance(m, str) and m for m in models):
+            raise TypeError("models must be a model name or a list of them")
+        models = tuple(models)
+    return Config(policy, separator, min_confidence, top_k, models, source)
+
+
+def _keys(data: Mapping[str, object], key: str) -> frozenset[str]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and normalise(v) for v in value):
+        raise TypeError(f"{key} must be a list of genre labels or names")
+    return frozenset(normalise(v) for v in value)
