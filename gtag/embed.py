@@ -67,9 +67,11 @@ class Backbone:
         path = self.root / self.spec.file
         if not path.is_file() or sha256_file(path) != self.spec.sha256:
             raise ModelError(f"backbone {path} is missing or does not match its manifest")
-        self.sha256 = self.spec.sha256
         self.full = onnx.load(str(path))
         self.graph = backbone(self.full)
+        # The cache key is the backbone's own graph, not the model file: refitting the shipped head
+        # changes the file but not one embedding.
+        self.sha256 = hashlib.sha256(self.graph.SerializeToString()).hexdigest()
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(self.graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])

@@ -103,7 +103,8 @@ def fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, labels: tuple[str
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale = np.maximum(scale, SCALE_FLOOR * float(np.median(scale[scale > 0])) if np.any(scale > 0) else 1.0)
-    z = (x - mean) / scale
+    # float32 for the products that dominate the time (2x faster; the optimiser keeps float64)
+    z = ((x - mean) / scale).astype(np.float32)
     w = balanced_weights(y, groups, n_labels)
     if boost is not None:
         w = w * np.asarray(boost, np.float64)
@@ -114,13 +115,13 @@ def fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, labels: tuple[str
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         W = theta[: n_labels * d].reshape(n_labels, d)
         b = theta[n_labels * d:]
-        logit = z @ W.T + b
+        logit = (z @ W.T.astype(np.float32)).astype(np.float64) + b
         logit -= logit.max(axis=1, keepdims=True)
         lse = np.log(np.exp(logit).sum(axis=1))
         ce = lse - (logit * onehot).sum(axis=1)
         p = np.exp(logit - lse[:, None])
         g = (p - onehot) * (C * w)[:, None]
-        gW = g.T @ z + W
+        gW = (g.astype(np.float32).T @ z).astype(np.float64) + W
         gb = g.sum(axis=0)
         return float(C * (w * ce).sum() + 0.5 * (W * W).sum()), np.concatenate([gW.ravel(), gb])
 
@@ -129,7 +130,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, labels: tuple[str
     W = res.x[: n_labels * d].reshape(n_labels, d)
     b = res.x[n_labels * d:]
     head = LinearHead(tuple(labels), mean, 1.0 / scale, W, b, C=C)
-    head.projection, head.class_means = _ood_reference(z, y, groups, n_labels)
+    head.projection, head.class_means = _ood_reference(z.astype(np.float64), y, groups, n_labels)
     return head
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import __version__, head as heads
+from .genres import normalise as spelling_key
 
 # Written-name-independent keys of spellings that mean one genre, beyond what ``normalise`` merges.
 ALIASES = {
@@ -54,10 +55,9 @@ TARGET_PRECISION = 0.9  # abstain threshold: the written tags of held-out artist
 
 
 def normalise(name: str) -> str:
-    """Spelling-free key of a genre: case, spaces, punctuation and "&"/"and"/"n" merged, so "Hip Hop",
-    "Hip-Hop" and "hiphop" or "R&B" and "R and B" are one genre; then ``ALIASES``."""
-    s = name.strip().lower().replace("&", " and ").replace("'n'", " and ").replace(" n ", " and ")
-    key = re.sub(r"[^0-9a-z]+", "", s)
+    """Spelling-free key of a genre (``gtag.genres.normalise``: case, accents, spaces, punctuation,
+    "&"/"and"/"'n'") followed by ``ALIASES`` (abbreviations and synonyms: "Alt. Rock", "RnB")."""
+    key = spelling_key(name)
     return ALIASES.get(key, key)
 
 
