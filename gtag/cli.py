@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
+from . import __version__, signals
 from .audio import AudioLoadError
 from .models import ModelError, load_models, read_manifest, default_models_dir
 
@@ -20,6 +20,8 @@ EXIT_OK = 0  # every file succeeded
 EXIT_SOME_FAILED = 1  # at least one file failed; the others were processed
 EXIT_USAGE = 2  # bad arguments (click's own code)
 EXIT_NO_MODELS = 3  # models missing, corrupt or unloadable: nothing was processed
+EXIT_INTERRUPTED = signals.EXIT_INTERRUPTED  # 130: Ctrl-C (SIGINT); the summary of what was done is printed
+EXIT_TERMINATED = signals.EXIT_TERMINATED  # 143: SIGTERM; the same clean stop
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -61,7 +63,18 @@ def with_model_options(f):
     return f
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Ctrl-C in any command exits 130 (click's own handler says "Aborted!" and exits 1)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gtag")
 def main() -> None:
     """Tag a music library with genres predicted from the audio itself."""
@@ -180,37 +193,44 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
 
     if report is not None and report.suffix.lower() not in (".json", ".csv"):
         raise click.BadParameter("must end in .json or .csv", param_hint="--report")
-    predictor = _predictor(models_dir, model, device)
-    files = list(walk(paths))
-    if jobs is None:  # all usable cores, as memory allows; no more workers than files to share
-        jobs = max(1, min(default_jobs(), len(files)))
-    opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k, jobs=jobs,
-                      write_confidence=write_confidence, backend=backend, ray_address=ray_address)
-    cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
     records: list[Record] = []
-    interrupted = False
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out, transient=True)
-    try:
-        with progress:
-            task = progress.add_task("dry run" if dry_run else "tagging", total=len(files), rate="")
-            for rec in Tagger(predictor, opts, cache).run(files):
-                records.append(rec)
-                elapsed = progress.tasks[0].elapsed or 0
-                progress.update(task, advance=1, rate=f"{len(records) / elapsed:.1f} files/s" if elapsed else "")
-                _print_record(rec, dry_run, progress.console)
-    except KeyboardInterrupt:
-        interrupted = True
-        err.print("[yellow]interrupted:[/] files done so far are tagged; the rest are untouched. "
-                  "Run the same command again to resume.")
-    finally:
-        if cache is not None:
-            cache.close()
-    if report is not None:
-        write_report(records, report, top_k)
-    _print_summary(summarize(records), dry_run, report)
-    if interrupted:
-        sys.exit(130)
+    stopped = None  # exit code of a run ended by SIGINT / SIGTERM
+    cache = None
+    with signals.stop_on_signals():
+        # Everything from model loading to the last file runs here, so a stop signal at any moment
+        # ends the run the same way: workers stopped, cache closed, summary printed.
+        try:
+            predictor = _predictor(models_dir, model, device)
+            files = list(walk(paths))
+            if jobs is None:  # all usable cores, as memory allows; no more workers than files to share
+                jobs = max(1, min(default_jobs(), len(files)))
+            opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k,
+                              jobs=jobs, write_confidence=write_confidence, backend=backend,
+                              ray_address=ray_address)
+            cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
+            progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out,
+                                transient=True)
+            with progress:
+                task = progress.add_task("dry run" if dry_run else "tagging", total=len(files), rate="")
+                for rec in Tagger(predictor, opts, cache).run(files):
+                    records.append(rec)
+                    elapsed = progress.tasks[0].elapsed or 0
+                    progress.update(task, advance=1, rate=f"{len(records) / elapsed:.1f} files/s" if elapsed else "")
+                    _print_record(rec, dry_run, progress.console)
+        except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (signals.Terminated)
+            stopped = signals.acknowledge(exc)
+            what = "terminated" if stopped == signals.EXIT_TERMINATED else "interrupted"
+            err.print(f"[yellow]{what}:[/] files done so far are tagged; the rest are untouched. "
+                      "Run the same command again to resume.")
+        finally:
+            if cache is not None:
+                cache.close()
+        if report is not None:
+            write_report(records, report, top_k)
+        _print_summary(summarize(records), dry_run, report)
+    if stopped is not None:
+        sys.exit(stopped)
     sys.exit(EXIT_SOME_FAILED if any(r.status == FAILED for r in records) else EXIT_OK)
 
 
