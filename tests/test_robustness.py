@@ -129,6 +129,37 @@ def test_ctrl_c_before_tagging_exits_130_with_a_summary(where: str, tmp_path: Pa
     assert read_genres(lib / "a.wav") == []
 
 
+def test_a_swallowed_ctrl_c_still_stops_the_run(tmp_path: Path, tiny_models: Path, monkeypatch) -> None:
+    """F9: Ctrl-C during a library call that swallows KeyboardInterrupt (numba printing it as
+    "ignored" during a compile) used to let the run go on and exit 0. Now the signal is recorded
+    and the run stops after that file: exit 130, the rest untouched."""
+    import gtag.pipeline
+
+    real = gtag.pipeline.analyse_file
+    calls = []
+
+    def analyse_then_swallowed_ctrl_c(path, config):
+        calls.append(path)
+        if len(calls) == 2:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the handler raises here, at once
+            except KeyboardInterrupt:
+                pass  # swallowed, as a careless library would
+        return real(path, config)
+
+    monkeypatch.setattr(gtag.pipeline, "analyse_file", analyse_then_swallowed_ctrl_c)
+    lib = make_lib(tmp_path / "lib", wavs={f"t{i}.wav": 3 for i in range(4)})
+    report = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["tag", "--models", str(tiny_models), "--no-cache", "-j", "1",
+                                  "--report", str(report), str(lib)])
+    assert r.exit_code == 130, r.output
+    assert len(calls) == 2  # nothing analysed after the signal
+    assert [d["status"] for d in json.loads(report.read_text())] == ["tagged", "tagged"]
+    assert [read_genres(lib / f"t{i}.wav") != [] for i in range(4)] == [True, True, False, False]
+    assert "summary" in r.stdout
+
+
 def _first_file_done(out: Path):
     return lambda: "wrote)" in out.read_text()
 
