@@ -82,6 +82,7 @@ def test_describe_exit() -> None:
     assert describe_exit(3) == "analysis process exited unexpectedly (code 3)"
 
 
+@pytest.mark.slow
 def test_a_dead_worker_costs_one_file(tmp_path: Path, tiny_models: Path, monkeypatch) -> None:
     lib = make_lib(tmp_path / "lib", ["jazz.m4a", "classical.flac"], {f"w{i}.wav": 3 for i in range(6)})
     shutil.copyfile(lib / "jazz.m4a", lib / "crash.m4a")
@@ -129,6 +130,7 @@ def test_ctrl_c_before_tagging_exits_130_with_a_summary(where: str, tmp_path: Pa
     assert read_genres(lib / "a.wav") == []
 
 
+@pytest.mark.slow
 def test_a_swallowed_ctrl_c_still_stops_the_run(tmp_path: Path, tiny_models: Path, monkeypatch) -> None:
     """F9: Ctrl-C during a library call that swallows KeyboardInterrupt (numba printing it as
     "ignored" during a compile) used to let the run go on and exit 0. Now the signal is recorded
