@@ -27,6 +27,7 @@ from .test_tag_cli import make_lib, snapshot, temp_files
 
 REPO = Path(__file__).resolve().parents[1]
 POLL = 0.05
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds worker processes in /proc")
 
 
 def _ps(pid: int) -> tuple[int, str] | None:
@@ -167,6 +168,7 @@ def _first_file_done(out: Path):
 
 
 @pytest.mark.slow
+@needs_proc
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_stop_signal_mid_run_ends_cleanly(sig, code, tmp_path: Path, tiny_models: Path, long_lib: Path) -> None:
     proc, out, err = _start(["--models", tiny_models, "--no-cache", "-j", 2, long_lib], tmp_path)
@@ -190,6 +192,7 @@ def test_stop_signal_mid_run_ends_cleanly(sig, code, tmp_path: Path, tiny_models
 
 
 @pytest.mark.slow
+@needs_proc
 def test_workers_exit_when_the_parent_is_killed(tmp_path: Path, tiny_models: Path, long_lib: Path) -> None:
     proc, out, err = _start(["--models", tiny_models, "--no-cache", "-j", 2, long_lib], tmp_path)
     try:
