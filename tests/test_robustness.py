@@ -195,6 +195,7 @@ def test_stop_signal_mid_run_ends_cleanly(sig, code, tmp_path: Path, tiny_models
 @needs_proc
 def test_workers_exit_when_the_parent_is_killed(tmp_path: Path, tiny_models: Path, long_lib: Path) -> None:
     proc, out, err = _start(["--models", tiny_models, "--no-cache", "-j", 2, long_lib], tmp_path)
+    left: set[int] = set()
     try:
         _wait_for(_first_file_done(out), 120, "the first tagged file")
         left = _children(proc.pid)
@@ -203,7 +204,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path, tiny_models: Pat
         proc.wait(10)
         _wait_for(lambda: not any(_ps(p) for p in left), 30, "the orphaned workers to exit")
     finally:
-        for p in _children(proc.pid) | (locals().get("left") or set()):
+        for p in left:  # never leak a process, even when the test fails
             if _ps(p):
                 os.kill(p, signal.SIGKILL)
     assert temp_files(long_lib) == []
