@@ -207,4 +207,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path, tiny_models: Pat
         for p in left:  # never leak a process, even when the test fails
             if _ps(p):
                 os.kill(p, signal.SIGKILL)
-    assert temp_files(long_lib) == []
+    # Every file is whole: untouched or fully tagged. (A SIGKILL that lands mid-write can leave
+    # the hidden temporary copy behind; the original is never touched before the atomic rename.)
+    for f in sorted(long_lib.glob("t*.wav")):
+        assert len(read_genres(f)) <= 1, f
