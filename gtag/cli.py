@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
-import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import traceback
+    import json
+    from pathlib import Path
 
-from . import __version__
-from .audio import AudioLoadError
-from .models import ModelError, load_models, read_manifest, default_models_dir
+    import click
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from . import __version__, signals
+    from .audio import AudioLoadError
+    from .models import ModelError, default_models_dir, load_models, read_manifest
+except KeyboardInterrupt:
+    sys.exit(130)
 
 # Exit codes (documented in the README).
 EXIT_OK = 0  # every file succeeded
 EXIT_SOME_FAILED = 1  # at least one file failed; the others were processed
 EXIT_USAGE = 2  # bad arguments (click's own code)
 EXIT_NO_MODELS = 3  # models missing, corrupt or unloadable: nothing was processed
+EXIT_INTERRUPTED = signals.EXIT_INTERRUPTED  # 130: Ctrl-C (SIGINT); the summary of what was done is printed
+EXIT_TERMINATED = signals.EXIT_TERMINATED  # 143: SIGTERM; the same clean stop
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -75,7 +81,18 @@ def with_model_options(f):
     return f
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Ctrl-C in any command exits 130 (click's own handler says "Aborted!" and exits 1)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gtag")
 def main() -> None:
     """Tag a music library with genres predicted from the audio itself."""
@@ -215,46 +232,53 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     # None: neither the flag nor the config sets one, so the models' own abstain rule decides
     min_confidence = min_confidence if min_confidence is not None else config.min_confidence
     top_k = top_k if top_k is not None else (config.top_k or 1)
-    predictor = _predictor(models_dir, model or config.models or (), device)
-    labels = sorted({lab for labs in predictor.labels.values() for lab in labs})
-    unknown = config.policy.unknown(labels)
-    if unknown:  # a typo would otherwise silently whitelist or exclude nothing
-        err.print(f"[red]error:[/] config {escape(str(config.source))}: unknown genre "
-                  f"{escape(', '.join(unknown))} (labels: {', '.join(labels)})")
-        sys.exit(EXIT_USAGE)
-    files = list(walk(paths))
-    if jobs is None:  # all usable cores, as memory allows; no more workers than files to share
-        jobs = max(1, min(default_jobs(), len(files)))
-    opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k, jobs=jobs,
-                      write_confidence=write_confidence, backend=backend, ray_address=ray_address,
-                      separator=config.separator, policy=config.policy, merge=merge, album=album)
-    cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
     records: list[Record] = []
-    interrupted = False
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out, transient=True)
-    try:
-        with progress:
-            task = progress.add_task("dry run" if dry_run else "tagging", total=len(files), rate="")
-            for rec in Tagger(predictor, opts, cache).run(files):
-                if rec.album is not None and (not records or records[-1].album is not rec.album):
-                    _print_album(rec.album, progress.console)
-                records.append(rec)
-                elapsed = progress.tasks[0].elapsed or 0
-                progress.update(task, advance=1, rate=f"{len(records) / elapsed:.1f} files/s" if elapsed else "")
-                _print_record(rec, dry_run, progress.console)
-    except KeyboardInterrupt:
-        interrupted = True
-        err.print("[yellow]interrupted:[/] files done so far are tagged; the rest are untouched. "
-                  "Run the same command again to resume.")
-    finally:
-        if cache is not None:
-            cache.close()
-    if report is not None:
-        write_report(records, report, top_k)
-    _print_summary(summarize(records), dry_run, report)
-    if interrupted:
-        sys.exit(130)
+    stopped = None  # exit code of a run ended by SIGINT / SIGTERM
+    cache = None
+    with signals.stop_on_signals():
+        # Everything from model loading to the last file runs here, so a stop signal at any moment
+        # ends the run the same way: workers stopped, cache closed, summary printed.
+        try:
+            predictor = _predictor(models_dir, model or config.models or (), device)
+            labels = sorted({lab for labs in predictor.labels.values() for lab in labs})
+            unknown = config.policy.unknown(labels)
+            if unknown:  # a typo would otherwise silently whitelist or exclude nothing
+                err.print(f"[red]error:[/] config {escape(str(config.source))}: unknown genre "
+                          f"{escape(', '.join(unknown))} (labels: {', '.join(labels)})")
+                sys.exit(EXIT_USAGE)
+            files = list(walk(paths))
+            if jobs is None:  # all usable cores, as memory allows; no more workers than files to share
+                jobs = max(1, min(default_jobs(), len(files)))
+            opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k,
+                              jobs=jobs, write_confidence=write_confidence, backend=backend,
+                              ray_address=ray_address, separator=config.separator, policy=config.policy,
+                              merge=merge, album=album)
+            cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
+            progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out,
+                                transient=True)
+            with progress:
+                task = progress.add_task("dry run" if dry_run else "tagging", total=len(files), rate="")
+                for rec in Tagger(predictor, opts, cache).run(files):
+                    if rec.album is not None and (not records or records[-1].album is not rec.album):
+                        _print_album(rec.album, progress.console)
+                    records.append(rec)
+                    elapsed = progress.tasks[0].elapsed or 0
+                    progress.update(task, advance=1, rate=f"{len(records) / elapsed:.1f} files/s" if elapsed else "")
+                    _print_record(rec, dry_run, progress.console)
+        except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (signals.Terminated)
+            stopped = signals.acknowledge(exc)
+            what = "terminated" if stopped == signals.EXIT_TERMINATED else "interrupted"
+            err.print(f"[yellow]{what}:[/] files done so far are tagged; the rest are untouched. "
+                      "Run the same command again to resume.")
+        finally:
+            if cache is not None:
+                cache.close()
+        if report is not None:
+            write_report(records, report, top_k)
+        _print_summary(summarize(records), dry_run, report)
+    if stopped is not None:
+        sys.exit(stopped)
     sys.exit(EXIT_SOME_FAILED if any(r.status == FAILED for r in records) else EXIT_OK)
 
 

@@ -20,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 from .audio import HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES, fit_to_window, window_starts
+from .numba_cache import import_librosa  # never a bare `import librosa`: see gtag.numba_cache
 
 N_FFT = 2048  # librosa default, ~93 ms at 22,050 Hz; used by every GTZAN feature
 HOP_LENGTH = 512  # librosa default, ~23 ms; 3 s = 129.2 frames
@@ -67,7 +68,7 @@ _CACHE: dict = {}
 def _cached(kind: str, sr: int) -> np.ndarray:
     key = (kind, sr)
     if key not in _CACHE:
-        import librosa
+        librosa = import_librosa()
 
         if kind == "mel":
             _CACHE[key] = librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)
@@ -167,7 +168,7 @@ def _numba_kernels():
 
 def _hpss_waveforms(D: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
     """librosa.effects.hpss on a precomputed STFT: soft masks (power 2, margin 1) and inverse STFT."""
-    import librosa
+    librosa = import_librosa()
 
     S = np.abs(D).astype(np.float32)
     H = _median_filter_time(S, HPSS_KERNEL)
@@ -216,7 +217,7 @@ def analyze(
 
 def _analyze_block(y: np.ndarray, starts: np.ndarray, sr: int, want_features: bool, want_mel: bool):
     """Features and log-mel of the windows of ``y`` that start at ``starts`` (samples into ``y``)."""
-    import librosa
+    librosa = import_librosa()
 
     # Frame k of a centred STFT is centred on sample k * HOP_LENGTH; window i covers the
     # WINDOW_FRAMES frames from the one nearest its start.
@@ -315,7 +316,7 @@ def reference_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """The study-style computation: plain librosa calls on one signal (a window or a whole clip), as
     the Kaggle GTZAN tables were made. Slow; kept as the reference the fast path is tested against
     and as the baseline of the benchmark."""
-    import librosa
+    librosa = import_librosa()
 
     chroma = librosa.feature.chroma_stft(y=y, sr=sr)
     rms = librosa.feature.rms(y=y)
@@ -360,7 +361,7 @@ def musicnn_patches(y: np.ndarray, sr: int = SAMPLE_RATE, hop: int = HOP_SAMPLES
     at 22,050 Hz, hop ``hop``): at frame round(start / 22050 * 16000 / 256), so its votes line up with
     the other models' windows; it spans 187 frames (3 s).
     """
-    import librosa
+    librosa = import_librosa()
     import soxr
 
     if sr != SAMPLE_RATE:

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import __version__, genres, tags
+from . import __version__, genres, signals, tags
 from .album import album_vote, group_albums
 from .audio import AudioLoadError
 from .cache import PredictionCache
 from .config import DEFAULT_NAMES, GenrePolicy
 from .pipeline import Prediction, Predictor, analyse_file, cache_record, predict_in_worker, prediction_from_cache
+from .workers import WorkerPool
 
 # What gtag writes for each GTZAN label by default (the config file's [names] can change them).
 DISPLAY_NAMES = DEFAULT_NAMES
@@ -187,6 +188,8 @@ class RayExecutor:
         if self._started:
             self._ray.shutdown()
 
+    stop = close = shutdown
+
     def __enter__(self) -> "RayExecutor":
         return self
 
@@ -201,9 +204,11 @@ def make_executor(opts: "TagOptions"):
             return RayExecutor(opts.ray_address, opts.jobs)
         except ImportError:
             raise RuntimeError("--backend ray needs Ray: pip install 'gtag[ray]'") from None
-    # "spawn", not fork: the parent already holds ONNX Runtime sessions and their thread pools,
-    # and a forked child that then creates sessions of its own can crash (ORT is not fork-safe).
-    return ProcessPoolExecutor(max(1, opts.jobs), mp_context=multiprocessing.get_context("spawn"))
+    return WorkerPool(opts.jobs)
+
+
+def _broken(fut: Future | None) -> bool:
+    return fut is not None and fut.done() and (fut.cancelled() or isinstance(fut.exception(), BrokenProcessPool))
 
 
 class Tagger:
@@ -235,6 +240,7 @@ class Tagger:
         jobs = max(1, self.opts.jobs)
         if jobs == 1 and self.opts.backend == "local":
             for path in paths:
+                signals.check()
                 rec = Record(str(path))
                 if self._needs_prediction(path, rec):
                     self._predict_and_write(path, rec, lambda p=path: self.predictor.predict_file(p))
@@ -245,41 +251,74 @@ class Tagger:
         # Local pool with CPU models: workers run the whole pipeline, models included. Ray (and a GPU)
         # ship analysis only; the models then run here, once.
         source = self.predictor.source if self.opts.backend == "local" else None
-        with make_executor(self.opts) as pool:
-            pending: deque[tuple[Path, Record, Future | None]] = deque()
-            it = iter(paths)
-            exhausted = False
+
+        def submit(path: Path) -> Future:
             try:
-                while True:
-                    while not exhausted and len(pending) < 2 * jobs:
-                        try:
-                            path = next(it)
-                        except StopIteration:
-                            exhausted = True
-                            break
-                        rec = Record(str(path))
-                        fut = None
-                        if self._needs_prediction(path, rec) and not self._cached(path):
-                            if source is not None:
-                                fut = pool.submit(predict_in_worker, path, source)
-                            else:
-                                fut = pool.submit(analyse_file, path, self.predictor.config)
-                        pending.append((path, rec, fut))
-                    if not pending:
+                if source is not None:
+                    return pool.submit(predict_in_worker, path, source)
+                return pool.submit(analyse_file, path, self.predictor.config)
+            except BrokenProcessPool as exc:  # broke before we noticed: recovered below
+                fut: Future = Future()
+                fut.set_exception(exc)
+                return fut
+
+        pool = make_executor(self.opts)
+        # (path, record, future, retries): the future is None when nothing needs computing.
+        pending: deque[tuple[Path, Record, Future | None, int]] = deque()
+        it = iter(paths)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < 2 * jobs:
+                    try:
+                        path = next(it)
+                    except StopIteration:
+                        exhausted = True
                         break
-                    path, rec, fut = pending.popleft()
-                    if not rec.status:
-                        if fut is None:
-                            compute = None
-                        elif source is not None:
-                            compute = fut.result
-                        else:
-                            compute = lambda f=fut, p=path: self.predictor.infer(p, f.result())  # noqa: E731
-                        self._predict_and_write(path, rec, compute)
-                    yield rec
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+                    rec = Record(str(path))
+                    fut = None
+                    if self._needs_prediction(path, rec) and not self._cached(path):
+                        fut = submit(path)
+                    pending.append((path, rec, fut, 0))
+                if not pending:
+                    break
+                signals.check()  # a stop signal that a library swallowed still ends the run
+                path, rec, fut, _ = pending[0]
+                if fut is not None and not rec.status:
+                    wait([fut])
+                    if _broken(fut) and isinstance(pool, WorkerPool):
+                        self._recover(pool, pending, submit)
+                        continue
+                pending.popleft()
+                if not rec.status:
+                    if fut is None:
+                        compute = None
+                    elif source is not None:
+                        compute = fut.result
+                    else:
+                        compute = lambda f=fut, p=path: self.predictor.infer(p, f.result())  # noqa: E731
+                    self._predict_and_write(path, rec, compute)
+                yield rec
+        except BaseException:
+            pool.stop()  # Ctrl-C, SIGTERM, or a bug: no worker outlives the run
+            raise
+        pool.close()
+
+    @staticmethod
+    def _recover(pool: WorkerPool, pending: deque, submit: Callable[[Path], Future]) -> None:
+        """A worker died: its file fails with one line, the pool is rebuilt, and the files that
+        were queued on the dead pool are submitted again, once."""
+        crashed = pool.post_mortem()
+        pool.restart()
+        for i, (path, rec, fut, retries) in enumerate(pending):
+            if rec.status or not _broken(fut):
+                continue  # nothing to compute, or its result came back before the crash
+            if str(path) in crashed:
+                rec.status, rec.error = FAILED, f"{path}: {crashed[str(path)]}"
+            elif retries >= 1:
+                rec.status, rec.error = FAILED, f"{path}: analysis process crashed twice while this file was queued"
+            else:
+                pending[i] = (path, rec, submit(path), retries + 1)
 
     def _cached(self, path: Path) -> Prediction | None:
         if self.cache is None:
@@ -316,10 +355,12 @@ class Tagger:
         summary = None
         if vote is not None:
             opts = self.opts
-            chosen = [opts.policy.name(g) for g in choose_genres(vote, opts.min_confidence, opts.top_k, opts.policy)]
+            reason = self.predictor.abstain_reason(vote) if opts.min_confidence is None else None
+            chosen = [] if reason else [opts.policy.name(g) for g in
+                                        choose_genres(vote, self._min_probability(), opts.top_k, opts.policy)]
             summary = {"key": key, "tracks": len(batch), "voters": len(preds),
                        "genre": self.opts.policy.name(vote.genre), "genres": chosen,
-                       "confidence": round(vote.confidence, 4),
+                       "confidence": round(vote.confidence, 4), **({"reason": reason} if reason else {}),
                        "probabilities": {lab: round(float(p), 4) for lab, p in zip(vote.labels, vote.probabilities)}}
         for path, rec in batch:
             rec.album = summary

@@ -154,7 +154,9 @@ def track_mel_power(y: np.ndarray) -> np.ndarray:
     """Mel power ``(N_MELS, frames)`` of a whole track, computed as ``gtag.features.analyze`` does
     (tiled to a window if short, centred STFT, n_fft 2048, hop 512, librosa's mel filters), so
     ``log_mel_patches(mel[:, f:f + WINDOW_FRAMES])`` is the patch analyze gives a window at frame f."""
-    import librosa
+    from gtag.numba_cache import import_librosa
+
+    librosa = import_librosa()
 
     y = np.ascontiguousarray(audio.fit_to_window(np.asarray(y, dtype=np.float32)))
     S = np.abs(librosa.stft(y, n_fft=features.N_FFT, hop_length=features.HOP_LENGTH))

@@ -1,0 +1,139 @@
+"""The local worker pool of `gtag tag`: spawned processes that survive nothing they should not.
+
+- A worker that dies (a decoder or kernel segfault, the kernel's OOM killer) breaks a
+  ProcessPoolExecutor for good. ``WorkerPool.post_mortem`` says which file(s) the dead worker was
+  analysing (each worker notes its current file in a slot file) and how it died; the tagger then
+  reports that file, starts a fresh pool and resubmits the others once.
+- Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the parent decides (it stops
+  the pool and prints its summary); a worker must not print a KeyboardInterrupt traceback.
+- A worker whose parent is gone (SIGKILL, a crash) exits by itself: a watchdog thread polls
+  ``os.getppid()``. (PR_SET_PDEATHSIG is not used: it fires when the *thread* that started the
+  worker exits, and the executor starts workers from its own threads.)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+# Test-only hook: a worker asked to analyse a file of this name kills itself with SIGSEGV, as a
+# crashing decoder would. Unset in normal use.
+CRASH_HOOK_ENV = "GTAG_TEST_CRASH_FILE"
+PARENT_POLL_SECONDS = 0.5
+
+_SLOTS: str | None = None  # this worker's slot folder (set by the initializer)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)  # the parent is gone: nobody will read what this worker computes
+
+    threading.Thread(target=watch, name="gtag-parent-watchdog", daemon=True).start()
+
+
+def _init_worker(parent_pid: int, slots: str) -> None:
+    global _SLOTS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _SLOTS = slots
+    _watch_parent(parent_pid)
+
+
+def run_task(fn, path, *args):
+    """Run ``fn(path, *args)`` in a worker, with ``path`` noted in this worker's slot meanwhile."""
+    slot = Path(_SLOTS) / str(os.getpid()) if _SLOTS else None
+    if slot is not None:
+        tmp = slot.with_suffix(".tmp")
+        tmp.write_text(os.fspath(path))
+        os.replace(tmp, slot)
+    try:
+        crash = os.environ.get(CRASH_HOOK_ENV)
+        if crash and Path(path).name == crash:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return fn(path, *args)
+    finally:
+        if slot is not None:
+            slot.unlink(missing_ok=True)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """How a worker ended, for the file's error line."""
+    if exitcode is None:
+        return "analysis process crashed"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "?"
+        return f"analysis process crashed (signal {-exitcode}, {name})"
+    return f"analysis process exited unexpectedly (code {exitcode})"
+
+
+class WorkerPool:
+    """A spawn-context ProcessPoolExecutor that can say who died, and be stopped at once."""
+
+    def __init__(self, jobs: int):
+        self.jobs = max(1, jobs)
+        self._slots = tempfile.mkdtemp(prefix="gtag-workers-")
+        self._procs: dict[int, multiprocessing.Process] = {}
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        # "spawn", not fork: the parent already holds ONNX Runtime sessions and their thread pools,
+        # and a forked child that then creates sessions of its own can crash (ORT is not fork-safe).
+        return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(os.getpid(), self._slots))
+
+    def submit(self, fn, path, *args) -> Future:
+        fut = self._pool.submit(run_task, fn, path, *args)
+        self._procs.update(getattr(self._pool, "_processes", None) or {})  # to read exit codes later
+        return fut
+
+    def post_mortem(self) -> dict[str, str]:
+        """After the pool broke: the files that dead workers were analysing, each with how its
+        worker ended. Waits for the broken pool to be torn down; call ``restart`` next."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        found: dict[str, tuple[int, int | None]] = {}
+        for slot in Path(self._slots).iterdir():
+            if slot.suffix == ".tmp" or not slot.name.isdigit():
+                continue
+            pid = int(slot.name)
+            proc = self._procs.get(pid)
+            found[slot.read_text()] = (pid, proc.exitcode if proc is not None else None)
+            slot.unlink(missing_ok=True)
+        # The executor terminates (SIGTERM) the surviving workers of a broken pool: their files
+        # are victims, not causes, unless no worker died of anything else.
+        term = -signal.SIGTERM
+        causes = {p: code for p, (_, code) in found.items() if code != term}
+        if not causes:
+            causes = {p: code for p, (_, code) in found.items()}
+        return {p: describe_exit(code) for p, code in causes.items()}
+
+    def restart(self) -> None:
+        self._procs.clear()
+        self._pool = self._start()
+
+    def stop(self) -> None:
+        """Stop now: cancel what is queued, kill running workers, wait until they are gone."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for p in list(self._procs.values()) + list((getattr(self._pool, "_processes", None) or {}).values()):
+            try:
+                if p.is_alive():
+                    p.kill()
+            except (OSError, ValueError, AttributeError):
+                pass
+        self._pool.shutdown(wait=True)
+        shutil.rmtree(self._slots, ignore_errors=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        shutil.rmtree(self._slots, ignore_errors=True)
