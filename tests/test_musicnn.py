@@ -468,7 +468,7 @@ def test_predict_prints_msd_tags_line_only_for_tag_models(tmp_path, tiny_musicnn
     r = CliRunner().invoke(main, ["predict", "--models", str(tiny_models), str(path)])
     assert r.exit_code == 0 and "MSD tags" not in r.output
     r = CliRunner().invoke(main, ["predict", "--json", "--models", str(tiny_musicnn_models), str(path)])
-    assert set(json.loads(r.stdout)[0]) == {"path", "genre", "confidence", "probabilities", "models"}
+    assert set(json.loads(r.stdout)[0]) == {"path", "genre", "confidence", "probabilities", "models", "would_tag"}
 
 
 @pytest.mark.slow

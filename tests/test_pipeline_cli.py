@@ -53,7 +53,7 @@ def test_predict_json_shape_is_stable(tmp_path, tiny_models, tone):
     data = json.loads(r.stdout)
     assert [d["path"] for d in data] == [str(good), str(bad)]
     ok, failed = data
-    assert set(ok) == {"path", "genre", "confidence", "probabilities", "models"}
+    assert set(ok) == {"path", "genre", "confidence", "probabilities", "models", "would_tag"}
     assert ok["genre"] in ok["probabilities"] and ok["confidence"] == max(ok["probabilities"].values())
     assert set(ok["models"]) == {"feat", "mel"} and set(ok["models"]["mel"]) == {"probabilities"}
     assert set(failed) == {"path", "error"} and "bad.mp3" in failed["error"]

@@ -340,7 +340,7 @@ def test_csv_report(mixed_lib: Path, tmp_path: Path, gtag_tag) -> None:
     header, body = rows[0], rows[1:]
     labels = sorted(GENRES)
     assert header == ["path", "status", "format", "genre", "genres", "confidence", "existing", "written", "cached",
-                      "error"] + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in ("feat", "mel")
+                      "error", "reason"] + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in ("feat", "mel")
                                                                        for lab in labels]
     assert [r[0] for r in body] == [str(p) for p in walk([mixed_lib])]
     rows_by_name = {Path(r[0]).name: dict(zip(header, r)) for r in body}
