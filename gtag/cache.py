@@ -41,6 +41,16 @@ def _stat_key(path: Path) -> tuple[str, int, int]:
     return str(path.resolve()), st.st_size, st.st_mtime_ns
 
 
+def file_identity(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime_ns) of ``path``: what changes when another program replaces or
+    rewrites the file. Taken before an analysis and compared after it. None if it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class PredictionCache:
     """get/put of JSON-able results keyed by file identity and a model signature."""
 
@@ -67,11 +77,16 @@ class PredictionCache:
             return None
         return json.loads(row[2])
 
-    def put(self, path: Path, result: dict) -> None:
+    def put(self, path: Path, result: dict, identity: tuple[int, int, int, int] | None = None) -> None:
+        """Store ``result`` under the file's current size and mtime, or under ``identity``'s (from
+        ``file_identity``, taken before the analysis) so that a file changed meanwhile is never
+        keyed by content that was not analysed."""
         try:
             key, size, mtime = _stat_key(path)
         except OSError:
             return
+        if identity is not None:
+            size, mtime = identity[2], identity[3]
         self.db.execute(
             "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
             (key, self.signature, size, mtime, json.dumps(result), time.time()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -214,15 +215,30 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     sys.exit(EXIT_SOME_FAILED if any(r.status == FAILED for r in records) else EXIT_OK)
 
 
+def one_line(text: str) -> str:
+    """``text`` safe to print as one line: control characters (a newline in a file name) written
+    as escapes, and the bytes of a non-UTF-8 name as \\xNN instead of an encoding error."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _print_record(rec, dry_run: bool, console: Console) -> None:
-    from .tagger import FAILED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE, TAGGED, UNCHANGED, WOULD_TAG
+    from .tagger import (FAILED, SKIPPED_CHANGED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE, SKIPPED_NOT_REGULAR,
+                         SKIPPED_SILENT, TAGGED, UNCHANGED, WOULD_TAG)
 
     # Paths, tag values and errors are shown as they are: a file named "song [live].mp3" must
-    # not be read as rich markup.
-    path = escape(rec.path)
-    before = escape("; ".join(rec.existing) or "—")
+    # not be read as rich markup, and one named "a\nb.mp3" must not split its line.
+    path = escape(one_line(rec.path))
+    before = escape(one_line("; ".join(rec.existing) or "—"))
     if rec.status == FAILED:
-        err.print(f"[red]error:[/] {escape(rec.error or '')}")
+        err.print(f"[red]error:[/] {escape(one_line(rec.error or ''))}")
+    elif rec.status in (SKIPPED_NOT_REGULAR, SKIPPED_CHANGED):
+        err.print(f"[yellow]skipped:[/] {escape(one_line(rec.error or rec.path))}")
+    elif rec.status == SKIPPED_SILENT:
+        console.print(f"{path}: [yellow]silent[/], no genre to hear, left as {before}")
     elif rec.status in (TAGGED, WOULD_TAG):
         verb = "would write" if rec.status == WOULD_TAG else "wrote"
         console.print(f"{path}: {before} → [green]{'; '.join(rec.written)}[/] "

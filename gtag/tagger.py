@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, tags
-from .audio import AudioLoadError
-from .cache import PredictionCache
+from .audio import AudioLoadError, SilentAudio
+from .cache import PredictionCache, file_identity
+from .library import not_regular
 from .pipeline import Prediction, Predictor, analyse_file, cache_record, predict_in_worker, prediction_from_cache
 
 # What gtag writes for each GTZAN label: the ID3v1/Winamp genre names that players and beets know.
@@ -34,6 +35,9 @@ TAGGED = "tagged"
 WOULD_TAG = "would tag"  # dry run
 SKIPPED_HAS_GENRE = "skipped: has genre"
 SKIPPED_LOW_CONFIDENCE = "skipped: low confidence"
+SKIPPED_NOT_REGULAR = "skipped: not a regular file"  # a FIFO, a device, a socket: never opened
+SKIPPED_CHANGED = "skipped: changed during analysis"  # left for the next run
+SKIPPED_SILENT = "skipped: silent"  # silence or near-silence: no genre to hear
 UNCHANGED = "unchanged"  # the file already holds exactly what gtag would write
 FAILED = "failed"
 
@@ -106,6 +110,8 @@ class Record:
     format: str | None = None
     cached: bool = False
     error: str | None = None
+    # (dev, inode, size, mtime_ns) before analysis: the content the prediction is about. Not reported.
+    before: tuple[int, int, int, int] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self, top_k: int) -> dict:
         d: dict = {"path": self.path, "status": self.status, "format": self.format}
@@ -194,6 +200,11 @@ class Tagger:
 
     def _needs_prediction(self, path: Path, rec: Record) -> bool:
         """Read the existing tag first: a file that keeps its genre needs no analysis at all."""
+        what = not_regular(path)
+        if what is not None:
+            rec.status, rec.error = SKIPPED_NOT_REGULAR, f"{path}: {what}, not a regular file: skipped"
+            return False
+        rec.before = file_identity(path)
         try:
             rec.format = tags.format_name(path)
             rec.existing = tags.read_genres(path)
@@ -269,8 +280,13 @@ class Tagger:
                 if compute is None:  # cache entry vanished between look-ahead and now
                     compute = lambda: self.predictor.predict_file(path)  # noqa: E731
                 pred = compute()
-                if self.cache is not None:
-                    self.cache.put(path, cache_record(pred))
+                if self._changed(path, rec):
+                    return
+                if self.cache is not None:  # under the key the analysed content had
+                    self.cache.put(path, cache_record(pred), identity=rec.before)
+        except SilentAudio as exc:
+            rec.status, rec.error = SKIPPED_SILENT, _short_error(exc, path)
+            return
         except (AudioLoadError, ValueError, OSError) as exc:
             rec.status, rec.error = FAILED, _short_error(exc, path)
             return
@@ -290,13 +306,28 @@ class Tagger:
             rec.status = WOULD_TAG
             return
         try:
-            tags.write_genres(path, rec.written, extra)
+            tags.write_genres(path, rec.written, extra, expect=rec.before)
+        except tags.FileChanged:
+            rec.status, rec.error, rec.written = SKIPPED_CHANGED, f"{path}: changed during analysis, " \
+                "not tagged; the next run analyses the new content", []
+            return
         except (tags.TagError, OSError) as exc:
             rec.status, rec.error, rec.written = FAILED, _short_error(exc, path), []
             return
         rec.status = TAGGED
         if self.cache is not None:  # same audio, new size/mtime: keep the re-run instant
             self.cache.put(path, cache_record(pred))
+
+    @staticmethod
+    def _changed(path: Path, rec: Record) -> bool:
+        """A file replaced or rewritten while it was analysed: its prediction is about content it
+        no longer has, so it is neither cached nor written (the next run sees the new content)."""
+        if rec.before is None or file_identity(path) == rec.before:
+            return False
+        rec.status, rec.error = SKIPPED_CHANGED, f"{path}: changed during analysis, not tagged; " \
+            "the next run analyses the new content"
+        rec.written = []
+        return True
 
 
 def _has_extra(path: Path, extra: dict[str, str] | None) -> bool:

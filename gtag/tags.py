@@ -13,12 +13,15 @@ same folder, the copy is tagged and verified, and only then renamed over the ori
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import mutagen
 from mutagen.aiff import AIFF
@@ -44,6 +47,7 @@ __all__ = [
     "FORMATS",
     "STYLES",
     "TEMP_PREFIX",
+    "FileChanged",
     "FormatSpec",
     "TagError",
     "TagStyle",
@@ -51,6 +55,7 @@ __all__ = [
     "format_name",
     "read_extra",
     "read_genres",
+    "remove_stale_temp_files",
     "write_genres",
 ]
 
@@ -61,6 +66,10 @@ TEMP_PREFIX = ".gtag-"
 
 class TagError(Exception):
     """A tag could not be read or written; the message is one line naming the file."""
+
+
+class FileChanged(TagError):
+    """Another program changed the file since gtag looked at it: nothing was written."""
 
 
 class UnsupportedFormat(TagError):
@@ -168,15 +177,26 @@ def _reason(exc: BaseException) -> str:
 
 
 def _open(
-    path: Path, shown: str | os.PathLike[str] | None = None
+    path: Path | BinaryIO, shown: str | os.PathLike[str] | None = None
 ) -> tuple[FormatSpec, mutagen.FileType]:
-    """Open ``path`` with mutagen and find its row in ``FORMATS``; errors name ``shown``."""
+    """Open ``path`` (a name, or a file object whose ``name`` has the extension) with mutagen and
+    find its row in ``FORMATS``; errors name ``shown``."""
     shown = path if shown is None else shown
+    if isinstance(path, Path):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG  # mutagen reports it below, in its words
+        if not stat.S_ISREG(mode):
+            # Never opened: a FIFO blocks, and /dev/zero behind an audio name never ends.
+            raise TagError(f"{shown}: not a regular file, not read")
     try:
         audio = mutagen.File(path)
     # mutagen wraps most failures in MutagenError, but a damaged file can surface as a raw
     # struct/Index/Value error from a parser; every one of them means "unreadable".
     except Exception as exc:
+        if isinstance(exc, PermissionError) or isinstance(exc.__context__, PermissionError):
+            raise TagError(f"{shown}: permission denied, cannot read the file") from exc
         raise TagError(f"{shown}: unreadable or corrupt audio file ({_reason(exc)})") from exc
     if audio is None:
         raise TagError(f"{shown}: not an audio file that mutagen recognises")
@@ -328,6 +348,8 @@ def write_genres(
     path: str | os.PathLike[str],
     genres: Sequence[str],
     extra: Mapping[str, str] | None = None,
+    *,
+    expect: tuple[int, int, int, int] | None = None,
 ) -> None:
     """Replace the genre(s) in ``path``'s tag, and set the optional ``extra`` fields.
 
@@ -339,7 +361,8 @@ def write_genres(
     The write is atomic: a tagged and verified copy replaces the original, keeping its
     permission bits (and owner, where allowed); a symlink is followed and the link kept.  A hard
     link elsewhere keeps pointing at the old, untagged file.  On any failure the original is
-    left untouched and TagError is raised.
+    left untouched and TagError is raised; ``FileChanged`` when the file is not the version
+    ``expect`` (device, inode, size, mtime_ns) describes, or changes during the write.
     """
     if isinstance(genres, str):
         raise TypeError("genres must be a sequence of str, not one str")
@@ -357,6 +380,8 @@ def write_genres(
         raise TagError(f"{path}: cannot read file ({_reason(exc)})") from exc
     if not stat.S_ISREG(before.st_mode):
         raise TagError(f"{path}: not a regular file")
+    if expect is not None and _snapshot(before) != tuple(expect):
+        raise FileChanged(f"{path}: file changed since it was analysed, not modified")
     _check_writable(real, path)
     spec, original = _open(real, path)
 
@@ -369,60 +394,131 @@ def write_genres(
     tmp = Path(tmp_name)
     replaced = False
     try:
-        # fdopen first, so that the descriptor is closed even if the original cannot be opened.
-        with os.fdopen(fd, "wb") as dst, open(real, "rb") as src:
-            shutil.copyfileobj(src, dst)
+        # Everything below works on this descriptor, never on the temporary name: the owner of
+        # the folder could swap that name for a symlink to a file that gtag (run as root) must
+        # neither write, chown nor chmod.
+        with open(fd, "r+b") as fh:
+            fh.raw.name = tmp_name  # mutagen also goes by the extension of a file object's name
+            with open(real, "rb") as src:
+                shutil.copyfileobj(src, fh)
+            fh.flush()
+            fh.seek(0)
+            _, audio = _open(fh, path)
+            if audio.tags is None:
+                audio.add_tags()
+            style = spec.style
+            _set(style, audio.tags, style.genre_key, genres)
+            for key in style.stale_keys:
+                _set(style, audio.tags, key, [])
+            for name, value in extra.items():
+                _set(style, audio.tags, style.extra_key.format(name=name), [value])
+            fh.seek(0)
+            if style.container == "id3":
+                audio.save(fh, v2_version=_id3_write_version(original), v23_sep="/")
+            else:
+                audio.save(fh)
+            fh.flush()
 
-        _, audio = _open(tmp, path)
-        if audio.tags is None:
-            audio.add_tags()
-        style = spec.style
-        _set(style, audio.tags, style.genre_key, genres)
-        for key in style.stale_keys:
-            _set(style, audio.tags, key, [])
-        for name, value in extra.items():
-            _set(style, audio.tags, style.extra_key.format(name=name), [value])
-        if style.container == "id3":
-            audio.save(v2_version=_id3_write_version(original), v23_sep="/")
-        else:
-            audio.save()
-        with open(tmp, "rb+") as fh:
+            _verify(spec, original, fh, path, genres, extra)
+            _copy_metadata(fh.fileno(), real, before)
             os.fsync(fh.fileno())
 
-        _verify(spec, original, tmp, path, genres, extra)
-
-        try:
-            os.chown(tmp, before.st_uid, before.st_gid)
-        except (OSError, AttributeError):
-            pass  # only root may give a file away (and Windows has no chown): ours is fine then
-        # Mode bits, flags and extended attributes come from the original; the times do not,
-        # so backup tools and library scanners see that the file changed.
-        shutil.copystat(real, tmp)
-        os.utime(tmp)
-
-        if _snapshot(real.stat()) != _snapshot(before):
-            raise TagError(f"{path}: file changed while its tags were written, not replaced")
+            if _snapshot(real.stat()) != _snapshot(before):
+                raise FileChanged(f"{path}: file changed while its tags were written, not modified")
+            mine, named = os.fstat(fh.fileno()), os.lstat(tmp)
+            if (mine.st_dev, mine.st_ino) != (named.st_dev, named.st_ino):
+                raise TagError(f"{path}: the temporary copy {tmp.name} was replaced by another program, "
+                               "file not modified")
         os.replace(tmp, real)
         replaced = True
-    except TagError:
-        raise
+    except TagError as exc:
+        raise TagError(_with_cleanup(str(exc), tmp)) if _leftover(tmp) else exc
     except Exception as exc:
-        raise TagError(f"{path}: could not write tags, file not modified ({_reason(exc)})") from exc
+        msg = f"{path}: could not write tags ({_reason(exc)}); the original is untouched"
+        raise TagError(_with_cleanup(msg, tmp) if _leftover(tmp) else msg) from exc
     finally:
         if not replaced:
-            tmp.unlink(missing_ok=True)
+            _leftover(tmp)
     _fsync_folder(real.parent)
+
+
+def _leftover(tmp: Path) -> bool:
+    """Remove an unrenamed temporary copy; True when it cannot be removed (a read-only folder)."""
+    try:
+        tmp.unlink(missing_ok=True)
+        return False
+    except OSError:
+        return os.path.lexists(tmp)
+
+
+def _with_cleanup(msg: str, tmp: Path) -> str:
+    return f"{msg}; its temporary copy {tmp.name} could not be removed (a later run removes it)"
+
+
+def _copy_metadata(fd: int, real: Path, before: os.stat_result) -> None:
+    """Owner (where allowed), mode bits and extended attributes of the original, set on the open
+    temporary copy. The times are not copied, so backup tools and scanners see the change."""
+    if hasattr(os, "fchown"):
+        try:
+            os.fchown(fd, before.st_uid, before.st_gid)
+        except OSError:
+            pass  # only root may give a file away: ours is fine then
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, stat.S_IMODE(before.st_mode))  # after chown, which may clear set-id bits
+    if hasattr(os, "listxattr"):
+        try:
+            for name in os.listxattr(real):
+                try:
+                    os.setxattr(fd, name, os.getxattr(real, name))
+                except OSError:
+                    pass  # e.g. security.* attributes only root may set
+        except OSError:
+            pass  # a filesystem without extended attributes
+    if os.utime in os.supports_fd:
+        os.utime(fd)
+
+
+# Names of gtag's temporary copies: tempfile.mkstemp's eight characters between prefix and suffix.
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[a-z0-9_]{8}(\.[^./]{1,8})?")
+# Older than this, a temporary copy cannot belong to a running gtag (a write takes seconds).
+STALE_TEMP_SECONDS = 3600.0
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str], dry_run: bool = False,
+                            older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """gtag's own temporary copies in ``folder`` left by a killed run, and removed (unless
+    ``dry_run``): regular files named like ``.gtag-xxxxxxxx.ext`` not modified for ``older_than``
+    seconds. Symlinks and every other name are left alone."""
+    found = []
+    now = time.time()
+    try:
+        with os.scandir(folder) as it:
+            entries = [e for e in it if _TEMP_NAME.fullmatch(e.name)]
+    except OSError:
+        return []
+    for e in sorted(entries, key=lambda e: e.name):
+        try:
+            st = e.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < older_than:
+                continue
+            if not dry_run:
+                os.unlink(e.path)
+        except OSError:
+            continue
+        found.append(Path(e.path))
+    return found
 
 
 def _verify(
     spec: FormatSpec,
     original: mutagen.FileType,
-    tmp: Path,
+    tmp: BinaryIO,
     shown: str | os.PathLike[str],
     genres: list[str],
     extra: dict[str, str],
 ) -> None:
     """Reopen the tagged copy and check that it says what was written and still plays the same."""
+    tmp.seek(0)
     tagged_spec, tagged = _open(tmp, shown)
     problems = []
     if tagged_spec is not spec or _stream(tagged) != _stream(original):
