@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -40,10 +41,10 @@ def _predictor(models_dir: str | None, model: tuple[str, ...], device: str):
     names = _split_models(model)
     try:
         models = load_models(models_dir, names, device=device)
-    except ModelError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        return Predictor(models, weights=dict.fromkeys(names, 1.0) if names else None)
+    except (ModelError, ValueError) as exc:  # ValueError: models gtag cannot feed (rate, window)
+        err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
         sys.exit(EXIT_NO_MODELS)
-    return Predictor(models, weights=dict.fromkeys(names, 1.0) if names else None)
 
 
 model_options = [
@@ -88,7 +89,7 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
             msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             results.append({"path": str(path), "error": msg})
             if not as_json:
-                err.print(f"[red]error:[/] {escape(msg)}")
+                err.print(f"[red]error:[/] {escape(one_line(msg))}")
             continue
         if as_json:
             results.append(pred.to_json())
@@ -97,6 +98,25 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
     if as_json:
         click.echo(json.dumps(results, indent=2))
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def _not_nan(value: float, param) -> float:
+    if value != value:  # FloatRange lets nan through: every comparison with it is False
+        raise click.BadParameter("must be a number from 0 to 1, not nan", param=param)
+    return value
+
+
+def _check_report_path(report: Path) -> None:
+    """Refuse a report that could not be written before any file is touched (not after them all)."""
+    if report.suffix.lower() not in (".json", ".csv"):
+        raise click.BadParameter("must end in .json or .csv", param_hint="--report")
+    folder = report.parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"folder {one_line(str(folder))} does not exist", param_hint="--report")
+    if report.is_dir():
+        raise click.BadParameter(f"{one_line(str(report))} is a folder", param_hint="--report")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"folder {one_line(str(folder))} is not writable", param_hint="--report")
 
 
 def _fmt_time(seconds: float) -> str:
@@ -152,6 +172,7 @@ def _print_prediction(pred, top: int) -> None:
 @click.option("--dry-run", "-n", is_flag=True, help="Show existing → proposed genre for each file; change nothing.")
 @click.option("--force", "--overwrite", "force", is_flag=True, help="Also retag files that already have a genre.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              callback=lambda ctx, param, v: _not_nan(v, param),
               help="Write nothing for a file whose voted genre is less probable than this.")
 @click.option("--top-k", type=click.IntRange(1, 10), default=1, show_default=True,
               help="Write up to K genres (each at least --min-confidence probable).")
@@ -175,21 +196,32 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     """Predict the genre of every audio file under PATHS and write it into the file's tags."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .cache import PredictionCache, default_cache_path
+    from .cache import CacheError, PredictionCache, default_cache_path
     from .library import walk
     from .tagger import FAILED, Record, TagOptions, Tagger, default_jobs, summarize, write_report
+    from .tags import remove_stale_temp_files
 
-    if report is not None and report.suffix.lower() not in (".json", ".csv"):
-        raise click.BadParameter("must end in .json or .csv", param_hint="--report")
+    if report is not None:
+        _check_report_path(report)
     predictor = _predictor(models_dir, model, device)
     files = list(walk(paths))
+    # Temporary copies a killed run left (older than any running gtag's) are gtag's own to remove.
+    for folder in sorted({p.parent for p in files}):
+        for stale in remove_stale_temp_files(folder, dry_run=dry_run):
+            verb = "would remove" if dry_run else "removed"
+            err.print(f"[yellow]note:[/] {verb} {escape(one_line(str(stale)))}, a temporary copy left by "
+                      "an interrupted gtag run")
     if jobs is None:  # all usable cores, as memory allows; no more workers than files to share
         jobs = max(1, min(default_jobs(), len(files)))
     opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k, jobs=jobs,
                       write_confidence=write_confidence, backend=backend, ray_address=ray_address)
-    cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
+    try:
+        cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
+    except CacheError as exc:
+        err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
+        sys.exit(EXIT_USAGE)
     records: list[Record] = []
-    interrupted = False
+    interrupted = report_failed = False
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out, transient=True)
     try:
@@ -207,12 +239,19 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     finally:
         if cache is not None:
             cache.close()
+            if cache.broken:
+                err.print(f"[yellow]warning:[/] {escape(one_line(cache.broken))}")
     if report is not None:
-        write_report(records, report, top_k)
+        try:
+            write_report(records, report, top_k)
+        except OSError as exc:
+            err.print(f"[red]error:[/] report {escape(one_line(str(report)))} not written "
+                      f"({escape(one_line(exc.strerror or str(exc)))}); the files themselves are done")
+            report, report_failed = None, True
     _print_summary(summarize(records), dry_run, report)
     if interrupted:
         sys.exit(130)
-    sys.exit(EXIT_SOME_FAILED if any(r.status == FAILED for r in records) else EXIT_OK)
+    sys.exit(EXIT_SOME_FAILED if report_failed or any(r.status == FAILED for r in records) else EXIT_OK)
 
 
 def one_line(text: str) -> str:

@@ -270,7 +270,10 @@ class Tagger:
         if self.cache is None:
             return None
         hit = self.cache.get(path)
-        return prediction_from_cache(str(path), hit) if hit else None
+        try:
+            return prediction_from_cache(str(path), hit) if hit else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None  # a row of another shape: analyse again (the put replaces it)
 
     def _predict_and_write(self, path: Path, rec: Record, compute: Callable[[], Prediction] | None) -> None:
         pred = self._cached(path)
@@ -303,7 +306,11 @@ class Tagger:
             rec.status = UNCHANGED
             return
         if self.opts.dry_run:
-            rec.status = WOULD_TAG
+            blocker = tags.predict_write_failure(path)
+            if blocker:  # say now what the real run would meet
+                rec.status, rec.error, rec.written = FAILED, blocker, []
+            else:
+                rec.status = WOULD_TAG
             return
         try:
             tags.write_genres(path, rec.written, extra, expect=rec.before)
@@ -346,23 +353,28 @@ def summarize(records: list[Record]) -> dict:
 
 
 def write_report(records: list[Record], path: Path, top_k: int) -> None:
-    """JSON array or CSV, chosen by the report file's extension; written atomically."""
+    """JSON array or CSV, chosen by the report file's extension; written atomically. A file name
+    that is not UTF-8 is kept as its bytes in CSV, and as \\udcXX escapes in JSON."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() == ".csv":
-        labels = sorted({lab for r in records for lab in r.probabilities})
-        models = sorted({m for r in records for m in r.models})
-        head = ["path", "status", "format", "genre", "genres", "confidence", "existing", "written", "cached",
-                "error"] + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
-        with tmp.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(head)
-            for r in records:
-                w.writerow([r.path, r.status, r.format or "", r.genre or "", ";".join(r.genres),
-                            "" if r.confidence is None else r.confidence, ";".join(r.existing),
-                            ";".join(r.written), int(r.cached), r.error or ""]
-                           + [r.probabilities.get(lab, "") for lab in labels]
-                           + [r.models.get(m, {}).get(lab, "") for m in models for lab in labels])
-    else:
-        tmp.write_text(json.dumps([r.to_json(top_k) for r in records], indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        if path.suffix.lower() == ".csv":
+            labels = sorted({lab for r in records for lab in r.probabilities})
+            models = sorted({m for r in records for m in r.models})
+            head = ["path", "status", "format", "genre", "genres", "confidence", "existing", "written", "cached",
+                    "error"] + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
+            with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+                w = csv.writer(f)
+                w.writerow(head)
+                for r in records:
+                    w.writerow([r.path, r.status, r.format or "", r.genre or "", ";".join(r.genres),
+                                "" if r.confidence is None else r.confidence, ";".join(r.existing),
+                                ";".join(r.written), int(r.cached), r.error or ""]
+                               + [r.probabilities.get(lab, "") for lab in labels]
+                               + [r.models.get(m, {}).get(lab, "") for m in models for lab in labels])
+        else:
+            tmp.write_text(json.dumps([r.to_json(top_k) for r in records], indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

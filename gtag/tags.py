@@ -53,6 +53,7 @@ __all__ = [
     "TagStyle",
     "UnsupportedFormat",
     "format_name",
+    "predict_write_failure",
     "read_extra",
     "read_genres",
     "remove_stale_temp_files",
@@ -311,6 +312,28 @@ def _read_extra(spec: FormatSpec, audio: mutagen.FileType, name: str) -> str | N
         return None
     values = _get(spec.style, audio.tags, spec.style.extra_key.format(name=name))
     return values[0] if values else None
+
+
+# Room a genre tag chunk may need in a RIFF (WAV) or IFF (AIFF) file, whose sizes are 32-bit.
+_CHUNK_ROOM = 1 << 16
+
+
+def predict_write_failure(path: str | os.PathLike[str]) -> str | None:
+    """Why writing a tag to ``path`` would certainly fail, found without writing (so a dry run can
+    say it), or None. Today: a WAV or AIFF whose header claims a size so close to 4 GB that a tag
+    chunk would overflow its 32-bit size field."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return None  # the write reports it, in its own words
+    if len(head) < 12 or head[8:12] not in (b"WAVE", b"AIFF", b"AIFC"):
+        return None
+    claimed = int.from_bytes(head[4:8], "little" if head[:4] == b"RIFF" else "big")
+    if head[:4] in (b"RIFF", b"FORM") and claimed > 0xFFFFFFFF - _CHUNK_ROOM:
+        return (f"{path}: the {head[8:12].decode()} header claims {claimed:,} bytes, too close to its "
+                "4 GB limit for a tag chunk; a write would fail")
+    return None
 
 
 def _check_writable(path: Path, shown: str | os.PathLike[str]) -> None:
