@@ -116,7 +116,14 @@ def _load_soundfile(path: Path, sr: int, max_seconds: float | None) -> tuple[np.
         else:
             spread = _Spread(native, max_seconds)
             while not spread.full:
-                data = f.read(_READ_FRAMES, dtype="float32", always_2d=True)
+                try:
+                    data = f.read(_READ_FRAMES, dtype="float32", always_2d=True)
+                except sf.LibsndfileError:
+                    # At the end of a stream of undeclared length soundfile's bookkeeping seek
+                    # fails ("psf_fseek() failed"): what was read is the stream.
+                    if not spread.seen:
+                        raise
+                    break
                 if not len(data):
                     break
                 spread.add(data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0])
@@ -125,7 +132,7 @@ def _load_soundfile(path: Path, sr: int, max_seconds: float | None) -> tuple[np.
     return _resample(mono, native, sr), total
 
 
-_READ_FRAMES = 1 << 16  # frames per read when a file is read sequentially
+_READ_FRAMES = 1 << 14  # frames per read when a file is read sequentially (the last may be lost, below)
 # A file read sequentially (its length undeclared, or not seekable) is decoded up to this many
 # seconds and no further, so even a stream that never ends costs a bounded time.
 MAX_DECODED_SECONDS = 6 * 3600.0
