@@ -98,16 +98,36 @@ def test_fifo_and_dev_zero_are_cheap(tmp_path: Path, tiny_models: Path, alarm) -
     assert elapsed < 2.0 and peak < 50e6, (elapsed, peak)
 
 
+def _remove_deep(top: str) -> None:
+    """Remove a chain of nested folders without recursion (shutil.rmtree, and so pytest's own
+    clean-up of old temporary folders, would hit the recursion limit on it)."""
+    while os.path.isdir(top):
+        p = top
+        while True:
+            entries = list(os.scandir(p))
+            for e in entries:
+                if not e.is_dir(follow_symlinks=False):
+                    os.unlink(e.path)
+            dirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+            if not dirs:
+                break
+            p = dirs[0]
+        os.rmdir(p)
+
+
 def test_very_deep_folders_are_walked_without_recursion(tmp_path: Path) -> None:
     depth = 1200  # beyond Python's default recursion limit of 1000
-    deep = str(tmp_path)
-    for _ in range(depth):  # os.makedirs would recurse too
-        deep += "/d"
-        os.mkdir(deep)
-    deep = Path(deep)
-    (deep / "song.mp3").write_bytes(b"")
-    (tmp_path / "top.mp3").write_bytes(b"")
-    assert [len(p.relative_to(tmp_path).parts) for p in walk([tmp_path])] == [depth + 1, 1]
+    top = str(tmp_path / "deep")
+    deep = top
+    try:
+        for _ in range(depth):  # os.makedirs would recurse too
+            deep += "/d"
+            os.makedirs(deep) if deep == top + "/d" else os.mkdir(deep)
+        Path(deep, "song.mp3").write_bytes(b"")
+        Path(top, "top.mp3").write_bytes(b"")
+        assert [len(p.relative_to(top).parts) for p in walk([top])] == [depth + 1, 1]
+    finally:
+        _remove_deep(top)
 
 
 # --- F3: files of undeclared length --------------------------------------------------------------
