@@ -232,6 +232,9 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                 elapsed = progress.tasks[0].elapsed or 0
                 progress.update(task, advance=1, rate=f"{len(records) / elapsed:.1f} files/s" if elapsed else "")
                 _print_record(rec, dry_run, progress.console)
+    except ModelError as exc:  # a model whose output does not match its manifest, found on a file
+        err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
+        sys.exit(EXIT_NO_MODELS)
     except KeyboardInterrupt:
         interrupted = True
         err.print("[yellow]interrupted:[/] files done so far are tagged; the rest are untouched. "

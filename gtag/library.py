@@ -28,7 +28,7 @@ def not_regular(path: str | os.PathLike) -> str | None:
         return None
     if stat.S_ISREG(mode):
         return None
-    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+    return next((what for test, what in _KINDS if test(mode)), "another kind of file")
 
 
 def walk(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:

@@ -202,7 +202,7 @@ class Tagger:
         """Read the existing tag first: a file that keeps its genre needs no analysis at all."""
         what = not_regular(path)
         if what is not None:
-            rec.status, rec.error = SKIPPED_NOT_REGULAR, f"{path}: {what}, not a regular file: skipped"
+            rec.status, rec.error = SKIPPED_NOT_REGULAR, f"{path}: {what}, not a regular file"
             return False
         rec.before = file_identity(path)
         try:
