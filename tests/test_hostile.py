@@ -550,3 +550,40 @@ def test_dry_run_predicts_the_wav_size_limit(tmp_path: Path, gtag_tag) -> None:
     assert "4 GB" in dry.rec("big.wav")["error"] and dry.code == 1
     real = gtag_tag(lib)
     assert real.statuses() == dry.statuses() | {"ok.wav": "tagged"}
+
+
+@pytest.mark.parametrize("n_labels", [3, 7])
+def test_msd_labels_that_do_not_match_the_tag_output_exit_3(n_labels: int, tiny_models: Path, tmp_path: Path) -> None:
+    """A model with a tag output of 5 scores whose manifest lists another number of tag names: refused
+    when loaded (exit 3), not on the first file."""
+    onnx = pytest.importorskip("onnx")
+    from click.testing import CliRunner
+    from onnx import TensorProto, helper, numpy_helper
+
+    from gtag.models import sha256_file
+
+    from .conftest import GENRES
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((57, 10)).astype(np.float32), "W")
+    wt = numpy_helper.from_array(rng.standard_normal((57, 5)).astype(np.float32), "WT")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "W"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+         helper.make_node("MatMul", ["features", "WT"], ["msd_tags"])],
+        "tagged", [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 57])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10]),
+         helper.make_tensor_value_info("msd_tags", TensorProto.FLOAT, ["batch", 5])], [w, wt])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (tiny_models / "tagged.onnx").write_bytes(model.SerializeToString())
+    manifest = json.loads((tiny_models / "manifest.json").read_text())
+    entry = dict(manifest["models"][0], name="tagged", file="tagged.onnx", labels=list(GENRES),
+                 sha256=sha256_file(tiny_models / "tagged.onnx"), msd_labels=[f"t{i}" for i in range(n_labels)])
+    manifest["models"] = [entry]
+    (tiny_models / "manifest.json").write_text(json.dumps(manifest))
+    lib = make_lib(tmp_path / "lib", wavs={"a.wav": 2})
+    result = CliRunner().invoke(main, ["tag", "--models", str(tiny_models), "--no-cache", "-j", "1", str(lib)],
+                                catch_exceptions=False)
+    assert result.exit_code == 3, result.output
+    assert "msd_labels lists" in result.stderr and read_genres(lib / "a.wav") == []
