@@ -315,8 +315,7 @@ class Tagger:
         try:
             tags.write_genres(path, rec.written, extra, expect=rec.before)
         except tags.FileChanged:
-            rec.status, rec.error, rec.written = SKIPPED_CHANGED, f"{path}: changed during analysis, " \
-                "not tagged; the next run analyses the new content", []
+            rec.status, rec.error, rec.written = SKIPPED_CHANGED, _changed_message(path), []
             return
         except (tags.TagError, OSError) as exc:
             rec.status, rec.error, rec.written = FAILED, _short_error(exc, path), []
@@ -331,10 +330,12 @@ class Tagger:
         no longer has, so it is neither cached nor written (the next run sees the new content)."""
         if rec.before is None or file_identity(path) == rec.before:
             return False
-        rec.status, rec.error = SKIPPED_CHANGED, f"{path}: changed during analysis, not tagged; " \
-            "the next run analyses the new content"
-        rec.written = []
+        rec.status, rec.error, rec.written = SKIPPED_CHANGED, _changed_message(path), []
         return True
+
+
+def _changed_message(path: Path) -> str:
+    return f"{path}: changed during analysis, not tagged; the next run analyses the new content"
 
 
 def _has_extra(path: Path, extra: dict[str, str] | None) -> bool:
