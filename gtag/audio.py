@@ -117,11 +117,13 @@ def _load_soundfile(path: Path, sr: int, max_seconds: float | None) -> tuple[np.
             spread = _Spread(native, max_seconds)
             while not spread.full:
                 try:
-                    data = f.read(_READ_FRAMES, dtype="float32", always_2d=True)
+                    data = f.read(_READ_FRAMES if not declared else 16 * _READ_FRAMES, dtype="float32",
+                                  always_2d=True)
                 except sf.LibsndfileError:
                     # At the end of a stream of undeclared length soundfile's bookkeeping seek
-                    # fails ("psf_fseek() failed"): what was read is the stream.
-                    if not spread.seen:
+                    # fails ("psf_fseek() failed"): what was read is the stream. Elsewhere an
+                    # error is an error (and PyAV gets its turn).
+                    if declared or not spread.seen:
                         raise
                     break
                 if not len(data):

@@ -101,17 +101,19 @@ def test_fifo_and_dev_zero_are_cheap(tmp_path: Path, tiny_models: Path, alarm) -
 def _remove_deep(top: str) -> None:
     """Remove a chain of nested folders without recursion (shutil.rmtree, and so pytest's own
     clean-up of old temporary folders, would hit the recursion limit on it)."""
-    while os.path.isdir(top):
-        p = top
-        while True:
-            entries = list(os.scandir(p))
-            for e in entries:
-                if not e.is_dir(follow_symlinks=False):
-                    os.unlink(e.path)
-            dirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-            if not dirs:
-                break
-            p = dirs[0]
+    chain, p = [], top
+    while os.path.isdir(p):
+        chain.append(p)
+        entries = list(os.scandir(p))
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                os.unlink(e.path)
+        dirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        assert len(dirs) <= 1, dirs
+        if not dirs:
+            break
+        p = dirs[0]
+    for p in reversed(chain):
         os.rmdir(p)
 
 
