@@ -106,34 +106,47 @@ def _load_soundfile(path: Path, sr: int, max_seconds: float | None) -> tuple[np.
 
     with _quiet_native_stderr(), sf.SoundFile(str(path)) as f:
         native = f.samplerate
+        if not 1000 <= native <= MAX_NATIVE_RATE or not 1 <= f.channels <= MAX_CHANNELS:
+            # What a damaged header says; believing it would size every buffer below by it.
+            raise ValueError(f"{native} Hz, {f.channels} channels: not a plausible audio stream")
         # libsndfile says SF_COUNT_MAX (or 0) when the header does not declare the length, as a
         # FLAC written to a pipe does: such a file is read by blocks, whatever it turns out to hold.
         declared = 0 < f.frames < 2**40
         total = f.frames / native if declared else 0.0
-        if max_seconds is not None and declared and total > max_seconds and f.seekable():
-            data = _read_spread_sf(f, native, total, max_seconds)
-            mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+        if declared and (max_seconds is None or (total <= max_seconds and f.frames * f.channels <= _ONE_READ)):
+            # One read of at most the declared length (libsndfile never reads past it).
+            mono = _mono(f.read(dtype="float32", always_2d=True))
+        elif declared and max_seconds is not None and total > max_seconds and f.seekable():
+            mono = _read_spread_sf(f, native, total, max_seconds)
         else:
             spread = _Spread(native, max_seconds)
             while not spread.full:
                 try:
-                    data = f.read(_READ_FRAMES if not declared else 16 * _READ_FRAMES, dtype="float32",
-                                  always_2d=True)
+                    data = f.read(_READ_FRAMES, dtype="float32", always_2d=True)
                 except sf.LibsndfileError:
                     # At the end of a stream of undeclared length soundfile's bookkeeping seek
-                    # fails ("psf_fseek() failed"): what was read is the stream. Elsewhere an
-                    # error is an error (and PyAV gets its turn).
-                    if declared or not spread.seen:
+                    # fails ("psf_fseek() failed"): what was read is the stream.
+                    if not spread.seen:
                         raise
                     break
                 if not len(data):
                     break
-                spread.add(data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0])
+                spread.add(_mono(data))
             mono = spread.samples()
-            total = max(total, spread.seen / native) if declared else spread.seen / native
+            total = max(total, spread.seen / native)
     return _resample(mono, native, sr), total
 
 
+def _mono(data: np.ndarray) -> np.ndarray:
+    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+
+
+# Bounds on what a header may claim: rates up to DXD's 384 kHz, up to 64 channels (3rd-order
+# Ambisonics needs 16). A file read in one piece holds at most 600 s of 48 kHz stereo (230 MB);
+# anything bigger is read by blocks and mixed to mono as it comes.
+MAX_NATIVE_RATE = 384_000
+MAX_CHANNELS = 64
+_ONE_READ = int(MAX_ANALYSED_SECONDS * 48_000 * 2)
 _READ_FRAMES = 1 << 14  # frames per read when a file is read sequentially (the last may be lost, below)
 # A file read sequentially (its length undeclared, or not seekable) is decoded up to this many
 # seconds and no further, so even a stream that never ends costs a bounded time.
@@ -170,17 +183,17 @@ class _Spread:
     def add(self, chunk: np.ndarray) -> None:
         self.seen += chunk.size
         if self.max_blocks is None:
-            self.part.append(np.array(chunk, np.float32))
+            self.part.append(chunk)
             return
         while chunk.size:
             take = min(self.block - self.part_n, chunk.size)
             if self.index % self.stride == 0:
-                self.part.append(np.array(chunk[:take], np.float32))  # a copy: the read buffer goes
+                self.part.append(chunk[:take])  # each chunk is a fresh array: a view is enough
             self.part_n += take
             chunk = chunk[take:]
             if self.part_n == self.block:
                 if self.index % self.stride == 0:
-                    self.kept.append(np.concatenate(self.part))
+                    self.kept.append(np.concatenate(self.part, dtype=np.float32))
                     if len(self.kept) > self.max_blocks:
                         self.kept = self.kept[::2]
                         self.stride *= 2
@@ -189,7 +202,9 @@ class _Spread:
 
     def samples(self) -> np.ndarray:
         parts = self.kept + self.part
-        y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        if len(parts) == 1:
+            return parts[0][: self.limit]
+        y = np.concatenate(parts, dtype=np.float32) if parts else np.zeros(0, np.float32)
         return y if self.limit is None else y[: self.limit]
 
 
@@ -204,11 +219,11 @@ def _spread_starts(total: float, max_seconds: float) -> np.ndarray:
 
 
 def _read_spread_sf(f, native: int, total: float, max_seconds: float) -> np.ndarray:
-    """Read ``max_seconds`` of a long file as evenly spaced 30 s blocks (bounded memory)."""
+    """Read ``max_seconds`` of a long file as evenly spaced 30 s blocks, in mono (bounded memory)."""
     parts = []
     for s in _spread_starts(total, max_seconds):
         f.seek(int(s * native))
-        parts.append(f.read(int(SPREAD_BLOCK_SECONDS * native), dtype="float32", always_2d=True))
+        parts.append(_mono(f.read(int(SPREAD_BLOCK_SECONDS * native), dtype="float32", always_2d=True)))
     return np.concatenate(parts)
 
 
