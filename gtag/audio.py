@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,22 @@ AUDIO_EXTENSIONS = frozenset(
 
 class AudioLoadError(Exception):
     """A file could not be decoded by any backend; the message names the file and each reason."""
+
+
+class SilentAudio(AudioLoadError):
+    """The decoded audio is silence or near-silence: there is no genre to hear."""
+
+
+# Below this RMS level (-60 dBFS) over the analysed samples a track is silence or the hiss of an
+# empty recording; any model would still name a genre for it, with confidence it has not earned.
+SILENCE_RMS = 10 ** (-60 / 20)
+
+
+def is_silent(y: np.ndarray, threshold: float = SILENCE_RMS) -> bool:
+    """Whether ``y`` is silence or near-silence (RMS under ``threshold``)."""
+    if y.size == 0:
+        return True
+    return float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < threshold
 
 
 @dataclass(frozen=True)
@@ -89,13 +106,106 @@ def _load_soundfile(path: Path, sr: int, max_seconds: float | None) -> tuple[np.
 
     with _quiet_native_stderr(), sf.SoundFile(str(path)) as f:
         native = f.samplerate
-        total = f.frames / native if f.frames > 0 else 0.0
-        if max_seconds is not None and total > max_seconds:
-            data = _read_spread_sf(f, native, total, max_seconds)
+        if not 1000 <= native <= MAX_NATIVE_RATE or not 1 <= f.channels <= MAX_CHANNELS:
+            # What a damaged header says; believing it would size every buffer below by it.
+            raise ValueError(f"{native} Hz, {f.channels} channels: not a plausible audio stream")
+        # libsndfile says SF_COUNT_MAX (or 0) when the header does not declare the length, as a
+        # FLAC written to a pipe does: such a file is read by blocks, whatever it turns out to hold.
+        declared = 0 < f.frames < 2**40
+        total = f.frames / native if declared else 0.0
+        if declared and (max_seconds is None or (total <= max_seconds and f.frames * f.channels <= _ONE_READ)):
+            # One read of at most the declared length (libsndfile never reads past it).
+            mono = _mono(f.read(dtype="float32", always_2d=True))
+        elif declared and max_seconds is not None and total > max_seconds and f.seekable():
+            mono = _read_spread_sf(f, native, total, max_seconds)
         else:
-            data = f.read(dtype="float32", always_2d=True)
-    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+            spread = _Spread(native, max_seconds)
+            while not spread.full:
+                try:
+                    data = f.read(_READ_FRAMES, dtype="float32", always_2d=True)
+                except sf.LibsndfileError:
+                    # At the end of a stream of undeclared length soundfile's bookkeeping seek
+                    # fails ("psf_fseek() failed"): what was read is the stream.
+                    if not spread.seen:
+                        raise
+                    break
+                if not len(data):
+                    break
+                spread.add(_mono(data))
+            mono = spread.samples()
+            total = max(total, spread.seen / native)
     return _resample(mono, native, sr), total
+
+
+def _mono(data: np.ndarray) -> np.ndarray:
+    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+
+
+# Bounds on what a header may claim: rates up to DXD's 384 kHz, up to 64 channels (3rd-order
+# Ambisonics needs 16). A file read in one piece holds at most 600 s of 48 kHz stereo (230 MB);
+# anything bigger is read by blocks and mixed to mono as it comes.
+MAX_NATIVE_RATE = 384_000
+MAX_CHANNELS = 64
+_ONE_READ = int(MAX_ANALYSED_SECONDS * 48_000 * 2)
+_READ_FRAMES = 1 << 14  # frames per read when a file is read sequentially (the last may be lost, below)
+# A file read sequentially (its length undeclared, or not seekable) is decoded up to this many
+# seconds and no further, so even a stream that never ends costs a bounded time.
+MAX_DECODED_SECONDS = 6 * 3600.0
+
+
+class _Spread:
+    """Evenly spread blocks of a stream whose length is not known in advance, in bounded memory.
+
+    Blocks of ``SPREAD_BLOCK_SECONDS`` are kept every ``stride`` blocks; when more than
+    ``max_seconds`` worth are kept, every other one is dropped and the stride doubles. A stream of
+    up to ``max_seconds`` is kept whole; a longer one ends as between half and all of
+    ``max_seconds`` in blocks spread evenly over it, and memory never holds more than that.
+    ``max_seconds`` None keeps everything (training reads whole 30 s clips).
+    """
+
+    def __init__(self, rate: int, max_seconds: float | None):
+        self.limit = None if max_seconds is None else int(max_seconds * rate)
+        self.block = int(min(SPREAD_BLOCK_SECONDS, max_seconds or SPREAD_BLOCK_SECONDS) * rate)
+        self.max_blocks = None if max_seconds is None else max(1, int(max_seconds * rate) // self.block)
+        self.cap = None if max_seconds is None else int(MAX_DECODED_SECONDS * rate)
+        self.kept: list[np.ndarray] = []
+        self.part: list[np.ndarray] = []
+        self.part_n = 0
+        self.index = 0  # block being filled
+        self.stride = 1
+        self.seen = 0  # samples received
+
+    @property
+    def full(self) -> bool:
+        """Whether the hard cap on samples read is reached (the caller stops reading)."""
+        return self.cap is not None and self.seen >= self.cap
+
+    def add(self, chunk: np.ndarray) -> None:
+        self.seen += chunk.size
+        if self.max_blocks is None:
+            self.part.append(chunk)
+            return
+        while chunk.size:
+            take = min(self.block - self.part_n, chunk.size)
+            if self.index % self.stride == 0:
+                self.part.append(chunk[:take])  # each chunk is a fresh array: a view is enough
+            self.part_n += take
+            chunk = chunk[take:]
+            if self.part_n == self.block:
+                if self.index % self.stride == 0:
+                    self.kept.append(np.concatenate(self.part, dtype=np.float32))
+                    if len(self.kept) > self.max_blocks:
+                        self.kept = self.kept[::2]
+                        self.stride *= 2
+                self.part, self.part_n = [], 0
+                self.index += 1
+
+    def samples(self) -> np.ndarray:
+        parts = self.kept + self.part
+        if len(parts) == 1:
+            return parts[0][: self.limit]
+        y = np.concatenate(parts, dtype=np.float32) if parts else np.zeros(0, np.float32)
+        return y if self.limit is None else y[: self.limit]
 
 
 SPREAD_BLOCK_SECONDS = 30.0  # a long file is analysed as evenly spaced blocks of this length
@@ -109,11 +219,11 @@ def _spread_starts(total: float, max_seconds: float) -> np.ndarray:
 
 
 def _read_spread_sf(f, native: int, total: float, max_seconds: float) -> np.ndarray:
-    """Read ``max_seconds`` of a long file as evenly spaced 30 s blocks (bounded memory)."""
+    """Read ``max_seconds`` of a long file as evenly spaced 30 s blocks, in mono (bounded memory)."""
     parts = []
     for s in _spread_starts(total, max_seconds):
         f.seek(int(s * native))
-        parts.append(f.read(int(SPREAD_BLOCK_SECONDS * native), dtype="float32", always_2d=True))
+        parts.append(_mono(f.read(int(SPREAD_BLOCK_SECONDS * native), dtype="float32", always_2d=True)))
     return np.concatenate(parts)
 
 
@@ -166,11 +276,21 @@ def _load_av(path: Path, sr: int, max_seconds: float | None) -> tuple[np.ndarray
                 parts = [np.concatenate(_decode_av(container, stream, sr, None, int(max_seconds * sr)))]
             y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
             return y[: int(max_seconds * sr)].astype(np.float32, copy=False), total
-        chunks = _decode_av(container, stream, sr, None, None)
-    if not chunks:
+        # Length undeclared (a .mka written to a pipe) or within bounds: decode by blocks, keeping
+        # evenly spread ones, so neither a missing nor a lying duration makes memory grow.
+        spread = _Spread(sr, max_seconds)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                spread.add(out.to_ndarray().reshape(-1))
+            if spread.full:
+                break
+        else:
+            for out in resampler.resample(None):
+                spread.add(out.to_ndarray().reshape(-1))
+    if not spread.seen:
         raise ValueError("no audio frames decoded")
-    y = np.concatenate(chunks).astype(np.float32, copy=False)
-    return y, total or y.size / sr
+    return spread.samples(), max(total, spread.seen / sr)
 
 
 def _resample(y: np.ndarray, native: int, sr: int) -> np.ndarray:
@@ -194,10 +314,19 @@ def load_audio(
     (``max_seconds`` in all), and ``Audio.truncated`` says so.
     """
     p = Path(path)
-    if not p.is_file():
-        raise AudioLoadError(f"{p}: no such file")
-    if p.stat().st_size == 0:
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise AudioLoadError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise AudioLoadError(f"{p}: cannot read ({_reason(exc)})") from None
+    if not stat.S_ISREG(st.st_mode):
+        # Never opened: a FIFO would block and /dev/zero behind an audio name would never end.
+        raise AudioLoadError(f"{p}: not a regular file, not read")
+    if st.st_size == 0:
         raise AudioLoadError(f"{p}: empty file")
+    if not os.access(p, os.R_OK):
+        raise AudioLoadError(f"{p}: permission denied")
     errors = []
     for name, loader in (("soundfile", _load_soundfile), ("pyav", _load_av)):
         try:

@@ -38,45 +38,116 @@ def default_cache_path() -> Path:
 
 def _stat_key(path: Path) -> tuple[str, int, int]:
     st = path.stat()
-    return str(path.resolve()), st.st_size, st.st_mtime_ns
+    # A non-UTF-8 name (its bytes kept as surrogates) cannot be stored as SQLite text as it is.
+    key = os.fsencode(path.resolve()).decode("utf-8", "backslashreplace")
+    return key, st.st_size, st.st_mtime_ns
+
+
+def file_identity(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime_ns) of ``path``: what changes when another program replaces or
+    rewrites the file. Taken before an analysis and compared after it. None if it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class CacheError(Exception):
+    """The cache file cannot be used (not SQLite, unwritable, a folder); the message says what
+    to do instead."""
+
+
+COLUMNS = ["path", "signature", "size", "mtime_ns", "result", "updated"]
+
+
+def _reason(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class PredictionCache:
-    """get/put of JSON-able results keyed by file identity and a model signature."""
+    """get/put of JSON-able results keyed by file identity and a model signature.
+
+    The cache only saves time, so it never stops a run once open: a table of an older layout is
+    rebuilt, a malformed row counts as a miss, and a write that fails (a full disk) turns the cache
+    off for the rest of the run (``broken`` says why) instead of failing files.
+    """
 
     def __init__(self, path: Path, signature: str):
         self.path = path
         self.signature = signature
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection in the main process; WAL keeps readers and the single writer apart and
-        # makes each commit durable, so an interrupted run keeps everything finished before it.
-        self.db = sqlite3.connect(str(path), timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(SCHEMA)
-        self.db.commit()
+        self.broken: str | None = None
+        try:
+            if path.is_dir():
+                raise CacheError(f"cache {path} is a folder, not a file")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # One connection in the main process; WAL keeps readers and the single writer apart and
+            # makes each commit durable, so an interrupted run keeps everything finished before it.
+            self.db = sqlite3.connect(str(path), timeout=30)
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                cols = [r[1] for r in self.db.execute("PRAGMA table_info(predictions)")]
+                if cols and cols != COLUMNS:  # a cache from an older gtag: it only saves time
+                    self.db.execute("DROP TABLE predictions")
+                self.db.execute(SCHEMA)
+                self.db.commit()
+            except BaseException:
+                self.db.close()
+                raise
+        except CacheError as exc:
+            raise CacheError(f"{exc}; pass --no-cache, or --cache with another file") from None
+        except (sqlite3.Error, OSError) as exc:
+            raise CacheError(f"cannot use the cache {path} ({_reason(exc)}); pass --no-cache, "
+                             "or --cache with another file") from None
 
     def get(self, path: Path) -> dict | None:
+        if self.broken:
+            return None
         try:
             key, size, mtime = _stat_key(path)
-        except OSError:
+        except (OSError, ValueError):
             return None
-        row = self.db.execute(
-            "SELECT size, mtime_ns, result FROM predictions WHERE path=? AND signature=?", (key, self.signature)
-        ).fetchone()
+        try:
+            row = self.db.execute(
+                "SELECT size, mtime_ns, result FROM predictions WHERE path=? AND signature=?", (key, self.signature)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            self._break(exc)
+            return None
         if row is None or row[0] != size or row[1] != mtime:
             return None
-        return json.loads(row[2])
+        try:
+            result = json.loads(row[2])
+        except (TypeError, ValueError):
+            return None  # a malformed row: analyse again, and the put overwrites it
+        return result if isinstance(result, dict) else None
 
-    def put(self, path: Path, result: dict) -> None:
+    def put(self, path: Path, result: dict, identity: tuple[int, int, int, int] | None = None) -> None:
+        """Store ``result`` under the file's current size and mtime, or under ``identity``'s (from
+        ``file_identity``, taken before the analysis) so that a file changed meanwhile is never
+        keyed by content that was not analysed."""
+        if self.broken:
+            return
         try:
             key, size, mtime = _stat_key(path)
-        except OSError:
+        except (OSError, ValueError):
             return
-        self.db.execute(
-            "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
-            (key, self.signature, size, mtime, json.dumps(result), time.time()),
-        )
-        self.db.commit()
+        if identity is not None:
+            size, mtime = identity[2], identity[3]
+        try:
+            self.db.execute(
+                "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
+                (key, self.signature, size, mtime, json.dumps(result), time.time()),
+            )
+            self.db.commit()
+        except sqlite3.Error as exc:
+            self._break(exc)
+
+    def _break(self, exc: BaseException) -> None:
+        self.broken = f"cache {self.path} stopped working ({_reason(exc)}); predictions were not saved"
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            self.db.close()
+        except sqlite3.Error:
+            pass

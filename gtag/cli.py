@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import sys
 
 try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import traceback
@@ -58,10 +61,10 @@ def _predictor(models_dir: str | None, model: tuple[str, ...], device: str):
     names = _split_models(model)
     try:
         models = load_models(resolve_models_dir(models_dir), names, device=device)
-    except ModelError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        return Predictor(models, weights=dict.fromkeys(names, 1.0) if names else None)
+    except (ModelError, ValueError) as exc:  # ValueError: models gtag cannot feed (rate, window)
+        err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
         sys.exit(EXIT_NO_MODELS)
-    return Predictor(models, weights=dict.fromkeys(names, 1.0) if names else None)
 
 
 model_options = [
@@ -118,7 +121,7 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
             msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             results.append({"path": str(path), "error": msg})
             if not as_json:
-                err.print(f"[red]error:[/] {escape(msg)}")
+                err.print(f"[red]error:[/] {escape(one_line(msg))}")
             continue
         reason = predictor.abstain_reason(pred)
         if as_json:
@@ -128,6 +131,25 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
     if as_json:
         click.echo(json.dumps(results, indent=2))
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def _not_nan(value: float, param) -> float:
+    if value != value:  # FloatRange lets nan through: every comparison with it is False
+        raise click.BadParameter("must be a number from 0 to 1, not nan", param=param)
+    return value
+
+
+def _check_report_path(report: Path) -> None:
+    """Refuse a report that could not be written before any file is touched (not after them all)."""
+    if report.suffix.lower() not in (".json", ".csv"):
+        raise click.BadParameter("must end in .json or .csv", param_hint="--report")
+    folder = report.parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"folder {one_line(str(folder))} does not exist", param_hint="--report")
+    if report.is_dir():
+        raise click.BadParameter(f"{one_line(str(report))} is a folder", param_hint="--report")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"folder {one_line(str(folder))} is not writable", param_hint="--report")
 
 
 def _fmt_time(seconds: float) -> str:
@@ -194,6 +216,7 @@ def _print_prediction(pred, top: int, reason: str | None = None) -> None:
                    "default: config.toml in the user config folder, or $GTAG_CONFIG.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
               show_default="the config's, else the models' abstain rule",
+              callback=lambda ctx, param, v: _not_nan(v, param),
               help="Write nothing for a file whose voted genre is less probable than this; 0 always writes. "
                    "Default: the models' own rule (calibrated probability, 'none of my genres', distance).")
 @click.option("--top-k", type=click.IntRange(1, 10), default=None, show_default="1, or the config's",
@@ -219,14 +242,17 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     """Predict the genre of every audio file under PATHS and write it into the file's tags."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .cache import PredictionCache, default_cache_path
+    from .cache import CacheError, PredictionCache, default_cache_path
     from .library import walk
     from .tagger import FAILED, Record, TagOptions, Tagger, default_jobs, summarize, write_report
+    from .tags import remove_stale_temp_files
 
     if report is not None and report.suffix.lower() not in (".json", ".csv"):
         raise click.BadParameter("must end in .json or .csv", param_hint="--report")
     if merge and force:
         raise click.UsageError("--merge adds to a file's genres and --force replaces them: pick one")
+    if report is not None:
+        _check_report_path(report)
     config = _load_config(config_path)
     # Flags win over the config file, which wins over the built-in defaults.
     # None: neither the flag nor the config sets one, so the models' own abstain rule decides
@@ -234,6 +260,7 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     top_k = top_k if top_k is not None else (config.top_k or 1)
     records: list[Record] = []
     stopped = None  # exit code of a run ended by SIGINT / SIGTERM
+    report_failed = False
     cache = None
     with signals.stop_on_signals():
         # Everything from model loading to the last file runs here, so a stop signal at any moment
@@ -247,13 +274,23 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                           f"{escape(', '.join(unknown))} (labels: {', '.join(labels)})")
                 sys.exit(EXIT_USAGE)
             files = list(walk(paths))
+            # Temporary copies a killed run left (older than any running gtag's) are gtag's own to remove.
+            for folder in sorted({p.parent for p in files}):
+                for stale in remove_stale_temp_files(folder, dry_run=dry_run):
+                    verb = "would remove" if dry_run else "removed"
+                    err.print(f"[yellow]note:[/] {verb} {escape(one_line(str(stale)))}, a temporary copy left by "
+                              "an interrupted gtag run")
             if jobs is None:  # all usable cores, as memory allows; no more workers than files to share
                 jobs = max(1, min(default_jobs(), len(files)))
             opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k,
                               jobs=jobs, write_confidence=write_confidence, backend=backend,
                               ray_address=ray_address, separator=config.separator, policy=config.policy,
                               merge=merge, album=album)
-            cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
+            try:
+                cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
+            except CacheError as exc:
+                err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
+                sys.exit(EXIT_USAGE)
             progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out,
                                 transient=True)
@@ -266,6 +303,9 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                     elapsed = progress.tasks[0].elapsed or 0
                     progress.update(task, advance=1, rate=f"{len(records) / elapsed:.1f} files/s" if elapsed else "")
                     _print_record(rec, dry_run, progress.console)
+        except ModelError as exc:  # a model whose output does not match its manifest, found on a file
+            err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
+            sys.exit(EXIT_NO_MODELS)
         except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (signals.Terminated)
             stopped = signals.acknowledge(exc)
             what = "terminated" if stopped == signals.EXIT_TERMINATED else "interrupted"
@@ -274,12 +314,29 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
         finally:
             if cache is not None:
                 cache.close()
+                if cache.broken:
+                    err.print(f"[yellow]warning:[/] {escape(one_line(cache.broken))}")
         if report is not None:
-            write_report(records, report, top_k)
+            try:
+                write_report(records, report, top_k)
+            except OSError as exc:
+                err.print(f"[red]error:[/] report {escape(one_line(str(report)))} not written "
+                          f"({escape(one_line(exc.strerror or str(exc)))}); the files themselves are done")
+                report, report_failed = None, True
         _print_summary(summarize(records), dry_run, report)
     if stopped is not None:
         sys.exit(stopped)
-    sys.exit(EXIT_SOME_FAILED if any(r.status == FAILED for r in records) else EXIT_OK)
+    sys.exit(EXIT_SOME_FAILED if report_failed or any(r.status == FAILED for r in records) else EXIT_OK)
+
+
+def one_line(text: str) -> str:
+    """``text`` safe to print as one line: control characters (a newline in a file name) written
+    as escapes, and the bytes of a non-UTF-8 name as \\xNN instead of an encoding error."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _load_config(path: Path | None):
@@ -303,15 +360,19 @@ def _print_album(album: dict, console: Console) -> None:
 
 
 def _print_record(rec, dry_run: bool, console: Console) -> None:
-    from .tagger import (FAILED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE, SKIPPED_UNCERTAIN, TAGGED, UNCHANGED,
-                         WOULD_TAG)
+    from .tagger import (FAILED, SKIPPED_CHANGED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE, SKIPPED_NOT_REGULAR,
+                         SKIPPED_SILENT, SKIPPED_UNCERTAIN, TAGGED, UNCHANGED, WOULD_TAG)
 
     # Paths, tag values and errors are shown as they are: a file named "song [live].mp3" must
-    # not be read as rich markup.
-    path = escape(rec.path)
-    before = escape("; ".join(rec.existing) or "—")
+    # not be read as rich markup, and one named "a\nb.mp3" must not split its line.
+    path = escape(one_line(rec.path))
+    before = escape(one_line("; ".join(rec.existing) or "—"))
     if rec.status == FAILED:
-        err.print(f"[red]error:[/] {escape(rec.error or '')}")
+        err.print(f"[red]error:[/] {escape(one_line(rec.error or ''))}")
+    elif rec.status in (SKIPPED_NOT_REGULAR, SKIPPED_CHANGED):
+        err.print(f"[yellow]skipped:[/] {escape(one_line(rec.error or rec.path))}")
+    elif rec.status == SKIPPED_SILENT:
+        console.print(f"{path}: [yellow]silent[/], no genre to hear, left as {before}")
     elif rec.status in (TAGGED, WOULD_TAG):
         verb = "would write" if rec.status == WOULD_TAG else "wrote"
         console.print(f"{path}: {before} → [green]{'; '.join(rec.written)}[/] "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -13,13 +14,33 @@ def is_audio_name(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS
 
 
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """Why ``path`` (after following symlinks) must not be opened, e.g. ``"a FIFO"``; None for a
+    regular file or one that cannot be stat'ed (its reader reports that). Only ``stat`` is used:
+    opening a FIFO blocks until a writer comes, and ``/dev/zero`` never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _KINDS if test(mode)), "another kind of file")
+
+
 def walk(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
     """Audio files under ``paths``, sorted per folder, each real file once.
 
     Rules users expect from a tagger: hidden files and folders (dot names) are skipped; other
     extensions are ignored quietly; symbolic links are followed, but a folder already visited (a
     symlink loop, or two links to one folder) is not entered again. A file named explicitly is
-    always yielded, whatever its name, so `gtag tag odd.bin` reports what happens to it.
+    always yielded, whatever its name, so `gtag tag odd.bin` reports what happens to it. An audio
+    name that is not a regular file (a FIFO, a device, a socket) is yielded too, so that the
+    tagger reports it in one line without opening it (see ``not_regular``). The walk is
+    iterative: a folder tree thousands of levels deep costs no recursion.
     """
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
@@ -27,7 +48,7 @@ def walk(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
     def once(p: Path, seen: set[tuple[int, int]]) -> bool:
         try:
             st = p.stat()
-        except OSError:
+        except (OSError, ValueError):
             return True  # broken link or vanished file: let the caller report it
         key = (st.st_dev, st.st_ino)
         if key in seen:
@@ -35,14 +56,22 @@ def walk(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
         seen.add(key)
         return True
 
-    def visit(d: Path) -> Iterator[Path]:
-        if not once(d, seen_dirs):
-            return
+    def entries(d: Path) -> Iterator[os.DirEntry]:
         try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
+            with os.scandir(d) as it:
+                return iter(sorted(it, key=lambda e: e.name))
         except OSError:
-            return  # unreadable folder: nothing to tag there
-        for e in entries:
+            return iter(())  # unreadable folder: nothing to tag there
+
+    def visit(root: Path) -> Iterator[Path]:
+        if not once(root, seen_dirs):
+            return
+        stack = [entries(root)]  # one iterator per open folder, deepest last
+        while stack:
+            e = next(stack[-1], None)
+            if e is None:
+                stack.pop()
+                continue
             if e.name.startswith("."):
                 continue
             p = Path(e.path)
@@ -51,7 +80,8 @@ def walk(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
             except OSError:
                 continue
             if is_dir:
-                yield from visit(p)
+                if once(p, seen_dirs):
+                    stack.append(entries(p))
             elif is_audio_name(p) and once(p, seen_files):
                 yield p
 

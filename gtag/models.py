@@ -11,6 +11,7 @@ import ctypes
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -66,6 +67,9 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        if not isinstance(d, dict):
+            raise ModelError(f"a manifest entry must be an object, not {type(d).__name__}")
+        _validate_entry(d)
         known = {
             "name", "file", "sha256", "kind", "labels", "sample_rate", "window_seconds",
             "hop_seconds", "weight", "description", "input_name", "feature_names", "metrics",
@@ -93,6 +97,61 @@ class ModelSpec:
         )
 
 
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _str_list(v: Any, min_len: int = 0) -> bool:
+    return isinstance(v, list) and len(v) >= min_len and all(isinstance(x, str) and x for x in v)
+
+
+def _validate_entry(d: dict[str, Any]) -> None:
+    """The types and ranges the code relies on, so a bad manifest is one clear ModelError (exit 3)
+    when it is read, not a crash on the first file."""
+    name = d.get("name")
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"manifest entry {str(name)[:40]!r}: 'name' must be a non-empty string")
+    problems = []
+    for key in ("file", "sha256"):
+        if key in d and not (isinstance(d[key], str) and d[key]):
+            problems.append(f"'{key}' must be a non-empty string")
+    if "file" in d and isinstance(d["file"], str) and (Path(d["file"]).is_absolute() or ".." in Path(d["file"]).parts):
+        problems.append("'file' must name a file inside the models folder")
+    if "kind" in d and (not isinstance(d["kind"], str) or d["kind"] not in KINDS):
+        problems.append(f"unknown kind {str(d['kind'])[:40]!r}")
+    if "labels" in d:
+        labels = d["labels"]
+        if not _str_list(labels, 2) or len(set(labels)) != len(labels):
+            problems.append("'labels' must be a list of at least two distinct non-empty strings")
+    if "sample_rate" in d and not (isinstance(d["sample_rate"], int) and not isinstance(d["sample_rate"], bool)
+                                   and d["sample_rate"] > 0):
+        problems.append("'sample_rate' must be a positive integer")
+    for key in ("window_seconds", "hop_seconds"):
+        if key in d and not (_is_num(d[key]) and d[key] > 0):
+            problems.append(f"'{key}' must be a number above 0")
+    if "weight" in d and not (_is_num(d["weight"]) and d["weight"] >= 0):
+        problems.append("'weight' must be a number of 0 or more")
+    for key in ("description", "input_name"):
+        if d.get(key) is not None and not isinstance(d[key], str):
+            problems.append(f"'{key}' must be a string")
+    for key in ("feature_names", "msd_labels"):
+        if key in d and not _str_list(d[key]):
+            problems.append(f"'{key}' must be a list of non-empty strings")
+    if "metrics" in d and not isinstance(d["metrics"], dict):
+        problems.append("'metrics' must be an object")
+    if "max_batch" in d and d["max_batch"] is not None and not (
+            isinstance(d["max_batch"], int) and not isinstance(d["max_batch"], bool) and d["max_batch"] > 0):
+        problems.append("'max_batch' must be a positive integer")
+    variant = d.get("cpu_variant")
+    if variant is not None and not (isinstance(variant, dict) and all(
+            isinstance(variant.get(k), str) and variant.get(k) for k in ("file", "sha256"))):
+        problems.append("'cpu_variant' must be an object with 'file' and 'sha256' strings")
+    elif isinstance(variant, dict) and (Path(variant["file"]).is_absolute() or ".." in Path(variant["file"]).parts):
+        problems.append("'cpu_variant' file must be inside the models folder")
+    if problems:
+        raise ModelError(f"model {name[:40]}: " + "; ".join(problems))
+
+
 def default_models_dir() -> Path:
     """Where the shipped models are: $GTAG_MODELS, else the ``exported_models`` package."""
     env = os.environ.get("GTAG_MODELS")
@@ -111,16 +170,29 @@ def read_manifest(models_dir: str | os.PathLike | None = None) -> list[ModelSpec
     root = Path(models_dir) if models_dir else default_models_dir()
     path = root / MANIFEST_NAME
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"no {MANIFEST_NAME} in {root}: train models or pass --models DIR") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: invalid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, not UTF-8, nested beyond reason
+        raise ModelError(f"{path}: invalid JSON ({str(exc)[:200]})") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: the top level must be an object, not {type(data).__name__}")
     if data.get("format") != MANIFEST_FORMAT:
-        raise ModelError(f"{path}: unsupported manifest format {data.get('format')!r}")
-    specs = [ModelSpec.from_dict(d) for d in data.get("models", [])]
+        raise ModelError(f"{path}: unsupported manifest format {str(data.get('format'))[:40]!r}")
+    entries = data.get("models", [])
+    if not isinstance(entries, list):
+        raise ModelError(f"{path}: 'models' must be a list")
+    try:
+        specs = [ModelSpec.from_dict(d) for d in entries]
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
     if not specs:
         raise ModelError(f"{path}: lists no models")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ModelError(f"{path}: model names must be unique")
     return specs
 
 
@@ -209,6 +281,11 @@ class OnnxModel:
         self.tag_labels: tuple[str, ...] = tuple(tag_labels or ())
         present = {o.name for o in self.session.get_outputs()}
         self.signal_outputs = tuple(n for n in SIGNAL_OUTPUTS if n in present)
+        if self.tag_output:
+            shape = next(o.shape for o in self.session.get_outputs() if o.name == TAG_OUTPUT)
+            if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != len(self.tag_labels)):
+                raise ModelError(f"model {spec.name}: {TAG_OUTPUT} has shape {shape}, "
+                                 f"but msd_labels lists {len(self.tag_labels)} tags")
         meta = self.session.get_modelmeta().custom_metadata_map
         if "labels" in meta and json.loads(meta["labels"]) != list(spec.labels):
             raise ModelError(f"model {spec.name}: labels in the ONNX file differ from the manifest")

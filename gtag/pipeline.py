@@ -109,6 +109,8 @@ def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
     """Decode and analyse one file (no ONNX): the part worth running in parallel processes."""
     decoded = audio.load_audio(Path(path))
     y, sr = decoded.samples, decoded.sample_rate
+    if audio.is_silent(y):
+        raise audio.SilentAudio(f"{path}: silent (below -60 dBFS), no genre to hear")
     hops = dict(config.hops)
     batches: dict[str, np.ndarray] = {}
     # The 57 features and the log-mel patches share one STFT when they share a hop.

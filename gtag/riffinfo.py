@@ -75,9 +75,20 @@ def _render_info(items: list[tuple[str, bytes]]) -> bytes:
     return body
 
 
-def read_info(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """The items of each LIST/INFO chunk of a WAV file, in file order (empty when it has none)."""
-    with open(path, "rb") as fh:
+def _reading(source):
+    """An open binary file for a path, or the given file object itself (not closed after)."""
+    import contextlib
+
+    if hasattr(source, "read"):
+        source.seek(0)
+        return contextlib.nullcontext(source)
+    return open(source, "rb")
+
+
+def read_info(path) -> list[dict[str, str]]:
+    """The items of each LIST/INFO chunk of a WAV file (a path or an open binary file), in file
+    order (empty when it has none)."""
+    with _reading(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         lists = []
         for cid, offset, length in _chunks(fh, size):
@@ -87,75 +98,65 @@ def read_info(path: str | os.PathLike[str]) -> list[dict[str, str]]:
         return lists
 
 
-def write_info(path: str | os.PathLike[str], updates: Mapping[str, str | None], prefix: str = ".gtag-") -> bool:
-    """Set (or, with None, remove) INFO items in every existing LIST/INFO chunk of ``path``.
-
-    The file is rewritten through a temporary file in its folder and renamed over itself; other
-    items keep their order and bytes.  Returns False, changing nothing, when there is no INFO chunk.
-    """
-    path = Path(path)
-    with open(path, "rb") as src:
-        size = os.fstat(src.fileno()).st_size
-        chunks = _chunks(src, size)
-        new_lists: dict[int, bytes] = {}
-        for cid, offset, length in chunks:
-            if not _is_info(src, cid, offset, length):
-                continue
-            src.seek(offset + 4)
-            body = src.read(length - 4)
-            items: list[tuple[str, bytes]] = []
-            pos = 0
-            while pos + 8 <= len(body):
-                sub, sub_len = struct.unpack("<4sI", body[pos : pos + 8])
-                items.append((sub.decode("latin-1"), body[pos + 8 : pos + 8 + sub_len].split(b"\0", 1)[0]))
-                pos += 8 + sub_len + (sub_len & 1)
-            for key, value in updates.items():
-                keep = [(k, v) for k, v in items if k != key]
-                if value is not None:
-                    at = next((i for i, (k, _) in enumerate(items) if k == key), len(keep))
-                    keep.insert(min(at, len(keep)), (key, value.encode("utf-8")))
-                items = keep
-            new_lists[offset] = _render_info(items)
-        if not new_lists:
-            return False
-
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".riff")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as dst:
-                dst.write(b"RIFF\0\0\0\0WAVE")
-                for cid, offset, length in chunks:
-                    if offset in new_lists:
-                        data = new_lists[offset]
-                        dst.write(struct.pack("<4sI", cid, len(data)) + data + (b"\0" if len(data) & 1 else b""))
-                        continue
-                    src.seek(offset - 8)
-                    left = 8 + length + (length & 1)
-                    while left:
-                        block = src.read(min(left, _COPY_BLOCK))
-                        if not block:
-                            # An odd last chunk without its pad byte: add it, as RIFF requires.
-                            dst.write(b"\0" * left)
-                            break
-                        dst.write(block)
-                        left -= len(block)
-                total = dst.tell()
-                dst.seek(4)
-                dst.write(struct.pack("<I", total - 8))
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+def rewrite_info(src: BinaryIO, dst: BinaryIO, updates: Mapping[str, str | None]) -> bool:
+    """Copy the WAV in ``src`` to ``dst`` (both open binary files) with INFO items set (or, with
+    None, removed) in every existing LIST/INFO chunk; other items keep their order and bytes, every
+    other chunk its bytes. Returns False, writing nothing, when there is no INFO chunk. Works on
+    open files only, so the caller's safe write never handles a temporary file by name."""
+    src.seek(0)
+    size = os.fstat(src.fileno()).st_size
+    chunks = _chunks(src, size)
+    new_lists: dict[int, bytes] = {}
+    for cid, offset, length in chunks:
+        if not _is_info(src, cid, offset, length):
+            continue
+        src.seek(offset + 4)
+        body = src.read(length - 4)
+        items: list[tuple[str, bytes]] = []
+        pos = 0
+        while pos + 8 <= len(body):
+            sub, sub_len = struct.unpack("<4sI", body[pos : pos + 8])
+            items.append((sub.decode("latin-1"), body[pos + 8 : pos + 8 + sub_len].split(b"\0", 1)[0]))
+            pos += 8 + sub_len + (sub_len & 1)
+        for key, value in updates.items():
+            keep = [(k, v) for k, v in items if k != key]
+            if value is not None:
+                at = next((i for i, (k, _) in enumerate(items) if k == key), len(keep))
+                keep.insert(min(at, len(keep)), (key, value.encode("utf-8")))
+            items = keep
+        new_lists[offset] = _render_info(items)
+    if not new_lists:
+        return False
+    dst.seek(0)
+    dst.truncate()
+    dst.write(b"RIFF\0\0\0\0WAVE")
+    for cid, offset, length in chunks:
+        if offset in new_lists:
+            data = new_lists[offset]
+            dst.write(struct.pack("<4sI", cid, len(data)) + data + (b"\0" if len(data) & 1 else b""))
+            continue
+        src.seek(offset - 8)
+        left = 8 + length + (length & 1)
+        while left:
+            block = src.read(min(left, _COPY_BLOCK))
+            if not block:
+                # An odd last chunk without its pad byte: add it, as RIFF requires.
+                dst.write(b"\0" * left)
+                break
+            dst.write(block)
+            left -= len(block)
+    total = dst.tell()
+    dst.seek(4)
+    dst.write(struct.pack("<I", total - 8))
+    dst.flush()
     return True
 
 
-def chunk_digests(path: str | os.PathLike[str], skip: tuple[bytes, ...] = (b"id3 ", b"ID3 ")) -> list[tuple[bytes, str]]:
+def chunk_digests(path, skip: tuple[bytes, ...] = (b"id3 ", b"ID3 ")) -> list[tuple[bytes, str]]:
     """(id, sha256) of every top-level chunk except LIST/INFO and the ``skip`` ids, in order:
     equal lists before and after a write mean the audio and every other chunk are untouched."""
     out = []
-    with open(path, "rb") as fh:
+    with _reading(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         for cid, offset, length in _chunks(fh, size):
             if cid in skip or _is_info(fh, cid, offset, length):
@@ -171,3 +172,20 @@ def chunk_digests(path: str | os.PathLike[str], skip: tuple[bytes, ...] = (b"id3
                 left -= len(block)
             out.append((cid, digest.hexdigest()))
     return out
+
+
+def write_info(path: str | os.PathLike[str], updates: Mapping[str, str | None], prefix: str = ".gtag-") -> bool:
+    """``rewrite_info`` on a file by name, through a temporary file renamed over it (for preparing
+    files; gtag's own tag write calls ``rewrite_info`` on open descriptors)."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".riff")
+    try:
+        with open(path, "rb") as src, os.fdopen(fd, "w+b") as dst:
+            changed = rewrite_info(src, dst, updates)
+            if changed:
+                os.fsync(dst.fileno())
+        if changed:
+            os.replace(tmp_name, path)
+        return changed
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)

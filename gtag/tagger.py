@@ -20,9 +20,10 @@ from pathlib import Path
 
 from . import __version__, genres, signals, tags
 from .album import album_vote, group_albums
-from .audio import AudioLoadError
-from .cache import PredictionCache
+from .audio import AudioLoadError, SilentAudio
+from .cache import PredictionCache, file_identity
 from .config import DEFAULT_NAMES, GenrePolicy
+from .library import not_regular
 from .pipeline import Prediction, Predictor, analyse_file, cache_record, predict_in_worker, prediction_from_cache
 from .workers import WorkerPool
 
@@ -35,6 +36,9 @@ WOULD_TAG = "would tag"  # dry run
 SKIPPED_HAS_GENRE = "skipped: has genre"
 SKIPPED_LOW_CONFIDENCE = "skipped: low confidence"  # below an explicit --min-confidence
 SKIPPED_UNCERTAIN = "skipped: uncertain"  # the models' own abstain rule: no tag beats a wrong tag
+SKIPPED_NOT_REGULAR = "skipped: not a regular file"  # a FIFO, a device, a socket: never opened
+SKIPPED_CHANGED = "skipped: changed during analysis"  # left for the next run
+SKIPPED_SILENT = "skipped: silent"  # silence or near-silence: no genre to hear
 UNCHANGED = "unchanged"  # the file already holds exactly what gtag would write
 FAILED = "failed"
 
@@ -120,6 +124,8 @@ class Record:
     reason: str | None = None  # why no genre was written (skipped: uncertain)
     album: dict | None = None  # --album: the album's key, tracks, vote and confidence
     prediction: Prediction | None = field(default=None, repr=False, compare=False)  # not reported
+    # (dev, inode, size, mtime_ns) before analysis: the content the prediction is about. Not reported.
+    before: tuple[int, int, int, int] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self, top_k: int) -> dict:
         d: dict = {"path": self.path, "status": self.status, "format": self.format}
@@ -222,6 +228,11 @@ class Tagger:
 
     def _needs_prediction(self, path: Path, rec: Record) -> bool:
         """Read the existing tag first: a file that keeps its genre needs no analysis at all."""
+        what = not_regular(path)
+        if what is not None:
+            rec.status, rec.error = SKIPPED_NOT_REGULAR, f"{path}: {what}, not a regular file"
+            return False
+        rec.before = file_identity(path)
         try:
             rec.format = tags.format_name(path)
             rec.existing = tags.read_genres(path, self.opts.separator)
@@ -324,7 +335,10 @@ class Tagger:
         if self.cache is None:
             return None
         hit = self.cache.get(path)
-        return prediction_from_cache(str(path), hit) if hit else None
+        try:
+            return prediction_from_cache(str(path), hit) if hit else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None  # a row of another shape: analyse again (the put replaces it)
 
     def _run_albums(self, paths: list[Path]) -> Iterator[Record]:
         """--album: predict every track of an album (through the usual pool, cache and order), then
@@ -393,8 +407,13 @@ class Tagger:
                 if compute is None:  # cache entry vanished between look-ahead and now
                     compute = lambda: self.predictor.predict_file(path)  # noqa: E731
                 pred = compute()
-                if self.cache is not None:
-                    self.cache.put(path, cache_record(pred))
+                if self._changed(path, rec):
+                    return
+                if self.cache is not None:  # under the key the analysed content had
+                    self.cache.put(path, cache_record(pred), identity=rec.before)
+        except SilentAudio as exc:
+            rec.status, rec.error = SKIPPED_SILENT, _short_error(exc, path)
+            return
         except (AudioLoadError, ValueError, OSError) as exc:
             rec.status, rec.error = FAILED, _short_error(exc, path)
             return None
@@ -435,16 +454,36 @@ class Tagger:
             rec.status = UNCHANGED
             return
         if self.opts.dry_run:
-            rec.status = WOULD_TAG
+            blocker = tags.predict_write_failure(path)
+            if blocker:  # say now what the real run would meet
+                rec.status, rec.error, rec.written = FAILED, blocker, []
+            else:
+                rec.status = WOULD_TAG
             return
         try:
-            tags.write_genres(path, rec.written, extra, self.opts.separator)
+            tags.write_genres(path, rec.written, extra, self.opts.separator, expect=rec.before)
+        except tags.FileChanged:
+            rec.status, rec.error, rec.written = SKIPPED_CHANGED, _changed_message(path), []
+            return
         except (tags.TagError, OSError) as exc:
             rec.status, rec.error, rec.written = FAILED, _short_error(exc, path), []
             return
         rec.status = TAGGED
         if self.cache is not None:  # same audio, new size/mtime: keep the re-run instant
             self.cache.put(path, cache_record(rec.prediction or pred))
+
+    @staticmethod
+    def _changed(path: Path, rec: Record) -> bool:
+        """A file replaced or rewritten while it was analysed: its prediction is about content it
+        no longer has, so it is neither cached nor written (the next run sees the new content)."""
+        if rec.before is None or file_identity(path) == rec.before:
+            return False
+        rec.status, rec.error, rec.written = SKIPPED_CHANGED, _changed_message(path), []
+        return True
+
+
+def _changed_message(path: Path) -> str:
+    return f"{path}: changed during analysis, not tagged; the next run analyses the new content"
 
 
 def _has_extra(path: Path, extra: dict[str, str] | None) -> bool:
@@ -463,27 +502,32 @@ def summarize(records: list[Record]) -> dict:
 
 
 def write_report(records: list[Record], path: Path, top_k: int) -> None:
-    """JSON array or CSV, chosen by the report file's extension; written atomically."""
+    """JSON array or CSV, chosen by the report file's extension; written atomically. A file name
+    that is not UTF-8 is kept as its bytes in CSV, and as \\udcXX escapes in JSON."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() == ".csv":
-        labels = sorted({lab for r in records for lab in r.probabilities})
-        models = sorted({m for r in records for m in r.models})
-        albums = any(r.album for r in records)  # --album: the album and its vote, after the error
-        head = ["path", "status", "format", "genre", "genres", "confidence", "existing", "written", "cached",
-                "error", "reason"] + (["album", "album_genres", "album_confidence"] if albums else []) \
-            + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
-        with tmp.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(head)
-            for r in records:
-                w.writerow([r.path, r.status, r.format or "", r.genre or "", ";".join(r.genres),
-                            "" if r.confidence is None else r.confidence, ";".join(r.existing),
-                            ";".join(r.written), int(r.cached), r.error or "", r.reason or ""]
-                           + ([(r.album or {}).get("key", ""), ";".join((r.album or {}).get("genres", [])),
-                               (r.album or {}).get("confidence", "")] if albums else [])
-                           + [r.probabilities.get(lab, "") for lab in labels]
-                           + [r.models.get(m, {}).get(lab, "") for m in models for lab in labels])
-    else:
-        tmp.write_text(json.dumps([r.to_json(top_k) for r in records], indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        if path.suffix.lower() == ".csv":
+            labels = sorted({lab for r in records for lab in r.probabilities})
+            models = sorted({m for r in records for m in r.models})
+            albums = any(r.album for r in records)  # --album: the album and its vote, after the error
+            head = ["path", "status", "format", "genre", "genres", "confidence", "existing", "written", "cached",
+                    "error", "reason"] + (["album", "album_genres", "album_confidence"] if albums else []) \
+                + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
+            with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+                w = csv.writer(f)
+                w.writerow(head)
+                for r in records:
+                    w.writerow([r.path, r.status, r.format or "", r.genre or "", ";".join(r.genres),
+                                "" if r.confidence is None else r.confidence, ";".join(r.existing),
+                                ";".join(r.written), int(r.cached), r.error or "", r.reason or ""]
+                               + ([(r.album or {}).get("key", ""), ";".join((r.album or {}).get("genres", [])),
+                                   (r.album or {}).get("confidence", "")] if albums else [])
+                               + [r.probabilities.get(lab, "") for lab in labels]
+                               + [r.models.get(m, {}).get(lab, "") for m in models for lab in labels])
+        else:
+            tmp.write_text(json.dumps([r.to_json(top_k) for r in records], indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

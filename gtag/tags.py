@@ -13,12 +13,15 @@ same folder, the copy is tagged and verified, and only then renamed over the ori
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import mutagen
 from mutagen.aiff import AIFF
@@ -47,6 +50,7 @@ __all__ = [
     "FORMATS",
     "STYLES",
     "TEMP_PREFIX",
+    "FileChanged",
     "FormatSpec",
     "TagError",
     "TagStyle",
@@ -54,8 +58,10 @@ __all__ = [
     "fit_genres",
     "read_album",
     "format_name",
+    "predict_write_failure",
     "read_extra",
     "read_genres",
+    "remove_stale_temp_files",
     "write_genres",
 ]
 
@@ -66,6 +72,10 @@ TEMP_PREFIX = ".gtag-"
 
 class TagError(Exception):
     """A tag could not be read or written; the message is one line naming the file."""
+
+
+class FileChanged(TagError):
+    """Another program changed the file since gtag looked at it: nothing was written."""
 
 
 class UnsupportedFormat(TagError):
@@ -179,15 +189,26 @@ def _reason(exc: BaseException) -> str:
 
 
 def _open(
-    path: Path, shown: str | os.PathLike[str] | None = None
+    path: Path | BinaryIO, shown: str | os.PathLike[str] | None = None
 ) -> tuple[FormatSpec, mutagen.FileType]:
-    """Open ``path`` with mutagen and find its row in ``FORMATS``; errors name ``shown``."""
+    """Open ``path`` (a name, or a file object whose ``name`` has the extension) with mutagen and
+    find its row in ``FORMATS``; errors name ``shown``."""
     shown = path if shown is None else shown
+    if isinstance(path, Path):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG  # mutagen reports it below, in its words
+        if not stat.S_ISREG(mode):
+            # Never opened: a FIFO blocks, and /dev/zero behind an audio name never ends.
+            raise TagError(f"{shown}: not a regular file, not read")
     try:
         audio = mutagen.File(path)
     # mutagen wraps most failures in MutagenError, but a damaged file can surface as a raw
     # struct/Index/Value error from a parser; every one of them means "unreadable".
     except Exception as exc:
+        if isinstance(exc, PermissionError) or isinstance(exc.__context__, PermissionError):
+            raise TagError(f"{shown}: permission denied, cannot read the file") from exc
         raise TagError(f"{shown}: unreadable or corrupt audio file ({_reason(exc)})") from exc
     if audio is None:
         raise TagError(f"{shown}: not an audio file that mutagen recognises")
@@ -386,6 +407,28 @@ def _read_extra(spec: FormatSpec, audio: mutagen.FileType, name: str) -> str | N
     return values[0] if values else None
 
 
+# Room a genre tag chunk may need in a RIFF (WAV) or IFF (AIFF) file, whose sizes are 32-bit.
+_CHUNK_ROOM = 1 << 16
+
+
+def predict_write_failure(path: str | os.PathLike[str]) -> str | None:
+    """Why writing a tag to ``path`` would certainly fail, found without writing (so a dry run can
+    say it), or None. Today: a WAV or AIFF whose header claims a size so close to 4 GB that a tag
+    chunk would overflow its 32-bit size field."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return None  # the write reports it, in its own words
+    if len(head) < 12 or head[8:12] not in (b"WAVE", b"AIFF", b"AIFC"):
+        return None
+    claimed = int.from_bytes(head[4:8], "little" if head[:4] == b"RIFF" else "big")
+    if head[:4] in (b"RIFF", b"FORM") and claimed > 0xFFFFFFFF - _CHUNK_ROOM:
+        return (f"{path}: the {head[8:12].decode()} header claims {claimed:,} bytes, too close to its "
+                "4 GB limit for a tag chunk; a write would fail")
+    return None
+
+
 def _check_writable(path: Path, shown: str | os.PathLike[str]) -> None:
     """Refuse up front to touch a read-only file or a file in a read-only folder.
 
@@ -422,6 +465,8 @@ def write_genres(
     genres: Sequence[str],
     extra: Mapping[str, str] | None = None,
     separator: str | None = None,
+    *,
+    expect: tuple[int, int, int, int] | None = None,
 ) -> list[str]:
     """Replace the genre(s) in ``path``'s tag, and set the optional ``extra`` fields.
 
@@ -436,7 +481,8 @@ def write_genres(
     The write is atomic: a tagged and verified copy replaces the original, keeping its
     permission bits (and owner, where allowed); a symlink is followed and the link kept.  A hard
     link elsewhere keeps pointing at the old, untagged file.  On any failure the original is
-    left untouched and TagError is raised.
+    left untouched and TagError is raised; ``FileChanged`` when the file is not the version
+    ``expect`` (device, inode, size, mtime_ns) describes, or changes during the write.
     """
     if isinstance(genres, str):
         raise TypeError("genres must be a sequence of str, not one str")
@@ -456,6 +502,8 @@ def write_genres(
         raise TagError(f"{path}: cannot read file ({_reason(exc)})") from exc
     if not stat.S_ISREG(before.st_mode):
         raise TagError(f"{path}: not a regular file")
+    if expect is not None and _snapshot(before) != tuple(expect):
+        raise FileChanged(f"{path}: file changed since it was analysed, not modified")
     _check_writable(real, path)
     spec, original = _open(real, path)
 
@@ -466,75 +514,158 @@ def write_genres(
     except OSError as exc:
         raise TagError(f"{path}: cannot create a temporary copy ({_reason(exc)})") from exc
     tmp = Path(tmp_name)
+    temps = [tmp]  # every temporary copy made; the last one becomes the file
     replaced = False
+    v23 = _is_id3v23(spec, original)
     try:
-        # fdopen first, so that the descriptor is closed even if the original cannot be opened.
-        with os.fdopen(fd, "wb") as dst, open(real, "rb") as src:
-            shutil.copyfileobj(src, dst)
-
-        _, audio = _open(tmp, path)
-        if audio.tags is None:
-            audio.add_tags()
-        style = spec.style
-        v23 = _is_id3v23(spec, original)
-        _set(style, audio.tags, style.genre_key, _stored(genres, v23, separator))
-        for key in style.stale_keys:
-            _set(style, audio.tags, key, [])
-        for name, value in extra.items():
-            _set(style, audio.tags, style.extra_key.format(name=name), [value])
-        if style.container == "id3":
-            audio.save(v2_version=_id3_write_version(original), v23_sep="/")
-        else:
-            if style.container == "asf":
-                _asf_in_file_order(audio)
-            audio.save()
-        info = False
-        if spec.name == "wav":
+        # Everything below works on descriptors, never on a temporary name: the owner of the
+        # folder could swap that name for a symlink to a file that gtag (run as root) must
+        # neither write, chown nor chmod.
+        with open(fd, "r+b") as fh:
+            fh.raw.name = tmp_name  # mutagen also goes by the extension of a file object's name
+            with open(real, "rb") as src:
+                shutil.copyfileobj(src, fh)
+            fh.flush()
+            fh.seek(0)
+            _, audio = _open(fh, path)
+            if audio.tags is None:
+                audio.add_tags()
+            style = spec.style
+            _set(style, audio.tags, style.genre_key, _stored(genres, v23, separator))
+            for key in style.stale_keys:
+                _set(style, audio.tags, key, [])
+            for name, value in extra.items():
+                _set(style, audio.tags, style.extra_key.format(name=name), [value])
+            fh.seek(0)
+            if style.container == "id3":
+                audio.save(fh, v2_version=_id3_write_version(original), v23_sep="/")
+            else:
+                if style.container == "asf":
+                    _asf_in_file_order(audio)
+                audio.save(fh)
+            fh.flush()
+            _verify(spec, original, fh, path, genres, extra, separator)
+            final, final_tmp = fh, tmp
+            info_fh = None
+            if spec.name == "wav":  # the genre in an existing RIFF INFO chunk too (gtag.riffinfo)
+                fd2, tmp2_name = tempfile.mkstemp(dir=real.parent, prefix=TEMP_PREFIX, suffix=real.suffix)
+                temps.append(Path(tmp2_name))
+                info_fh = open(fd2, "w+b")
+                try:
+                    wrote_info = riffinfo.rewrite_info(fh, info_fh, {"IGNR": _info_genre(genres, separator)})
+                except riffinfo.RiffError:
+                    wrote_info = False  # a chunk list mutagen accepts but that cannot be walked: ID3 only
+                if wrote_info:
+                    _verify_riff(real, info_fh, path, _info_genre(genres, separator))
+                    final, final_tmp = info_fh, temps[-1]
             try:
-                info = riffinfo.write_info(tmp, {"IGNR": _info_genre(genres, separator)}, prefix=TEMP_PREFIX)
-            except riffinfo.RiffError:
-                pass  # a chunk list mutagen accepts but that cannot be walked: the ID3 chunk only, as ever
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-
-        _verify(spec, original, tmp, path, genres, extra, separator)
-        if info:
-            _verify_riff(real, tmp, path, _info_genre(genres, separator))
-
-        try:
-            os.chown(tmp, before.st_uid, before.st_gid)
-        except (OSError, AttributeError):
-            pass  # only root may give a file away (and Windows has no chown): ours is fine then
-        # Mode bits, flags and extended attributes come from the original; the times do not,
-        # so backup tools and library scanners see that the file changed.
-        shutil.copystat(real, tmp)
-        os.utime(tmp)
-
-        if _snapshot(real.stat()) != _snapshot(before):
-            raise TagError(f"{path}: file changed while its tags were written, not replaced")
-        os.replace(tmp, real)
+                _copy_metadata(final.fileno(), real, before)
+                os.fsync(final.fileno())
+                if _snapshot(real.stat()) != _snapshot(before):
+                    raise FileChanged(f"{path}: file changed while its tags were written, not modified")
+                mine, named = os.fstat(final.fileno()), os.lstat(final_tmp)
+                if (mine.st_dev, mine.st_ino) != (named.st_dev, named.st_ino):
+                    raise TagError(f"{path}: the temporary copy {final_tmp.name} was replaced by another program, "
+                                   "file not modified")
+            finally:
+                if info_fh is not None:
+                    info_fh.close()
+        os.replace(final_tmp, real)
         replaced = True
-    except TagError:
-        raise
+        temps.remove(final_tmp)
+    except TagError as exc:
+        left = [t for t in temps if _leftover(t)]
+        raise TagError(_with_cleanup(str(exc), left[0])) if left else exc
     except Exception as exc:
-        raise TagError(f"{path}: could not write tags, file not modified ({_reason(exc)})") from exc
+        msg = f"{path}: could not write tags ({_reason(exc)}); the original is untouched"
+        left = [t for t in temps if _leftover(t)]
+        raise TagError(_with_cleanup(msg, left[0]) if left else msg) from exc
     finally:
-        if not replaced:
-            tmp.unlink(missing_ok=True)
+        for t in temps:  # the WAV's first copy once its INFO copy replaced the file, or any on failure
+            _leftover(t)
     _fsync_folder(real.parent)
     return fit_genres(f"{spec.name}/id3v2.3" if v23 else spec.name, genres, separator)
+
+
+def _leftover(tmp: Path) -> bool:
+    """Remove an unrenamed temporary copy; True when it cannot be removed (a read-only folder)."""
+    try:
+        tmp.unlink(missing_ok=True)
+        return False
+    except OSError:
+        return os.path.lexists(tmp)
+
+
+def _with_cleanup(msg: str, tmp: Path) -> str:
+    return f"{msg}; its temporary copy {tmp.name} could not be removed (a later run removes it)"
+
+
+def _copy_metadata(fd: int, real: Path, before: os.stat_result) -> None:
+    """Owner (where allowed), mode bits and extended attributes of the original, set on the open
+    temporary copy. The times are not copied, so backup tools and scanners see the change."""
+    if hasattr(os, "fchown"):
+        try:
+            os.fchown(fd, before.st_uid, before.st_gid)
+        except OSError:
+            pass  # only root may give a file away: ours is fine then
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, stat.S_IMODE(before.st_mode))  # after chown, which may clear set-id bits
+    if hasattr(os, "listxattr"):
+        try:
+            for name in os.listxattr(real):
+                try:
+                    os.setxattr(fd, name, os.getxattr(real, name))
+                except OSError:
+                    pass  # e.g. security.* attributes only root may set
+        except OSError:
+            pass  # a filesystem without extended attributes
+    if os.utime in os.supports_fd:
+        os.utime(fd)
+
+
+# Names of gtag's temporary copies: tempfile.mkstemp's eight characters between prefix and suffix.
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[a-z0-9_]{8}(\.[^./]{1,8})?")
+# Older than this, a temporary copy cannot belong to a running gtag (a write takes seconds).
+STALE_TEMP_SECONDS = 3600.0
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str], dry_run: bool = False,
+                            older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """gtag's own temporary copies in ``folder`` left by a killed run, and removed (unless
+    ``dry_run``): regular files named like ``.gtag-xxxxxxxx.ext`` not modified for ``older_than``
+    seconds. Symlinks and every other name are left alone."""
+    found = []
+    now = time.time()
+    try:
+        with os.scandir(folder) as it:
+            entries = [e for e in it if _TEMP_NAME.fullmatch(e.name)]
+    except OSError:
+        return []
+    for e in sorted(entries, key=lambda e: e.name):
+        try:
+            st = e.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < older_than:
+                continue
+            if not dry_run:
+                os.unlink(e.path)
+        except OSError:
+            continue
+        found.append(Path(e.path))
+    return found
 
 
 def _verify(
     spec: FormatSpec,
     original: mutagen.FileType,
-    tmp: Path,
+    tmp: BinaryIO,
     shown: str | os.PathLike[str],
     genres: list[str],
     extra: dict[str, str],
     separator: str | None = None,
 ) -> None:
-    """Reopen the tagged copy and check that it says what was written and still plays the same."""
+    """Reopen the tagged copy (an open file) and check that it says what was written and still
+    plays the same."""
+    tmp.seek(0)
     tagged_spec, tagged = _open(tmp, shown)
     problems = []
     if tagged_spec is not spec or _stream(tagged) != _stream(original):
@@ -552,7 +683,7 @@ def _verify(
         raise TagError(f"{shown}: verification failed, file not modified: {'; '.join(problems)}")
 
 
-def _verify_riff(real: Path, tmp: Path, shown: str | os.PathLike[str], ignr: str | None) -> None:
+def _verify_riff(real: Path, tmp: BinaryIO, shown: str | os.PathLike[str], ignr: str | None) -> None:
     """A WAV's INFO rewrite changed IGNR only: same other items, same bytes in every other chunk."""
     try:
         before, after = riffinfo.read_info(real), riffinfo.read_info(tmp)

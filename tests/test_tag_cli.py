@@ -471,11 +471,11 @@ def test_interrupted_run_resumes(where: str, tmp_path: Path, gtag_tag, monkeypat
     if where == "before_write":
         real_write = tags.write_genres
 
-        def write_genres_then_ctrl_c(path, genres, extra=None, separator=None):
+        def write_genres_then_ctrl_c(path, genres, extra=None, **kwargs):
             calls.append(path)
             if len(calls) == 3:
                 raise KeyboardInterrupt
-            return real_write(path, genres, extra, separator)
+            return real_write(path, genres, extra, **kwargs)
 
         monkeypatch.setattr(tags, "write_genres", write_genres_then_ctrl_c)
     else:  # with the tagged temporary copy made, just before it would replace the original
