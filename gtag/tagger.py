@@ -461,7 +461,7 @@ class Tagger:
                 rec.status = WOULD_TAG
             return
         try:
-            tags.write_genres(path, rec.written, extra, self.opts.separator, expect=rec.before)
+            tags.write_genres(path, rec.written, extra, separator=self.opts.separator, expect=rec.before)
         except tags.FileChanged:
             rec.status, rec.error, rec.written = SKIPPED_CHANGED, _changed_message(path), []
             return

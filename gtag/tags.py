@@ -547,7 +547,7 @@ def write_genres(
             _verify(spec, original, fh, path, genres, extra, separator)
             final, final_tmp = fh, tmp
             info_fh = None
-            if spec.name == "wav":  # the genre in an existing RIFF INFO chunk too (gtag.riffinfo)
+            if spec.name == "wav" and _has_info(fh):  # the genre in its RIFF INFO chunk too (gtag.riffinfo)
                 fd2, tmp2_name = tempfile.mkstemp(dir=real.parent, prefix=TEMP_PREFIX, suffix=real.suffix)
                 temps.append(Path(tmp2_name))
                 info_fh = open(fd2, "w+b")
@@ -585,6 +585,14 @@ def write_genres(
             _leftover(t)
     _fsync_folder(real.parent)
     return fit_genres(f"{spec.name}/id3v2.3" if v23 else spec.name, genres, separator)
+
+
+def _has_info(fh: BinaryIO) -> bool:
+    """Whether an open WAV has a LIST/INFO chunk gtag can walk (only then is its INFO rewritten)."""
+    try:
+        return bool(riffinfo.read_info(fh))
+    except (OSError, riffinfo.RiffError):
+        return False
 
 
 def _leftover(tmp: Path) -> bool:

@@ -534,13 +534,16 @@ def test_wav_info_failure_leaves_file_untouched(tmp_path: Path, monkeypatch) -> 
     path = _copy("formats/classical.wav", tmp_path)
     before = path.read_bytes()
 
-    def broken(p, updates, prefix=".gtag-"):
-        data = bytearray(Path(p).read_bytes())
+    def broken(src, dst, updates):
+        src.seek(0)
+        data = bytearray(src.read())
         data[1000] ^= 0xFF  # a rewrite that changed one audio sample
-        Path(p).write_bytes(bytes(data))
+        dst.seek(0)
+        dst.write(bytes(data))
+        dst.flush()
         return True
 
-    monkeypatch.setattr(riffinfo, "write_info", broken)
+    monkeypatch.setattr(riffinfo, "rewrite_info", broken)
     with pytest.raises(TagError, match="file not modified: RIFF INFO rewrite changed more than IGNR"):
         write_genres(path, ["Jazz"])
     assert path.read_bytes() == before
