@@ -95,6 +95,31 @@ def wavenet(data_root: str, out_dir: str, run_dir: str, lr: float | None, **fit)
     train_wavenet(data_root, out_dir, run_dir, WaveNetOptions(**_overrides(lr=lr, **fit)), command=_command())
 
 
+@main.command("wavenet-distil")
+@_DATA
+@_OUT
+@click.option("--run-dir", default="runs/distil", show_default=True, type=click.Path(file_okay=False),
+              help="Teacher-label cache, candidate model, curves and report.json.")
+@click.option("--library", "library_root", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A real library (MANIFEST.tsv) to measure on; never trained on.")
+@click.option("--unlabelled", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of unlabelled audio the student also learns from (teacher labels only; repeatable).")
+@click.option("--teacher", default=None, help="Manifest name of the teacher (default: musicnn).")
+@click.option("--temperature", type=float, default=None, help="Softening of the KL term.")
+@click.option("--alpha", type=float, default=None, help="Share of the KL term (the rest: CE on labels).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate.")
+@click.option("--no-export", is_flag=True, help="Only report; never replace wavenet.onnx.")
+@_fit_flags
+def wavenet_distil(data_root: str, out_dir: str, run_dir: str, library_root: str | None, unlabelled: tuple[str, ...],
+                   teacher: str | None, temperature: float | None, alpha: float | None, lr: float | None,
+                   no_export: bool, **fit) -> None:
+    """WaveNet distilled from the best model; replaces wavenet.onnx only if it beats it on both sets."""
+    from .distil import DistilOptions, train_distil
+
+    opts = DistilOptions(**_overrides(teacher=teacher, temperature=temperature, alpha=alpha, lr=lr, **fit))
+    train_distil(data_root, out_dir, run_dir, opts, library_root, unlabelled, command=_command(), ship=not no_export)
+
+
 @main.command("musicnn-convert")
 @click.option("--wheel", required=True, type=click.Path(exists=True, dir_okay=False),
               help="musicnn-0.1.0-py3-none-any.whl (pip download --no-deps musicnn==0.1.0).")
