@@ -13,8 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from gtag import audio  # noqa: E402
-from training import distil  # noqa: E402
+from gtag import audio
+from training import distil
 
 SR = audio.SAMPLE_RATE
 MODELS = Path(__file__).resolve().parent.parent / "exported_models"
@@ -56,7 +56,7 @@ def test_eq_and_lowpass(tilt, cutoff):
     low, high = np.sin(2 * np.pi * 250 * t), np.sin(2 * np.pi * 8000 * t)
     out_low = distil.eq_and_lowpass((low).astype(np.float32), tilt, cutoff)
     out_high = distil.eq_and_lowpass((high).astype(np.float32), tilt, cutoff)
-    rms = lambda v: float(np.sqrt(np.mean(v**2)))  # noqa: E731
+    rms = lambda v: float(np.sqrt(np.mean(v**2)))
     if cutoff:  # codec low-pass: 8 kHz gone, 250 Hz untouched
         assert rms(out_high) < 1e-3 * rms(high) and rms(out_low) == pytest.approx(rms(low), rel=1e-3)
     else:  # +3 dB/oct tilt: 8 kHz (3 octaves up) +9 dB, 250 Hz down 6 dB

@@ -32,8 +32,17 @@ from gtag.models import KIND_WAVEFORM, load_models, read_manifest
 
 from .data import Track
 from .export import update_manifest
-from .loop import (FitResult, WaveNetOptions, _finish, _prepare, band_limit, decode, evaluate, seed_everything,
-                   wave_eval_set)
+from .loop import (
+    FitResult,
+    WaveNetOptions,
+    _finish,
+    _prepare,
+    band_limit,
+    decode,
+    evaluate,
+    seed_everything,
+    wave_eval_set,
+)
 from .realworld import library_files, summarise
 
 
@@ -44,9 +53,10 @@ class DistilOptions(WaveNetOptions):
     teacher: str = "musicnn"  # manifest name of the teacher in the models dir
     temperature: float = 2.0  # softens teacher and student logits in the KL term
     alpha: float = 0.7  # share of the KL term; 1 - alpha goes to CE on labelled windows
-    # Fewer epochs than from scratch: soft targets carry more per window, and the machine is shared.
-    epochs: int = 20
-    max_minutes: float = 40.0
+    # The budget measured in the README (30 min on the shared 2-core machine); the student was still
+    # improving at its end, so a longer schedule is the first thing to try where CPU time allows.
+    epochs: int = 10
+    max_minutes: float = 45.0
     eval_from: int = 0  # first epoch validated (0: the second half of the schedule, as patience counts)
     unlabelled_share: float = 0.3  # share of windows drawn from unlabelled files (when there are any)
     tilt_p: float = 0.5  # random EQ tilt around 1 kHz ...
@@ -322,10 +332,11 @@ def train_distil(data_root: str | Path, models_dir: str | Path, run_dir: str | P
     source = DistilWindows(signals, probs, y, opts)
     valid = wave_eval_set(prep.valid_signals, prep.valid_y)
 
-    hyper = {k: getattr(opts, k) for k in ("front_channels", "front_strides", "pool", "channels", "skip_channels",
-                                          "kernel_size", "layers", "stacks", "dropout", "lr", "temperature", "alpha")}
+    arch = ("front_channels", "front_strides", "pool", "channels", "skip_channels", "kernel_size", "layers",
+            "stacks", "dropout")
+    hyper = {k: getattr(opts, k) for k in (*arch, "lr", "temperature", "alpha")}
     seed_everything(opts.seed)
-    net = WaveNetClassifier(len(prep.labels), **{k: hyper[k] for k in list(hyper)[:9]})
+    net = WaveNetClassifier(len(prep.labels), **{k: hyper[k] for k in arch})
     result = fit_distil(net, source, valid, prep.labels, opts, checkpoint=run_dir / "wavenet_distil_best.pt")
     cand_dir = run_dir / "candidate"
     distillation = {
@@ -385,9 +396,9 @@ def train_distil(data_root: str | Path, models_dir: str | Path, run_dir: str | P
         shipped = True
     out = {"summary": summary, "distilled_beats_from_scratch": better, "exported": shipped,
            "distillation": distillation, "options": asdict(opts), "command": command,
-           "before": {k: v for k, v in before.items()}, "after": after, "best_epoch": result.best_epoch,
+           "before": before, "after": after, "best_epoch": result.best_epoch,
            "stopped": result.stopped, "history": result.history, "seconds": round(time.time() - t0, 1),
-           "student_metrics": str(run_dir / "wavenet_metrics.json"), "report": report.get("model")}
+           "student_metrics": str(run_dir / "wavenet_metrics.json"), "onnx_check": report["onnx_check"]}
     (run_dir / "report.json").write_text(json.dumps(out, indent=2, default=float))
     print("[wavenet-distil] " + json.dumps({"summary": summary, "better": better, "exported": shipped}, default=float),
           flush=True)
