@@ -126,16 +126,13 @@ def musicnn_convert(wheel: str, out_dir: str, fixture: str | None, audio_files: 
               help="Embedding cache, metrics JSON, confusion matrices.")
 @click.option("--fixture", default="tests/data/musicnn_reference.npz", show_default=True,
               type=click.Path(dir_okay=False), help="Reference patches the exported ONNX is checked against.")
-@click.option("--classic-cache", default="runs/classic/cache", show_default=True, type=click.Path(file_okay=False),
-              help="Feature cache of `gtag-train classic` (reused by the ensemble check).")
 @click.option("--seed", default=0, show_default=True)
-def transfer(data_root: str, out_dir: str, weights: str, run_dir: str, fixture: str, classic_cache: str,
-             seed: int) -> None:
-    """GTZAN head on musicnn's pretrained MSD embeddings (exports musicnn.onnx)."""
+def transfer(data_root: str, out_dir: str, weights: str, run_dir: str, fixture: str, seed: int) -> None:
+    """GTZAN head on musicnn's pretrained MSD embeddings (exports musicnn.onnx and its CPU variant)."""
     from .transfer import TransferOptions, train_transfer
 
     train_transfer(data_root, out_dir, run_dir, weights, TransferOptions(seed=seed), command=_command(),
-                   fixture=fixture if Path(fixture).is_file() else None, classic_cache=classic_cache)
+                   fixture=fixture if Path(fixture).is_file() else None)
 
 
 @main.command()
