@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from training.ensemble import mix, select_weights  # noqa: E402
+from training.ensemble import leave_one_out, mix, select_weights  # noqa: E402
 from training.export import set_manifest_fields  # noqa: E402
 
 
@@ -59,6 +59,25 @@ def test_selection_never_below_best_single_on_random_models():
         probs = {f"m{i}": rng.dirichlet(np.ones(5), 60) for i in range(4)}
         weights, _ = select_weights(probs, y)
         assert _acc(mix(probs, weights), y) >= max(_acc(p, y) for p in probs.values())
+
+
+def test_leave_one_out_shows_what_each_model_earns():
+    """Without the one good model the selection falls back to the weak ones and scores lower; without
+    a useless model nothing changes."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 4, 120)
+    good = _onehot(np.where(rng.random(120) < 0.9, y, (y + 1) % 4), 4, 0.8)
+    weak = _onehot(np.where(rng.random(120) < 0.5, y, (y + 2) % 4), 4, 0.8)
+    useless = np.full((120, 4), 0.25)
+    probs = {"good": good, "weak": weak, "useless": useless}
+    full = np.ones(120, dtype=bool)
+    weights, _ = select_weights(probs, y)
+    out = leave_one_out(probs, y, full, ("a", "b", "c", "d"))
+    assert set(out) == set(probs)
+    chosen = _acc(mix(probs, weights), y)
+    assert "good" not in out["good"]["weights"] and out["good"]["track_accuracy"] < chosen - 0.2
+    assert out["useless"]["track_accuracy"] == pytest.approx(chosen, abs=1e-3)  # metrics: 4 decimals
+    assert sum(out["weak"]["weights"].values()) == pytest.approx(1.0)
 
 
 def test_set_manifest_fields_keeps_the_rest(tmp_path):
