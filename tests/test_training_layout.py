@@ -14,13 +14,18 @@ ROWS = [
     {"__main__"},
     {"cli"},
     {"ensemble"},
-    {"classic", "loop", "transfer", "musicnn_head", "realworld"},
-    {"musicnn_onnx"},
+    {"classic", "cnn", "wavenet", "transfer", "musicnn_head"},  # trainers; also any module not listed
+    {"loop", "musicnn_onnx", "realworld"},
     {"nets", "musicnn"},
     {"extract", "evaluate", "export"},
     {"data"},
 ]
 ROW = {m: i for i, row in enumerate(ROWS) for m in row}
+TRAINERS = 3  # the row a module not listed here is checked as: a new trainer imports no other
+
+
+def _row(module: str) -> int:
+    return ROW.get(module, TRAINERS)
 
 
 def _local_imports(path: Path) -> set[str]:
@@ -37,12 +42,15 @@ def _local_imports(path: Path) -> set[str]:
     return out
 
 
-def test_every_training_module_has_a_place_in_the_picture():
-    modules = {p.stem for p in TRAINING.glob("*.py")} - {"__init__"}
-    assert modules == set(ROW), "add new modules to training/__init__.py's picture and to ROWS here"
+MODULES = sorted(p.stem for p in TRAINING.glob("*.py") if p.stem != "__init__")
 
 
-@pytest.mark.parametrize("module", sorted(ROW))
+def test_the_picture_names_existing_modules():
+    assert ROWS[TRAINERS] >= {"classic", "cnn", "wavenet", "transfer"}
+    assert set(ROW) <= set(MODULES), "a module named here is gone: update ROWS and training/__init__.py"
+
+
+@pytest.mark.parametrize("module", MODULES)
 def test_imports_only_go_down(module):
     for dep in _local_imports(TRAINING / f"{module}.py"):
-        assert ROW[dep] > ROW[module], f"training/{module}.py imports {dep} (row {ROW[dep]} vs {ROW[module]})"
+        assert _row(dep) > _row(module), f"training/{module}.py imports {dep} (row {_row(dep)} vs {_row(module)})"

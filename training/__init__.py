@@ -3,16 +3,20 @@
 Needs the ``train`` extra (torch, scikit-learn, skl2onnx, onnx). ``gtag`` itself never imports this.
 
 Import picture: a module imports only from rows below its own, never from its row, so no trainer
-imports another (check: ``grep -nE "from \\.(classic|loop|transfer|musicnn_head|realworld) " training/*.py``
-lists only cli.py and ensemble.py; tests/test_training_layout.py checks the whole picture).
+imports another (check: ``grep -nE "from \.(classic|cnn|wavenet|transfer|musicnn_head) " training/*.py``
+lists only cli.py and ensemble.py; tests/test_training_layout.py checks the whole picture, and
+checks a module it does not know as a trainer).
 
     cli            gtag-train: one command per module below, each imported when its command runs
     ensemble       the only module that combines models: train-only copies, vote weights, leave-one-out
-    classic | loop | transfer | musicnn_head | realworld
-                   trainers side by side: rf/knn, cnn/wavenet, musicnn export + GTZAN head, musicnn
-                   head on GTZAN + a library; realworld measures the shipped models on a library
-    musicnn_onnx   musicnn's ONNX export (backbone + gtag.head head), CPU variant and checks
-    nets | musicnn the networks: cnn/wavenet; musicnn's torch port (and its `musicnn-convert` command)
+    classic | cnn | wavenet | transfer | musicnn_head
+                   trainers side by side, one per model family: rf/knn; the log-mel CNN; the raw-audio
+                   net; musicnn's export with a GTZAN head; musicnn's head on GTZAN + a real library
+    loop | musicnn_onnx | realworld
+                   what trainers share: the neural-net training loop (fit, windows, export, report);
+                   musicnn's ONNX export (backbone + gtag.head head), CPU variant and checks; scoring
+                   on a real library (also the `library-check` command)
+    nets | musicnn the networks: CNN and WaveNet; musicnn's torch port (and `musicnn-convert`)
     extract | evaluate | export
                    cached features, metrics, ONNX + manifest + licences
     data           readers and splits

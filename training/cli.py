@@ -73,7 +73,7 @@ def _overrides(**kw) -> dict:
 @_fit_flags
 def cnn(data_root: str, out_dir: str, run_dir: str, search: bool, search_epochs: int | None, **fit) -> None:
     """CNN on log-mel patches of 3 s windows (exports cnn.onnx)."""
-    from .loop import CnnOptions, train_cnn
+    from .cnn import CnnOptions, train_cnn
 
     kw = _overrides(search_epochs=search_epochs, **fit)
     if not search:
@@ -90,7 +90,7 @@ def cnn(data_root: str, out_dir: str, run_dir: str, search: bool, search_epochs:
 @_fit_flags
 def wavenet(data_root: str, out_dir: str, run_dir: str, lr: float | None, **fit) -> None:
     """WaveNet-style net on raw 3 s windows (exports wavenet.onnx)."""
-    from .loop import WaveNetOptions, train_wavenet
+    from .wavenet import WaveNetOptions, train_wavenet
 
     train_wavenet(data_root, out_dir, run_dir, WaveNetOptions(**_overrides(lr=lr, **fit)), command=_command())
 

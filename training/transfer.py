@@ -53,7 +53,7 @@ from .data import Track, train_valid
 from .evaluate import evaluate_windows, save_confusion_png
 from .export import training_record, update_manifest, write_musicnn_licence
 from .musicnn import MSD_LABELS, N_FRAMES, N_MELS, load_pretrained
-from .musicnn_onnx import CPU_VARIANT_FILE, INPUT_NAME, MAX_BATCH, calibration_patches, export
+from .musicnn_onnx import INPUT_NAME, MAX_BATCH, calibration_patches, export
 
 EMBEDDING_CACHE_VERSION = "musicnn-emb-v1"  # bump when musicnn_patches or the embedding changes
 MODEL_NAME = "musicnn"
