@@ -19,15 +19,15 @@ from .conftest import GENRES, GTZAN, need, write_wav
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from training.musicnn import MSD_LABELS, VARIABLE_MAP, build_model, check_shapes, convert_variables  # noqa: E402
-from training.musicnn import load_weights, save_weights  # noqa: E402
+from training.musicnn import MSD_LABELS, build_model, check_shapes, load_weights, save_weights  # noqa: E402
+from training.musicnn_convert import VARIABLE_MAP, convert_variables  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "musicnn_reference.npz"
 # The port's tolerance on MSD tag probabilities (sigmoid outputs): measured 1.3e-6 for torch and
 # ONNX Runtime against TensorFlow 2.21 running the author's graph; float32 reordering stays far below.
 TAG_ATOL = 1e-4
 
-# Variable shapes of musicnn-0.1.0's MSD_musicnn checkpoint (see training/musicnn.py).
+# Variable shapes of musicnn-0.1.0's MSD_musicnn checkpoint (see training/musicnn_convert.py).
 CHECKPOINT_SHAPES = {
     "batch_normalization": 1, "batch_normalization_1": 204, "batch_normalization_2": 204,
     "batch_normalization_3": 51, "batch_normalization_4": 51, "batch_normalization_5": 51,

@@ -14,7 +14,7 @@ ROWS = [
     {"__main__"},
     {"cli"},
     {"ensemble"},
-    {"classic", "cnn", "wavenet", "transfer", "musicnn_head"},  # trainers; also any module not listed
+    {"classic", "cnn", "wavenet", "transfer", "musicnn_head", "musicnn_convert"},  # and any module not listed
     {"loop", "musicnn_onnx", "realworld"},
     {"nets", "musicnn"},
     {"extract", "evaluate", "export"},

@@ -9,14 +9,15 @@ checks a module it does not know as a trainer).
 
     cli            gtag-train: one command per module below, each imported when its command runs
     ensemble       the only module that combines models: train-only copies, vote weights, leave-one-out
-    classic | cnn | wavenet | transfer | musicnn_head
+    classic | cnn | wavenet | transfer | musicnn_head | musicnn_convert
                    trainers side by side, one per model family: rf/knn; the log-mel CNN; the raw-audio
-                   net; musicnn's export with a GTZAN head; musicnn's head on GTZAN + a real library
+                   net; musicnn's export with a GTZAN head; musicnn's head on GTZAN + a real library;
+                   (not a trainer, same row) musicnn's checkpoint conversion, proven against TensorFlow
     loop | musicnn_onnx | realworld
                    what trainers share: the neural-net training loop (fit, windows, export, report);
                    musicnn's ONNX export (backbone + gtag.head head), CPU variant and checks; scoring
                    on a real library (also the `library-check` command)
-    nets | musicnn the networks: CNN and WaveNet; musicnn's torch port (and `musicnn-convert`)
+    nets | musicnn the networks: CNN and WaveNet; musicnn's torch port and its converted weights
     extract | evaluate | export
                    cached features, metrics, ONNX + manifest + licences
     data           readers and splits

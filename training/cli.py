@@ -111,7 +111,7 @@ def musicnn_convert(wheel: str, out_dir: str, fixture: str | None, audio_files: 
     """Port musicnn's MSD checkpoint from its wheel to PyTorch and prove the port against TensorFlow."""
     import json
 
-    from .musicnn import convert
+    from .musicnn_convert import convert
 
     report = convert(wheel, out_dir, fixture, audio_files, tf_python)
     click.echo(json.dumps(report["max_abs_diff_torch_vs_tf"], indent=2))
