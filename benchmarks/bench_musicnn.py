@@ -91,7 +91,8 @@ def speed_report(models_dir: Path, clips: list[Path], repeats: int = 2) -> dict[
 
             def musicnn_path(sess=sess):
                 x = features.musicnn_patches(y, audio.SAMPLE_RATE, hop)
-                return [sess.run(["probabilities", "msd_tags"], {mnn.input_name: x[i:i + batch]}) for i in range(0, len(x), batch)]
+                return [sess.run(["probabilities", "msd_tags"], {mnn.input_name: x[i:i + batch]})
+                        for i in range(0, len(x), batch)]
 
             t = _best(musicnn_path, repeats)
             out[f"musicnn_{name}_x_realtime"] = round(seconds / t, 1)

@@ -3,9 +3,9 @@
 Needs the ``train`` extra (torch, scikit-learn, skl2onnx, onnx). ``gtag`` itself never imports this.
 
 Import picture: a module imports only from rows below its own, never from its row, so no trainer
-imports another (check: ``grep -nE "from \.(classic|cnn|wavenet|transfer|musicnn_head) " training/*.py``
-lists only cli.py and ensemble.py; tests/test_training_layout.py checks the whole picture, and
-checks a module it does not know as a trainer).
+imports another. ``tests/test_training_layout.py`` checks the whole picture (a module it does not
+know is checked as a trainer); by hand, this lists only cli.py and ensemble.py:
+``grep -nE "from \\.(classic|cnn|wavenet|transfer|musicnn_head|musicnn_convert) " training/*.py``
 
     cli            gtag-train: one command per module below, each imported when its command runs
     ensemble       the only module that combines models: train-only copies, vote weights, leave-one-out
