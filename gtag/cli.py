@@ -435,7 +435,7 @@ def list_models(models_dir: str | None) -> None:
         err.print(f"[red]error:[/] {exc}")
         sys.exit(EXIT_NO_MODELS)
     table = Table(title=f"models in {root}")
-    for col in ("name", "kind", "hop", "valid acc", "real classical", "real rock", "electronic tagged",
+    for col in ("name", "kind", "hop", "valid acc", "CV acc", "real classical", "real rock", "electronic tagged",
                 "weight", "size"):
         table.add_column(col, no_wrap=True)
     for s in specs:
@@ -444,13 +444,14 @@ def list_models(models_dir: str | None) -> None:
         lib = m.get("library_cv") or m.get("library") or {}
         table.add_row(
             escape(s.name), s.kind, f"{s.hop_seconds:g} s",
-            _metric(m, "valid_track", "accuracy"),
+            _metric(m, "valid_track", "accuracy"), _metric(m, "cv_track", "accuracy"),
             _metric(lib, "classical", "called_by_folder_genre"), _metric(lib, "rock", "called_by_folder_genre"),
             _metric(lib, "electronic", "written_any"),
             f"{s.weight:.2f}", f"{size / 1e6:.1f} MB" if size else "missing",
         )
     out.print(table)
-    out.print("[dim]valid acc: track accuracy on GTZAN valid tracks never trained on; real classical / rock: share "
+    out.print("[dim]valid acc: track accuracy on GTZAN valid tracks never trained on; CV acc: cross-validated "
+              "track accuracy (grouped by track for GTZAN models, by artist for learned ones); real classical / rock: share "
               "of real library tracks (../shared/library, artists never trained on) whose top genre is theirs; "
               "electronic tagged: share of real electronic tracks (no GTZAN genre fits) that would get a genre "
               "(lower is better); weight: share of the default vote (0: run only when picked with --model)[/]")
@@ -465,7 +466,9 @@ def list_models(models_dir: str | None) -> None:
                 if isinstance(t, dict) and t.get("min_probability") in (0.0, 0.5, 0.7):
                     out.print(f"  [dim]at probability ≥ {t['min_probability']:.1f}: tags {t['coverage']:.0%} of "
                               f"held-out tracks, right {t['precision']:.0%} of the time[/]")
-    ens = next((s.extra["ensemble"] for s in specs if isinstance(s.extra.get("ensemble"), dict)), None)
+    # the vote's figures, as recorded with its heaviest model
+    ens = next((s.extra["ensemble"] for s in sorted(specs, key=lambda s: -s.weight)
+                if isinstance(s.extra.get("ensemble"), dict)), None)
     if ens and isinstance(ens.get("valid_track_accuracy"), (int, float)):
         out.print(f"ensemble: valid track accuracy {ens['valid_track_accuracy']:.3f} "
                   f"(best single model: {escape(str(ens.get('best_single', '?')))})")

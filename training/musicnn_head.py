@@ -240,6 +240,13 @@ def _export(bb: Backbone, head: heads.LinearHead, models_dir: Path, report: dict
                              data="gtzan + library", tracks=n_gtzan + n_lib, library_tracks=n_lib,
                              library_labels="the files' own genre tags via gtag.learn, mapped by LIBRARY_MAP",
                              command=command or "gtag-train musicnn-head")
+    # The default vote is this model alone (see `gtag-train library-check`: the GTZAN-only models are
+    # confidently wrong on real rock), so the vote's held-out figures are this head's.
+    entry["ensemble"] = dict(entry.get("ensemble", {}), valid_track_accuracy=report["valid_track"]["accuracy"],
+                             valid_track_balanced_accuracy=report["valid_track"]["balanced_accuracy"],
+                             valid_full_clips_track_accuracy=report["valid_full_clips"]["accuracy"],
+                             best_single=spec.name, tracks=report["valid_track"]["tracks"],
+                             chosen_on="GTZAN valid and the real library (musicnn alone)")
     entry["exported"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     update_manifest(models_dir, entry)
 
