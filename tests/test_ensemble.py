@@ -129,3 +129,41 @@ def test_every_model_is_scored_even_those_the_current_weights_leave_out(tmp_path
     probs, y, full, labels = valid_probabilities(tiny_models, data)
     assert set(probs) == {"feat", "mel"}
     assert probs["feat"].shape == (len(GENRES), len(GENRES)) and len(y) == len(GENRES)
+
+
+@pytest.mark.slow
+def test_ensemble_command_scores_train_only_copies_of_every_model(tmp_path):
+    """`gtag-train classic`, `transfer` and `ensemble` on a toy dataset: the ensemble refits rf/knn on
+    the train split, takes musicnn's train-only export from the transfer run, scores all three on
+    valid, writes weights into the manifest and reports the selection without each model."""
+    pytest.importorskip("torch")
+    from gtag.models import read_manifest
+    from training.classic import ClassicOptions, train_classic
+    from training.ensemble import choose_ensemble
+    from training.musicnn import save_weights
+    from training.musicnn_convert import convert_variables
+    from training.transfer import TransferOptions, train_transfer
+
+    from .test_musicnn import _fake_checkpoint
+    from .test_nets import _write_dataset
+
+    data, out = tmp_path / "data", tmp_path / "models"
+    _write_dataset(data)
+    train_classic(data, out, tmp_path / "classic", ClassicOptions(
+        jobs=1, folds=2, rf_trees=(10,), rf_depth=(4,), rf_min_leaf=(1,), knn_k=(1,), knn_weights=("uniform",)))
+    weights = save_weights(convert_variables(_fake_checkpoint()), tmp_path / "w.npz", source="test")
+    train_transfer(data, out, tmp_path / "transfer", weights, TransferOptions(folds=2, logreg_c=(0.1,)))
+    report = choose_ensemble(data, out, tmp_path / "ensemble", tmp_path / "transfer", tmp_path / "classic" / "cache")
+    names = {"rf", "knn", "musicnn"}
+    assert set(report["weights"]) == names and sum(report["weights"].values()) == pytest.approx(1.0)
+    assert set(report["without"]) == names
+    assert all(n not in report["without"][n]["weights"] for n in names)
+    notes = report["train_only_models"]
+    assert notes["rf"].startswith("refitted on the train split") and "transfer" in notes["musicnn"]
+    shipped = {s.name: s for s in read_manifest(out)}
+    copies = {s.name: s for s in read_manifest(tmp_path / "ensemble" / "train_only")}
+    assert set(copies) == names
+    assert all(copies[n].extra["training"] == {"fitted_on": "train"} for n in names)
+    assert shipped["rf"].extra["training"]["fitted_on"] == "train+valid"  # so the copy had to be refitted
+    assert {n: s.weight for n, s in shipped.items()} == pytest.approx(
+        {n: round(w, 4) for n, w in report["weights"].items()})
