@@ -12,8 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .audio import AudioLoadError
 from .models import ModelError, load_models, read_manifest, default_models_dir
+
+# Imports stay light here: `gtag --help` and `gtag models` need neither numpy nor ONNX Runtime, and
+# every command imports what it uses inside its function.
 
 # Exit codes (documented in the README).
 EXIT_OK = 0  # every file succeeded
@@ -75,6 +77,7 @@ def main() -> None:
 def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str,
             as_json: bool, top: int) -> None:
     """Show the predicted genre of each FILE, per model and voted, with probabilities."""
+    from .audio import AudioLoadError
 
     predictor = _predictor(models_dir, model, device)
     results: list[dict] = []

@@ -16,9 +16,10 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where arrays are handled: `gtag models` and --help need none
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,8 @@ class OnnxModel:
     def predict_with_tags(self, batch: np.ndarray, tags: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities and, when the model has a tag output (``TAG_OUTPUT``) and ``tags``, its
         per-window tag scores ``(n, len(tag_labels))`` from the same ONNX Runtime call (else None)."""
+        import numpy as np
+
         names = [self.output_name] + ([self.tag_output] if tags and self.tag_output else [])
         batch = np.ascontiguousarray(batch, np.float32)
         # Optional manifest field "max_batch": windows per ONNX Runtime call. A large network's
