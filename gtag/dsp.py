@@ -119,3 +119,4 @@ def mel_power(y: np.ndarray, sr: int, n_fft: int, hop: int, n_mels: int) -> np.n
         power = spec.real * spec.real + spec.imag * spec.imag
         np.matmul(power, basis_t, out=out[s:e])
     return out
+

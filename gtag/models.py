@@ -193,6 +193,11 @@ class OnnxModel:
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
+        # ORT's idle threads spin by default, burning the cores that decoding (this process's, or a
+        # worker's) and other programs need: on a busy 2-core machine musicnn ran 1.7x slower with
+        # two spinning threads than with one; without spinning, extra threads cost little.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:
