@@ -43,16 +43,25 @@ CLIPS_PER_TRACK = 3  # one-minute clips per 3-minute track
 FLOOR_CODE = "import sys\nfrom gtag.audio import load_audio\nfor p in sys.argv[1:]:\n    load_audio(p)\n"
 
 
+MP3_BITRATES = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)  # MPEG-1 Layer III, kbit/s
+MP3_RATES = (44100, 48000, 32000)
+
+
 def mp3_frames(path: Path) -> bytes:
-    """The audio frames of an mp3: without its ID3v2 header and ID3v1 trailer."""
+    """The audio frames of an MPEG-1 Layer III file: without its ID3v2 header, ID3v1 trailer and
+    Xing/Info frame (whose frame count would tell decoders the joined file is one clip long)."""
     b = path.read_bytes()
     if b[:3] == b"ID3":
         size = b[6] << 21 | b[7] << 14 | b[8] << 7 | b[9]
         b = b[10 + size + (10 if b[5] & 0x10 else 0):]
     if b[-128:-125] == b"TAG":
         b = b[:-128]
-    if b"Xing" in b[:200] or b"Info" in b[:200]:
-        raise ValueError(f"{path}: has a VBR header frame; joining would mislead decoders about its length")
+    if b[0] != 0xFF or (b[1] & 0xFE) != 0xFA:
+        raise ValueError(f"{path}: does not start with an MPEG-1 Layer III frame")
+    side_info = 17 if (b[3] >> 6) == 3 else 32  # mono or stereo
+    if b[4 + side_info: 8 + side_info] in (b"Xing", b"Info"):
+        frame = 144000 * MP3_BITRATES[b[2] >> 4] // MP3_RATES[(b[2] >> 2) & 3] + ((b[2] >> 1) & 1)
+        b = b[frame:]
     return b
 
 
