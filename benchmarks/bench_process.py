@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -86,21 +87,31 @@ def gtag_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "gtag.cli"]
 
 
-def run(cmd: list[str], env: dict[str, str]) -> float:
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall-clock seconds of a command, and the CPU seconds (user + system) of it and every process
+    it started (its worker processes): the work done, which other programs on a busy machine do not
+    change, unlike the wall clock."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])}… exited {proc.returncode}: {proc.stderr[-2000:]}")
-    return elapsed
+    return elapsed, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
-def rounds(commands: dict[str, list[str]], env: dict[str, str], repeats: int) -> dict[str, list[float]]:
-    """Seconds of each command in each round; the commands of a round run back to back."""
+def rounds(commands: dict[str, list[str]], env: dict[str, str], repeats: int,
+           cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Wall-clock seconds of each command in each round (CPU seconds into ``cpu`` if given); the
+    commands of a round run back to back."""
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):
         for name, cmd in commands.items():
-            times[name].append(run(cmd, env))
+            wall, used = run(cmd, env)
+            times[name].append(wall)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(used)
     return times
 
 
@@ -143,24 +154,34 @@ def main() -> None:
         result["startup"] = {k: round(statistics.median(v), 3) for k, v in t.items()}
 
         # one track
+        c: dict[str, list[float]] = {}
         t = rounds({"floor": [sys.executable, "-c", FLOOR_CODE, str(short[0])],
-                    "predict": [*gtag, "predict", str(short[0])]}, env, args.repeats)
+                    "predict": [*gtag, "predict", str(short[0])]}, env, args.repeats, c)
         result["predict_3min"] = {"floor_s": round(statistics.median(t["floor"]), 3),
                                   "predict_s": round(statistics.median(t["predict"]), 3),
-                                  "vs_floor": round(ratio(t, "predict", "floor"), 2)}
+                                  "vs_floor": round(ratio(t, "predict", "floor"), 2),
+                                  "floor_cpu_s": round(statistics.median(c["floor"]), 3),
+                                  "predict_cpu_s": round(statistics.median(c["predict"]), 3),
+                                  "cpu_vs_floor": round(ratio(c, "predict", "floor"), 2)}
 
         # 18 minutes and 2 hours
         for key, paths, reps in (("tag_18min", short, args.repeats), ("tag_2h", library, args.library_repeats)):
             seconds = 180.0 * len(paths)
+            c = {}
             t = rounds({"floor": [sys.executable, "-c", FLOOR_CODE, *map(str, paths)],
                         "jobs1": [*dry, "--jobs", "1", str(paths[0].parent)],
-                        "jobs2": [*dry, "--jobs", "2", str(paths[0].parent)]}, env, reps)
+                        "jobs2": [*dry, "--jobs", "2", str(paths[0].parent)]}, env, reps, c)
             result[key] = {"audio_s": seconds, "rounds": reps,
                            **{f"{k}_s": round(statistics.median(v), 2) for k, v in t.items()},
                            **{f"{k}_x_realtime": round(seconds / statistics.median(v), 1) for k, v in t.items()},
+                           **{f"{k}_cpu_s": round(statistics.median(v), 2) for k, v in c.items()},
                            "jobs1_vs_floor": round(ratio(t, "jobs1", "floor"), 2),
                            "jobs2_vs_floor": round(ratio(t, "jobs2", "floor"), 2),
-                           "jobs2_speedup": round(1 / ratio(t, "jobs2", "jobs1"), 2)}
+                           "jobs1_cpu_vs_floor": round(ratio(c, "jobs1", "floor"), 2),
+                           "jobs2_cpu_vs_jobs1": round(ratio(c, "jobs2", "jobs1"), 3),
+                           "jobs2_speedup": round(1 / ratio(t, "jobs2", "jobs1"), 2),
+                           # What 2 idle cores would give: --jobs 1's work over half of --jobs 2's.
+                           "jobs2_speedup_idle_estimate": round(2 / ratio(c, "jobs2", "jobs1"), 2)}
 
         # first run after install, then the second run of the same install
         if not args.skip_first_run:
@@ -170,7 +191,7 @@ def main() -> None:
                 fresh.mkdir()
                 fenv = dict(env, **fresh_install(fresh))
                 cmd = [sys.executable, "-m", "gtag.cli", "predict", *extra, str(short[0])]
-                first[label] = {"first_s": round(run(cmd, fenv), 2), "second_s": round(run(cmd, fenv), 2)}
+                first[label] = {"first_s": round(run(cmd, fenv)[0], 2), "second_s": round(run(cmd, fenv)[0], 2)}
             result["first_run_predict"] = first
 
     report(result)
@@ -185,17 +206,22 @@ def report(r: dict) -> None:
           f"gtag models {s['gtag models']:.2f} s (target < 0.3 s)")
     p = r["predict_3min"]
     print(f"gtag predict, one 3-minute mp3: {p['predict_s']:.2f} s, floor {p['floor_s']:.2f} s: "
-          f"{p['vs_floor']:.2f}x the floor (target <= 2.5x)")
-    print("\n| run | x realtime | vs decode + resample floor |\n| --- | --- | --- |")
+          f"{p['vs_floor']:.2f}x the floor (target <= 2.5x); CPU {p['predict_cpu_s']:.2f} s against "
+          f"{p['floor_cpu_s']:.2f} s: {p['cpu_vs_floor']:.2f}x")
+    print("\n| run | x realtime (wall) | vs floor (wall) | CPU s | vs floor (CPU) |\n| --- | --- | --- | --- | --- |")
     for key, title in (("tag_18min", "18 min"), ("tag_2h", "2 h")):
         t = r[key]
-        print(f"| {title}: decode + resample (floor) | {t['floor_x_realtime']:.0f} | 1.0 |")
-        print(f"| {title}: gtag tag --dry-run --jobs 1 | {t['jobs1_x_realtime']:.0f} | {t['jobs1_vs_floor']:.2f}x |")
-        print(f"| {title}: gtag tag --dry-run --jobs 2 | {t['jobs2_x_realtime']:.0f} | {t['jobs2_vs_floor']:.2f}x |")
+        print(f"| {title}: decode + resample (floor) | {t['floor_x_realtime']:.0f} | 1.0 | {t['floor_cpu_s']:.1f} | 1.0 |")
+        print(f"| {title}: gtag tag --dry-run --jobs 1 | {t['jobs1_x_realtime']:.0f} | {t['jobs1_vs_floor']:.2f}x "
+              f"| {t['jobs1_cpu_s']:.1f} | {t['jobs1_cpu_vs_floor']:.2f}x |")
+        print(f"| {title}: gtag tag --dry-run --jobs 2 | {t['jobs2_x_realtime']:.0f} | {t['jobs2_vs_floor']:.2f}x "
+              f"| {t['jobs2_cpu_s']:.1f} | |")
     t = r["tag_18min"]
     print(f"\n18 min, --jobs 1: {t['jobs1_x_realtime']:.0f}x realtime (target >= 300x), "
           f"{t['jobs1_vs_floor']:.2f}x the floor (target <= 1.6x)")
-    print(f"2 h: --jobs 2 is {r['tag_2h']['jobs2_speedup']:.2f}x --jobs 1 (target >= 1.8x)")
+    h = r["tag_2h"]
+    print(f"2 h: --jobs 2 is {h['jobs2_speedup']:.2f}x --jobs 1 (target >= 1.8x); --jobs 2 does "
+          f"{h['jobs2_cpu_vs_jobs1']:.3f}x the work of --jobs 1, so {h['jobs2_speedup_idle_estimate']:.2f}x on 2 idle cores")
     for label, f in r.get("first_run_predict", {}).items():
         print(f"first run after install, gtag predict, {label}: {f['first_s']:.1f} s (then {f['second_s']:.1f} s)")
 
