@@ -144,3 +144,22 @@ def test_help_and_models_import_neither_numpy_nor_onnxruntime(args):
     )
     assert "gtag.cli" in loaded
     assert not {"numpy", "onnxruntime", "librosa"} & {m.split(".")[0] for m in loaded}
+
+
+def test_workers_import_no_librosa_scipy_or_numba(tmp_path, tone):
+    """A `--jobs N` worker (spawned: it imports everything itself) predicting with the default models
+    loads none of them either, so each worker starts in a fraction of a second."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from gtag.models import load_models
+    from gtag.pipeline import Predictor
+    from tests.conftest import write_wav
+    from tests.worker_probe import modules_after_predicting
+
+    source = Predictor(load_models(device="cpu", threads=1)).source
+    path = write_wav(tmp_path / "tone.wav", tone)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        loaded = pool.submit(modules_after_predicting, str(path), source).result()
+    assert "gtag.pipeline" in loaded and "onnxruntime" in loaded
+    assert not {"librosa", "scipy", "numba"} & {m.split(".")[0] for m in loaded}
