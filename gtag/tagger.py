@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +20,8 @@ from pathlib import Path
 from . import __version__, tags
 from .audio import AudioLoadError
 from .cache import PredictionCache
-from .pipeline import Prediction, Predictor, analyse_file, cache_record, predict_in_worker, prediction_from_cache
+from .pipeline import (Prediction, Predictor, analyse_file, cache_record, predict_in_worker, prediction_from_cache,
+                       worker_context)
 
 # What gtag writes for each GTZAN label: the ID3v1/Winamp genre names that players and beets know.
 DISPLAY_NAMES = {
@@ -179,9 +179,10 @@ def make_executor(opts: "TagOptions"):
             return RayExecutor(opts.ray_address, opts.jobs)
         except ImportError:
             raise RuntimeError("--backend ray needs Ray: pip install 'gtag[ray]'") from None
-    # "spawn", not fork: the parent already holds ONNX Runtime sessions and their thread pools,
-    # and a forked child that then creates sessions of its own can crash (ORT is not fork-safe).
-    return ProcessPoolExecutor(max(1, opts.jobs), mp_context=multiprocessing.get_context("spawn"))
+    # Not a fork of this process: it already holds ONNX Runtime sessions and their thread pools, and
+    # a forked child that then creates sessions of its own can crash (ORT is not fork-safe). Workers
+    # come from a fork server that never loads ORT, or are spawned (pipeline.worker_context).
+    return ProcessPoolExecutor(max(1, opts.jobs), mp_context=worker_context())
 
 
 class Tagger:

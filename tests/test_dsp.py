@@ -163,3 +163,13 @@ def test_workers_import_no_librosa_scipy_or_numba(tmp_path, tone):
         loaded = pool.submit(modules_after_predicting, str(path), source).result()
     assert "gtag.pipeline" in loaded and "onnxruntime" in loaded
     assert not {"librosa", "scipy", "numba"} & {m.split(".")[0] for m in loaded}
+
+
+def test_the_fork_server_never_loads_onnx_runtime():
+    """Workers are forked from a server that imported WORKER_PRELOAD; ONNX Runtime is not fork-safe,
+    so none of it may import ONNX Runtime (each worker loads it after the fork)."""
+    from gtag.pipeline import WORKER_PRELOAD
+
+    loaded = _modules_after("import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in WORKER_PRELOAD))
+    assert set(WORKER_PRELOAD) <= loaded
+    assert "onnxruntime" not in {m.split(".")[0] for m in loaded}
