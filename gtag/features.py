@@ -362,9 +362,10 @@ def musicnn_patches(y: np.ndarray, sr: int = SAMPLE_RATE, hop: int = HOP_SAMPLES
     shorter (``gtag.audio.fit_to_window``), resampled to 16 kHz with soxr HQ (as ``gtag.audio``
     resamples), and its mel power spectrogram computed once (``gtag.dsp.mel_power``: librosa's
     melspectrogram with n_fft 512, hop 256, 96 bands, centred frames, in numpy); musicnn stores it as
-    float16 (values clipped to float16's range), then ``log10(1 + 10000 x)``. Window i starts where gtag's window i starts (``gtag.audio.window_starts``
-    at 22,050 Hz, hop ``hop``): at frame round(start / 22050 * 16000 / 256), so its votes line up with
-    the other models' windows; it spans 187 frames (3 s).
+    float16 (values clipped to float16's range), then ``log10(1 + 10000 x)``. Window i starts where
+    gtag's window i starts (``gtag.audio.window_starts`` at 22,050 Hz, hop ``hop``): at frame
+    round(start / 22050 * 16000 / 256), so its votes line up with the other models' windows; it
+    spans 187 frames (3 s).
     """
     import soxr
 
