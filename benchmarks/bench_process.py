@@ -16,7 +16,10 @@ is kept). Measured in one run, on this machine's cores, nothing pinned:
   an empty numba cache, for the default models and for the 57-feature models (librosa, numba).
 
 Commands run in rounds (floor, then each command, repeated); a ratio is the median over rounds
-of the command's time over the floor's time in the same round, so a busy machine slows both.
+of the command's time over the floor's time in the same round, so a busy machine slows both. Each
+command's CPU time (user + system, its worker processes included) is reported too: on a shared
+machine the wall clock says how busy it was, the CPU time what gtag costs; `--jobs 2` against
+`--jobs 1` in CPU time says what 2 idle cores would give.
 
     python benchmarks/bench_process.py [--repeats 3] [--json benchmarks/results_process.json]
 """
