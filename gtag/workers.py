@@ -40,12 +40,14 @@ def _watch_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="gtag-parent-watchdog", daemon=True).start()
 
 
-def _init_worker(parent_pid: int, slots: str) -> None:
+def _init_worker(gtag_pid: int, slots: str) -> None:
     global _SLOTS
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _SLOTS = slots
-    _watch_parent(parent_pid)
+    # The worker's parent is gtag (spawn) or the fork server gtag started, which exits when gtag
+    # does: either way the worker is orphaned when gtag dies, and then exits.
+    _watch_parent(os.getppid())
 
 
 def run_task(fn, path, *args):
@@ -79,7 +81,7 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 class WorkerPool:
-    """A spawn-context ProcessPoolExecutor that can say who died, and be stopped at once."""
+    """A ProcessPoolExecutor (fork server or spawn) that can say who died, and be stopped at once."""
 
     def __init__(self, jobs: int):
         self.jobs = max(1, jobs)
@@ -88,9 +90,11 @@ class WorkerPool:
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        # "spawn", not fork: the parent already holds ONNX Runtime sessions and their thread pools,
+        # Never a plain fork: the parent already holds ONNX Runtime sessions and their thread pools,
         # and a forked child that then creates sessions of its own can crash (ORT is not fork-safe).
-        return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+        from .pipeline import worker_context  # fork server on Linux, spawn elsewhere: never a fork of us
+
+        return ProcessPoolExecutor(self.jobs, mp_context=worker_context(),
                                    initializer=_init_worker, initargs=(os.getpid(), self._slots))
 
     def submit(self, fn, path, *args) -> Future:

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from gtag import audio, features
+from gtag import audio, dsp, features
 from gtag.models import KIND_LOG_MEL, KIND_WAVEFORM
 
 from .data import Track, train_valid
@@ -155,16 +155,11 @@ def band_limit(y: np.ndarray) -> np.ndarray:
 
 def track_mel_power(y: np.ndarray) -> np.ndarray:
     """Mel power ``(N_MELS, frames)`` of a whole track, computed as ``gtag.features.analyze`` does
-    (tiled to a window if short, centred STFT, n_fft 2048, hop 512, librosa's mel filters), so
-    ``log_mel_patches(mel[:, f:f + WINDOW_FRAMES])`` is the patch analyze gives a window at frame f."""
-    from gtag.numba_cache import import_librosa
-
-    librosa = import_librosa()
-
+    (tiled to a window if short, centred STFT, n_fft 2048, hop 512, librosa's mel filters, all by
+    ``gtag.dsp``), so ``log_mel_patches(mel[:, f:f + WINDOW_FRAMES])`` is the patch analyze gives a
+    window at frame f."""
     y = np.ascontiguousarray(audio.fit_to_window(np.asarray(y, dtype=np.float32)))
-    S = np.abs(librosa.stft(y, n_fft=features.N_FFT, hop_length=features.HOP_LENGTH))
-    mel = librosa.filters.mel(sr=audio.SAMPLE_RATE, n_fft=features.N_FFT, n_mels=features.N_MELS)
-    return mel.astype(np.float32) @ (S * S)
+    return dsp.mel_power(y, audio.SAMPLE_RATE, features.N_FFT, features.HOP_LENGTH, features.N_MELS).T
 
 
 class WindowSource(Protocol):
