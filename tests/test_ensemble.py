@@ -167,3 +167,17 @@ def test_ensemble_command_scores_train_only_copies_of_every_model(tmp_path):
     assert shipped["rf"].extra["training"]["fitted_on"] == "train+valid"  # so the copy had to be refitted
     assert {n: s.weight for n, s in shipped.items()} == pytest.approx(
         {n: round(w, 4) for n, w in report["weights"].items()})
+
+
+@pytest.mark.parametrize("library, allowed", [
+    ({"classical": {"called_by_folder_genre": 0.96}, "rock": {"called_by_folder_genre": 0.04}}, False),
+    ({"classical": {"called_by_folder_genre": 0.96}, "rock": {"called_by_folder_genre": 0.60}}, True),
+    ({}, True),  # no real-library figures: nothing says it is wrong there
+])
+def test_a_model_wrong_on_real_music_gets_no_vote(library, allowed):
+    from training.ensemble import real_music_gate
+
+    gate = real_music_gate({"m": {"library": library}})
+    assert (gate["m"] is None) == allowed
+    if not allowed:
+        assert "rock 0.04" in gate["m"]

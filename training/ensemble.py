@@ -206,6 +206,26 @@ def valid_probabilities(models_dir: Path, data_root: Path) -> tuple[dict[str, np
     return {n: np.stack(v) for n, v in out.items()}, y, full, labels
 
 
+# A model votes only if, on real music of GTZAN's genres (a real library's classical and rock
+# folders, `gtag-train library-check` / musicnn-head's grouped CV), its top genre is right at least
+# this often: a model that calls modern rock "classical" must not get a vote for winning on GTZAN
+# valid, whose clips share the training clips' source.
+REAL_MIN_RECALL = 0.5
+REAL_FOLDERS = ("classical", "rock")
+
+
+def real_music_gate(metrics: dict[str, dict[str, Any]]) -> dict[str, str | None]:
+    """Per model (name -> its manifest ``metrics``): None when it may vote, else why not. Models
+    without real-library figures may vote (nothing says otherwise)."""
+    out: dict[str, str | None] = {}
+    for name, m in metrics.items():
+        lib = m.get("library_cv") or m.get("library") or {}
+        bad = [f"{f} {lib[f]['called_by_folder_genre']:.2f}" for f in REAL_FOLDERS
+               if isinstance(lib.get(f), dict) and lib[f].get("called_by_folder_genre", 1.0) < REAL_MIN_RECALL]
+        out[name] = f"real-library recall below {REAL_MIN_RECALL}: {', '.join(bad)}" if bad else None
+    return out
+
+
 def choose_ensemble(data_root: str | Path, out_dir: str | Path, run_dir: str | Path = "runs/ensemble",
                     transfer_dir: str | Path = "runs/transfer", classic_cache: str | Path = "runs/classic/cache",
                     rounds: int = 20, command: str = "") -> dict[str, Any]:
@@ -222,13 +242,18 @@ def choose_ensemble(data_root: str | Path, out_dir: str | Path, run_dir: str | P
     models_dir = run_dir / "train_only"
     notes = build_train_only(models_dir, out_dir, data_root, Path(transfer_dir), Path(classic_cache))
     probs, y, full, labels = valid_probabilities(models_dir, data_root)
-    previous = {s.name: s.weight for s in read_manifest(out_dir)}
-    weights, trace = select_weights(probs, y, rounds)
+    specs = read_manifest(out_dir)
+    previous = {s.name: s.weight for s in specs}
+    gate = real_music_gate({s.name: s.metrics for s in specs if s.name in probs})
+    voters = {n: p for n, p in probs.items() if gate.get(n) is None} or probs
+    weights, trace = select_weights(voters, y, rounds)
     names = list(probs)
+    weights = {n: weights.get(n, 0.0) for n in names}
     report = {
         "tracks": int(len(y)), "full_clips": int(full.sum()), "rule": "greedy ensemble selection with "
         "replacement on valid track accuracy, then balanced accuracy, then log loss (training/ensemble.py)",
         "weights": weights, "trace": trace, "train_only_models": notes,
+        "real_music_gate": gate,
         "single": {n: _metrics(probs[n], y, full, labels) for n in names},
         "equal_weights": _metrics(mix(probs, dict.fromkeys(names, 1.0)), y, full, labels),
         "previous_weights": {"weights": previous,
