@@ -310,7 +310,6 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     130 interrupted)."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.table import Table
 
     from .audio import AudioLoadError
     from .cache import CacheError, EmbeddingCache, default_cache_path

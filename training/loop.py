@@ -31,7 +31,6 @@ import numpy as np
 from tqdm import tqdm
 
 from gtag import audio, dsp, features
-from gtag.models import KIND_LOG_MEL, KIND_WAVEFORM
 
 from .data import Track, train_valid
 from .evaluate import evaluate_windows, save_confusion_png
