@@ -44,7 +44,8 @@ def dry_run(files: list[Path], report: Path) -> list[dict]:
 
 
 def summary(rows: list[dict], truth: dict[str, str]) -> dict[str, float]:
-    written = [r for r in rows if r["status"] == "would tag"]
+    # "unchanged": the file already holds exactly what gtag would write (the library's own tags)
+    written = [r for r in rows if r["status"] in ("would tag", "unchanged")]
     right = [r for r in written if r["written"][:1] == [truth[r["source"]]]]
     return {"tracks": len(rows), "written": round(len(written) / max(len(rows), 1), 3),
             "right_when_written": round(len(right) / max(len(written), 1), 3)}

@@ -137,8 +137,24 @@ def _load_soundfile(path: Path, sr: int, max_seconds: float | None) -> tuple[np.
     return _resample(mono, native, sr), total
 
 
+def downmix(data: np.ndarray) -> np.ndarray:
+    """Mono float32 from ``(frames, channels)``: the channels' mean, bit for bit what
+    ``data.mean(axis=1, dtype=np.float32)`` gives, but ~15x faster (numpy reduces a short
+    interleaved axis one frame at a time; here each channel is one vectorised add). From 8
+    channels numpy sums in another order, so it is left to numpy."""
+    if data.shape[1] == 1:
+        return data[:, 0]
+    if data.shape[1] >= 8:
+        return data.mean(axis=1, dtype=np.float32)
+    mono = data[:, 0] + data[:, 1]
+    for c in range(2, data.shape[1]):
+        mono += data[:, c]
+    mono /= np.float32(data.shape[1])
+    return mono
+
+
 def _mono(data: np.ndarray) -> np.ndarray:
-    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    return downmix(data)
 
 
 # Bounds on what a header may claim: rates up to DXD's 384 kHz, up to 64 channels (3rd-order

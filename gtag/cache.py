@@ -65,6 +65,31 @@ def _reason(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def connect(path: Path, prepare) -> sqlite3.Connection:
+    """gtag's SQLite cache file at ``path`` (created), in WAL mode, after ``prepare(db)`` made its
+    tables; CacheError (saying what to do instead) when the file cannot be used."""
+    try:
+        if path.is_dir():
+            raise CacheError(f"cache {path} is a folder, not a file")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection in the main process; WAL keeps readers and the single writer apart and
+        # makes each commit durable, so an interrupted run keeps everything finished before it.
+        db = sqlite3.connect(str(path), timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            prepare(db)
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
+    except CacheError as exc:
+        raise CacheError(f"{exc}; pass --no-cache, or --cache with another file") from None
+    except (sqlite3.Error, OSError) as exc:
+        raise CacheError(f"cannot use the cache {path} ({_reason(exc)}); pass --no-cache, "
+                         "or --cache with another file") from None
+
+
 class PredictionCache:
     """get/put of JSON-able results keyed by file identity and a model signature.
 
@@ -77,28 +102,14 @@ class PredictionCache:
         self.path = path
         self.signature = signature
         self.broken: str | None = None
-        try:
-            if path.is_dir():
-                raise CacheError(f"cache {path} is a folder, not a file")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # One connection in the main process; WAL keeps readers and the single writer apart and
-            # makes each commit durable, so an interrupted run keeps everything finished before it.
-            self.db = sqlite3.connect(str(path), timeout=30)
-            try:
-                self.db.execute("PRAGMA journal_mode=WAL")
-                cols = [r[1] for r in self.db.execute("PRAGMA table_info(predictions)")]
-                if cols and cols != COLUMNS:  # a cache from an older gtag: it only saves time
-                    self.db.execute("DROP TABLE predictions")
-                self.db.execute(SCHEMA)
-                self.db.commit()
-            except BaseException:
-                self.db.close()
-                raise
-        except CacheError as exc:
-            raise CacheError(f"{exc}; pass --no-cache, or --cache with another file") from None
-        except (sqlite3.Error, OSError) as exc:
-            raise CacheError(f"cannot use the cache {path} ({_reason(exc)}); pass --no-cache, "
-                             "or --cache with another file") from None
+
+        def prepare(db: sqlite3.Connection) -> None:
+            cols = [r[1] for r in db.execute("PRAGMA table_info(predictions)")]
+            if cols and cols != COLUMNS:  # a cache from an older gtag: it only saves time
+                db.execute("DROP TABLE predictions")
+            db.execute(SCHEMA)
+
+        self.db = connect(path, prepare)
 
     def get(self, path: Path) -> dict | None:
         if self.broken:
@@ -151,3 +162,53 @@ class PredictionCache:
             self.db.close()
         except sqlite3.Error:
             pass
+
+
+EMBED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    content TEXT NOT NULL,
+    backbone TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    dims INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (content, backbone)
+)
+"""
+
+
+class EmbeddingCache:
+    """Embeddings (float16 rows) by file content and backbone, in a table of gtag's cache file
+    (`gtag learn`). Like the prediction cache it only saves time: a damaged row is a miss, and a
+    failed write is skipped."""
+
+    def __init__(self, path: Path):
+        self.db = connect(path, lambda db: db.execute(EMBED_SCHEMA))
+
+    def get(self, content: str, backbone: str):
+        import numpy as np
+
+        try:
+            row = self.db.execute("SELECT rows, dims, data FROM embeddings WHERE content=? AND backbone=?",
+                                  (content, backbone)).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None:
+            return None
+        rows, dims, data = row
+        if not isinstance(data, bytes) or len(data) != 2 * rows * dims:  # damaged: recompute
+            return None
+        return np.frombuffer(data, dtype=np.float16).reshape(rows, dims).astype(np.float32)
+
+    def put(self, content: str, backbone: str, emb) -> None:
+        import numpy as np
+
+        e = np.asarray(emb, np.float16)
+        try:
+            self.db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
+                            (content, backbone, e.shape[0], e.shape[1], e.tobytes()))
+            self.db.commit()
+        except sqlite3.Error:
+            pass  # a full disk: the embedding is recomputed next time
+
+    def close(self) -> None:
+        self.db.close()

@@ -46,8 +46,11 @@ class GenrePolicy:
     exclude: frozenset[str] = frozenset()  # never written (normalised label or name keys)
 
     def name(self, label: str) -> str:
-        """The written name of a label (a label without a name is written title-cased)."""
-        return self.names.get(label, label.title())
+        """The written name of a label: its configured name; else a lower-case id title-cased, and a
+        name that has its own capitals (a learned "R&B", "EDM") as it is."""
+        if label in self.names:
+            return self.names[label]
+        return label.title() if label == label.lower() else label
 
     def allowed(self, label: str) -> bool:
         """Whether gtag may write ``label``: matched by label or written name, in any spelling."""

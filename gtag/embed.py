@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +21,9 @@ BACKBONE_MODEL = "musicnn"  # the shipped model whose graph is the backbone
 # 3 s windows as well as from all of them, and the cache stays ~50 KB per track (float16).
 CACHED_WINDOWS = 16
 
-EMBED_SCHEMA = """
-CREATE TABLE IF NOT EXISTS embeddings (
-    content TEXT NOT NULL,
-    backbone TEXT NOT NULL,
-    rows INTEGER NOT NULL,
-    dims INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (content, backbone)
-)
-"""
-
-
 def content_key(path: str | os.PathLike) -> str:
     """sha256 of the file's bytes: the same audio under another name or after a move is a hit."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def spread(n: int, k: int = CACHED_WINDOWS) -> np.ndarray:
@@ -92,34 +75,3 @@ class Backbone:
 
     def embed_file(self, path: str | os.PathLike) -> np.ndarray:
         return self.embed_samples(audio.load_audio(Path(path)).samples)
-
-
-class EmbeddingCache:
-    """Embeddings by file content and backbone, in a table of gtag's SQLite cache file."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(EMBED_SCHEMA)
-        self.db.commit()
-
-    def get(self, content: str, backbone: str) -> np.ndarray | None:
-        row = self.db.execute("SELECT rows, dims, data FROM embeddings WHERE content=? AND backbone=?",
-                              (content, backbone)).fetchone()
-        if row is None:
-            return None
-        rows, dims, data = row
-        arr = np.frombuffer(data, dtype=np.float16)
-        if arr.size != rows * dims:  # a damaged row is recomputed, not trusted
-            return None
-        return arr.reshape(rows, dims).astype(np.float32)
-
-    def put(self, content: str, backbone: str, emb: np.ndarray) -> None:
-        e = np.asarray(emb, np.float16)
-        self.db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
-                        (content, backbone, e.shape[0], e.shape[1], e.tobytes()))
-        self.db.commit()
-
-    def close(self) -> None:
-        self.db.close()

@@ -9,6 +9,10 @@ RMS, spectral shape, MFCCs, the onset envelope for tempo, harmonic/percussive se
 spectrogram; the frame-level values are then aggregated per window with cumulative sums. The meaning
 of each feature is unchanged; only the frames at window edges see real neighbouring audio instead of
 padding (checked against the per-window reference in the tests).
+
+Import cost: the spectrogram models (CNN, musicnn) need only numpy (``gtag.dsp``: librosa's STFT and
+mel filterbank, tested against librosa); librosa, scipy and numba are imported inside the functions
+of the 57 features, so a tag run that does not use rf or knn never loads them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import dsp
 from .audio import HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES, fit_to_window, window_starts
 from .numba_cache import import_librosa  # never a bare `import librosa`: see gtag.numba_cache
 
@@ -66,14 +71,11 @@ _CACHE: dict = {}
 
 
 def _cached(kind: str, sr: int) -> np.ndarray:
+    """Constant matrices of the 57-feature path, built once per process."""
     key = (kind, sr)
     if key not in _CACHE:
-        librosa = import_librosa()
-
-        if kind == "mel":
-            _CACHE[key] = librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)
-        elif kind == "freqs":
-            _CACHE[key] = librosa.fft_frequencies(sr=sr, n_fft=N_FFT).astype(np.float64)
+        if kind == "freqs":  # == librosa.fft_frequencies
+            _CACHE[key] = np.fft.rfftfreq(n=N_FFT, d=1.0 / sr).astype(np.float64)
         elif kind == "dct":
             import scipy.fft
 
@@ -217,19 +219,20 @@ def analyze(
 
 def _analyze_block(y: np.ndarray, starts: np.ndarray, sr: int, want_features: bool, want_mel: bool):
     """Features and log-mel of the windows of ``y`` that start at ``starts`` (samples into ``y``)."""
-    librosa = import_librosa()
-
     # Frame k of a centred STFT is centred on sample k * HOP_LENGTH; window i covers the
     # WINDOW_FRAMES frames from the one nearest its start.
     first = np.minimum(np.round(starts / HOP_LENGTH).astype(np.int64), 1 + (y.size - WINDOW_SAMPLES) // HOP_LENGTH)
     n = WINDOW_FRAMES
 
-    D = librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH)  # (1025, frames) complex64
-    n_frames = D.shape[1]
+    if want_features:
+        D = dsp.stft(y, N_FFT, HOP_LENGTH)  # (1025, frames) complex64, == librosa.stft
+        S = np.abs(D)
+        power = S * S
+        mel_power = dsp.mel_filterbank(sr, N_FFT, N_MELS) @ power  # (128, frames)
+    else:  # the CNN alone: mel power straight from the frames, no STFT kept
+        mel_power = dsp.mel_power(y, sr, N_FFT, HOP_LENGTH, N_MELS).T
+    n_frames = mel_power.shape[1]
     first = np.minimum(first, n_frames - n)
-    S = np.abs(D)
-    power = S * S
-    mel_power = _cached("mel", sr) @ power  # (128, frames)
     # Per-window mel patches, (n_windows, 128, 130): a strided view, no copy.
     idx = first[:, None] + np.arange(n)[None, :]
     mel_windows = mel_power[:, idx].transpose(1, 0, 2)
@@ -238,6 +241,8 @@ def _analyze_block(y: np.ndarray, starts: np.ndarray, sr: int, want_features: bo
 
     feats = None
     if want_features:
+        librosa = import_librosa()  # the 57 features only: librosa's feature modules cost seconds to import
+
         freqs = _cached("freqs", sr)
         with warnings.catch_warnings():  # silence (digital silence) has no pitch: tuning 0 is right
             warnings.simplefilter("ignore", UserWarning)
@@ -338,7 +343,8 @@ def reference_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 # --- musicnn input: 16 kHz log-mel patches for the pretrained transfer model (training/musicnn.py) ---
 # musicnn (Pons & Serra 2019) was trained on 3 s patches of this representation; it is computed
-# exactly as musicnn's own extractor does (librosa mel power, float16 storage, log10(1 + 10000 x)).
+# exactly as musicnn's own extractor does (librosa's mel power, here in numpy by gtag.dsp, float16
+# storage, log10(1 + 10000 x)).
 MUSICNN_SAMPLE_RATE = 16_000
 MUSICNN_N_FFT = 512
 MUSICNN_HOP = 256
@@ -355,13 +361,13 @@ def musicnn_patches(y: np.ndarray, sr: int = SAMPLE_RATE, hop: int = HOP_SAMPLES
 
     ``y`` is float32 mono at 22,050 Hz, as everywhere in gtag. The track is tiled to one window if
     shorter (``gtag.audio.fit_to_window``), resampled to 16 kHz with soxr HQ (as ``gtag.audio``
-    resamples), and its mel power spectrogram computed once (librosa, n_fft 512, hop 256, 96 bands,
-    centred frames); musicnn stores it as float16 (values clipped to float16's range), then
-    ``log10(1 + 10000 x)``. Window i starts where gtag's window i starts (``gtag.audio.window_starts``
-    at 22,050 Hz, hop ``hop``): at frame round(start / 22050 * 16000 / 256), so its votes line up with
-    the other models' windows; it spans 187 frames (3 s).
+    resamples), and its mel power spectrogram computed once (``gtag.dsp.mel_power``: librosa's
+    melspectrogram with n_fft 512, hop 256, 96 bands, centred frames, in numpy); musicnn stores it as
+    float16 (values clipped to float16's range), then ``log10(1 + 10000 x)``. Window i starts where
+    gtag's window i starts (``gtag.audio.window_starts`` at 22,050 Hz, hop ``hop``): at frame
+    round(start / 22050 * 16000 / 256), so its votes line up with the other models' windows; it
+    spans 187 frames (3 s).
     """
-    librosa = import_librosa()
     import soxr
 
     if sr != SAMPLE_RATE:
@@ -369,10 +375,9 @@ def musicnn_patches(y: np.ndarray, sr: int = SAMPLE_RATE, hop: int = HOP_SAMPLES
     y = np.ascontiguousarray(fit_to_window(np.asarray(y, dtype=np.float32)))
     starts = window_starts(y.size, WINDOW_SAMPLES, hop)
     y16 = soxr.resample(y, SAMPLE_RATE, MUSICNN_SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
-    mel = librosa.feature.melspectrogram(y=y16, sr=MUSICNN_SAMPLE_RATE, hop_length=MUSICNN_HOP,
-                                         n_fft=MUSICNN_N_FFT, n_mels=MUSICNN_N_MELS)  # (96, frames)
+    mel = dsp.mel_power(y16, MUSICNN_SAMPLE_RATE, MUSICNN_N_FFT, MUSICNN_HOP, MUSICNN_N_MELS)  # (frames, 96)
     mel = np.minimum(mel, np.finfo(np.float16).max).astype(np.float16).astype(np.float32)
-    log_mel = np.log10(10000.0 * mel + 1.0).T  # (frames, 96)
+    log_mel = np.log10(10000.0 * mel + 1.0)  # (frames, 96)
     first = np.round(starts * (MUSICNN_SAMPLE_RATE / SAMPLE_RATE) / MUSICNN_HOP).astype(np.int64)
     first = np.clip(first, 0, max(0, log_mel.shape[0] - MUSICNN_FRAMES))
     idx = first[:, None] + np.arange(MUSICNN_FRAMES)[None, :]

@@ -310,11 +310,10 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     130 interrupted)."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.table import Table
 
     from .audio import AudioLoadError
-    from .cache import default_cache_path
-    from .embed import Backbone, EmbeddingCache, content_key, spread
+    from .cache import CacheError, EmbeddingCache, default_cache_path
+    from .embed import Backbone, content_key, spread
     from .library import walk
     from .models import ModelError
 
@@ -345,7 +344,11 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     except ModelError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return 3
-    cache = EmbeddingCache(cache_path or default_cache_path())
+    try:
+        cache = EmbeddingCache(cache_path or default_cache_path())
+    except CacheError as exc:  # learn has no --no-cache: the cache is how it resumes
+        err.print(f"[red]error:[/] {escape(str(exc).replace('--no-cache, or ', ''))}")
+        return 2
     embs: list[np.ndarray | None] = []
     new = 0
     progress = Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -17,9 +17,10 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where arrays are handled: `gtag models` and --help need none
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,11 @@ class OnnxModel:
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
+        # ORT's idle threads spin by default, burning the cores that decoding (this process's, or a
+        # worker's) and other programs need: on a busy 2-core machine musicnn ran 1.7x slower with
+        # two spinning threads than with one; without spinning, extra threads cost little.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:
@@ -317,6 +323,8 @@ class OnnxModel:
     def predict_all(self, batch: np.ndarray, tags: bool = True, signals: bool = True
                     ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
         """``predict_with_tags`` plus the model's per-window abstain signals (``SIGNAL_OUTPUTS``)."""
+        import numpy as np
+
         extra = list(self.signal_outputs) if signals else []
         names = [self.output_name] + ([self.tag_output] if tags and self.tag_output else []) + extra
         batch = np.ascontiguousarray(batch, np.float32)

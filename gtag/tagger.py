@@ -43,14 +43,6 @@ UNCHANGED = "unchanged"  # the file already holds exactly what gtag would write
 FAILED = "failed"
 
 
-def display_name(label: str) -> str:
-    """The written name of a label: the ID3 name of a GTZAN id, a lower-case id title-cased, and a
-    name that already has its own capitals (a learned "R&B", "EDM") as it is."""
-    if label in DISPLAY_NAMES:
-        return DISPLAY_NAMES[label]
-    return label.title() if label == label.lower() else label
-
-
 # Peak memory of one worker process on a typical track (measured: ~450 MiB for a 5-minute track
 # with musicnn, ~480 MiB with the CNN), with headroom: the default --jobs never plans more workers
 # than the memory that is available can hold.

@@ -514,8 +514,7 @@ def write_genres(
     except OSError as exc:
         raise TagError(f"{path}: cannot create a temporary copy ({_reason(exc)})") from exc
     tmp = Path(tmp_name)
-    temps = [tmp]  # every temporary copy made; the last one becomes the file
-    replaced = False
+    temps = [tmp]  # every temporary copy made; the one that becomes the file leaves this list
     v23 = _is_id3v23(spec, original)
     try:
         # Everything below works on descriptors, never on a temporary name: the owner of the
@@ -571,7 +570,6 @@ def write_genres(
                 if info_fh is not None:
                     info_fh.close()
         os.replace(final_tmp, real)
-        replaced = True
         temps.remove(final_tmp)
     except TagError as exc:
         left = [t for t in temps if _leftover(t)]

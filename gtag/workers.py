@@ -29,23 +29,39 @@ CRASH_HOOK_ENV = "GTAG_TEST_CRASH_FILE"
 PARENT_POLL_SECONDS = 0.5
 
 _SLOTS: str | None = None  # this worker's slot folder (set by the initializer)
+_CRASH_FILE: str | None = None  # test hook (CRASH_HOOK_ENV in the parent): crash on this file name
 
 
-def _watch_parent(parent_pid: int) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _watch_parent(parent_pid: int, gtag_pid: int) -> None:
+    """Exit when gtag is gone. A spawned worker's parent is gtag itself; a fork-server worker's
+    parent is the fork server, which outlives a killed gtag while its workers hold its liveness
+    pipe, so gtag's own pid is watched as well."""
     def watch() -> None:
-        while os.getppid() == parent_pid:
+        while os.getppid() == parent_pid and _alive(gtag_pid):
             time.sleep(PARENT_POLL_SECONDS)
         os._exit(1)  # the parent is gone: nobody will read what this worker computes
 
     threading.Thread(target=watch, name="gtag-parent-watchdog", daemon=True).start()
 
 
-def _init_worker(parent_pid: int, slots: str) -> None:
-    global _SLOTS
+def _init_worker(gtag_pid: int, slots: str, crash_file: str | None = None) -> None:
+    global _SLOTS, _CRASH_FILE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _SLOTS = slots
-    _watch_parent(parent_pid)
+    # Handed over, not read from os.environ: a fork-server worker has the server's environment.
+    _CRASH_FILE = crash_file
+    _watch_parent(os.getppid(), gtag_pid)
 
 
 def run_task(fn, path, *args):
@@ -56,8 +72,7 @@ def run_task(fn, path, *args):
         tmp.write_text(os.fspath(path))
         os.replace(tmp, slot)
     try:
-        crash = os.environ.get(CRASH_HOOK_ENV)
-        if crash and Path(path).name == crash:
+        if _CRASH_FILE and Path(path).name == _CRASH_FILE:
             os.kill(os.getpid(), signal.SIGSEGV)
         return fn(path, *args)
     finally:
@@ -79,7 +94,7 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 class WorkerPool:
-    """A spawn-context ProcessPoolExecutor that can say who died, and be stopped at once."""
+    """A ProcessPoolExecutor (fork server or spawn) that can say who died, and be stopped at once."""
 
     def __init__(self, jobs: int):
         self.jobs = max(1, jobs)
@@ -88,10 +103,13 @@ class WorkerPool:
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        # "spawn", not fork: the parent already holds ONNX Runtime sessions and their thread pools,
+        # Never a plain fork: the parent already holds ONNX Runtime sessions and their thread pools,
         # and a forked child that then creates sessions of its own can crash (ORT is not fork-safe).
-        return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(os.getpid(), self._slots))
+        from .pipeline import worker_context  # fork server on Linux, spawn elsewhere: never a fork of us
+
+        return ProcessPoolExecutor(self.jobs, mp_context=worker_context(),
+                                   initializer=_init_worker,
+                                   initargs=(os.getpid(), self._slots, os.environ.get(CRASH_HOOK_ENV)))
 
     def submit(self, fn, path, *args) -> Future:
         fut = self._pool.submit(run_task, fn, path, *args)

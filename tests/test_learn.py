@@ -125,3 +125,22 @@ def test_learn_from_two_thirds_then_tag_the_stripped_third(tmp_path, monkeypatch
     assert right >= 0.75 * len(truth), (written, truth)
     for p, g in truth.items():  # and it really is in the files now
         assert read_genres(p) == written[p]
+
+
+def test_an_unusable_cache_is_one_line_and_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from gtag.cli import main
+
+    music = need(LIBRARY / "music")
+    for folder in ("classical", "electronic"):
+        for f in sorted((music / folder).glob("*.mp3"))[:2]:
+            (tmp_path / "lib" / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, tmp_path / "lib" / folder / f.name)
+    bad = tmp_path / "cache.db"
+    bad.write_text("not a database")
+    r = CliRunner().invoke(main, ["learn", str(tmp_path / "lib"), "--min-tracks", "2", "--cache", str(bad),
+                                  "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2, r.output
+    assert "cannot use the cache" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()

@@ -19,15 +19,15 @@ from .conftest import GENRES, GTZAN, need, write_wav
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from training.musicnn import MSD_LABELS, VARIABLE_MAP, build_model, check_shapes, convert_variables  # noqa: E402
-from training.musicnn import load_weights, save_weights  # noqa: E402
+from training.musicnn import MSD_LABELS, build_model, check_shapes, load_weights, save_weights  # noqa: E402
+from training.musicnn_convert import VARIABLE_MAP, convert_variables  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "musicnn_reference.npz"
 # The port's tolerance on MSD tag probabilities (sigmoid outputs): measured 1.3e-6 for torch and
 # ONNX Runtime against TensorFlow 2.21 running the author's graph; float32 reordering stays far below.
 TAG_ATOL = 1e-4
 
-# Variable shapes of musicnn-0.1.0's MSD_musicnn checkpoint (see training/musicnn.py).
+# Variable shapes of musicnn-0.1.0's MSD_musicnn checkpoint (see training/musicnn_convert.py).
 CHECKPOINT_SHAPES = {
     "batch_normalization": 1, "batch_normalization_1": 204, "batch_normalization_2": 204,
     "batch_normalization_3": 51, "batch_normalization_4": 51, "batch_normalization_5": 51,
@@ -216,7 +216,7 @@ def _tiny_musicnn(seed: int = 0):
 
 
 class _TwoOutputs(torch.nn.Module):
-    """A tiny musicnn with a random genre head: what training.transfer exports, at toy size."""
+    """A tiny musicnn with a random genre head (probabilities, msd_tags), at toy size."""
 
     def __init__(self, net):
         super().__init__()
@@ -230,7 +230,7 @@ class _TwoOutputs(torch.nn.Module):
 
 
 def _export_tiny(path: Path, net=None) -> torch.nn.Module:
-    """Export ``net`` (default: a fresh tiny musicnn) with a genre head as training.transfer does."""
+    """Export ``net`` (default: a fresh tiny musicnn) with a random genre head."""
     module = _TwoOutputs(net if net is not None else _tiny_musicnn()).eval()
     torch.onnx.export(module, (torch.zeros(2, 187, 96),), str(path), dynamo=False, opset_version=17,
                       input_names=["musicnn_mel"], output_names=["probabilities", "msd_tags"],
@@ -485,28 +485,46 @@ def test_shipped_musicnn_on_real_audio_sees_metal():
 
 
 def test_transfer_command_end_to_end(tmp_path):
-    """`gtag-train transfer` on a toy dataset with random (full-size) musicnn weights: it chooses a
-    head, scores valid at the tag-time hop (every 3 s), exports the float model and its CPU variant,
-    and writes a manifest entry that gtag loads (the variant on a CPU)."""
-    from training.transfer import CPU_VARIANT_FILE, TAG_HOP_SECONDS, TransferOptions, train_transfer
+    """`gtag-train transfer` on a toy dataset with random (full-size) musicnn weights: it chooses C,
+    scores valid at the tag-time hop (every 3 s), exports the float model and its CPU variant with an
+    `embedding` output (so gtag.embed.Backbone cuts it and a new head attaches), a train-only copy
+    for `gtag-train ensemble`, and a manifest entry that gtag loads (the variant on a CPU)."""
+    from gtag.embed import Backbone
+    from gtag.head import EMBEDDING_OUTPUT
+    from training.musicnn_onnx import CPU_VARIANT_FILE
+    from training.transfer import TAG_HOP_SECONDS, TransferOptions, train_transfer
 
     from .test_nets import _write_dataset
 
     weights = save_weights(convert_variables(_fake_checkpoint()), tmp_path / "w.npz", source="test")
+    (tmp_path / "MUSICNN_LICENSE.md").write_text("ISC License\n\nCopyright (c) 2019, Jordi Pons\n")
     _write_dataset(tmp_path / "data")  # 2 genres; valid clips of 4.5 s and 2.5 s each
     out, runs = tmp_path / "models", tmp_path / "runs"
-    opts = TransferOptions(heads=("logreg-pooled",), folds=2, logreg_c=(0.1, 1.0), ensemble_check=False,
-                           speed_check=False)
+    opts = TransferOptions(folds=2, logreg_c=(0.1, 1.0))
     report = train_transfer(tmp_path / "data", out, runs, weights, opts, command="test")
     # 1.5 s windows: 2 + 1 per genre; every 3 s, as gtag votes: 1 + 1 per genre.
     assert report["valid"]["window"]["n"] == 4
+    assert report["head"]["C"] in (0.1, 1.0) and len(report["search"]) == 2
     (spec,) = read_manifest(out)
     assert spec.hop_seconds == TAG_HOP_SECONDS and spec.labels == ("noise", "sine")
     variant = spec.extra["cpu_variant"]
     assert variant["file"] == CPU_VARIANT_FILE and sha256_file(out / CPU_VARIANT_FILE) == variant["sha256"]
     assert variant["agreement_with_float"]["windows"] > 0
-    assert spec.extra["onnx_check"]["max_abs_prob_diff"] < 1e-4
+    check = spec.extra["onnx_check"]
+    assert check["max_abs_prob_diff"] < 1e-4 and check["max_abs_embedding_diff"] < 1e-3
+    assert check["dead_filters"]["max_abs_msd_tag_diff_vs_all_filters"] < 1e-4
     (cpu,) = load_models(out, device="cpu")
     (exact,) = load_models(out, device="cpu", cpu_variant=False)
     assert cpu.path.name == CPU_VARIANT_FILE and exact.path.name == "musicnn.onnx"
+    assert {o.name for o in exact.session.get_outputs()} >= {"probabilities", "msd_tags", EMBEDDING_OUTPUT}
+    # the exported backbone is what gtag learn / gtag-train musicnn-head embed with
+    bb = Backbone(out)
+    y = (0.1 * np.sin(np.arange(7 * audio.SAMPLE_RATE) * 0.05)).astype(np.float32)
+    emb = bb.embed_samples(y)
+    assert emb.shape == (2, 1506) and np.isfinite(emb).all()  # 7 s at a 3 s hop: 2 windows
+    # the train-only copy gtag-train ensemble scores
+    (train_only,) = read_manifest(runs / "valid_models")
+    assert train_only.extra["training"] == {"fitted_on": "train"}
+    assert sha256_file(runs / "valid_models" / "musicnn.onnx") == train_only.sha256
+    assert "Pons" in (out / "MUSICNN_LICENSE.md").read_text()
     assert (runs / "transfer_metrics.json").is_file()

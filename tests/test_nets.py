@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from gtag import audio, features  # noqa: E402
-from training import loop, nets  # noqa: E402
+from training import cnn, loop, nets, wavenet  # noqa: E402
 
 SR = audio.SAMPLE_RATE
 
@@ -136,17 +136,17 @@ def test_train_commands_end_to_end(tmp_path):
     _write_dataset(tmp_path / "data")
     out, runs = tmp_path / "models", tmp_path / "runs"
     fit = dict(epochs=2, epoch_windows=16, batch_size=8, patience=2)
-    cnn = loop.train_cnn(tmp_path / "data", out, runs, loop.CnnOptions(
+    cnn_report = cnn.train_cnn(tmp_path / "data", out, runs, loop.CnnOptions(
         **fit, search=(loop.CnnConfig(1, 4, 0.0, 3e-3), loop.CnnConfig(2, 4, 0.0, 3e-3)), search_epochs=1,
         short_views=2), command="test")
-    wave = loop.train_wavenet(tmp_path / "data", out, runs, loop.WaveNetOptions(
+    wave = wavenet.train_wavenet(tmp_path / "data", out, runs, loop.WaveNetOptions(
         **fit, front_channels=(8, 8), front_strides=(8, 8), pool=4, channels=8, skip_channels=8, layers=2,
         stacks=1), command="test")
-    for name, report in (("cnn", cnn), ("wavenet", wave)):
+    for name, report in (("cnn", cnn_report), ("wavenet", wave)):
         assert report["onnx_check"]["max_abs_prob_diff"] <= 1e-4
         for suffix in ("metrics.json", "curves.png", "valid_track_confusion.png", "best.pt"):
             assert (runs / f"{name}_{suffix}").is_file()
-    assert len(cnn["search"]) == 2
+    assert len(cnn_report["search"]) == 2
     manifest = json.loads((out / "manifest.json").read_text())
     entries = {m["name"]: m for m in manifest["models"]}
     assert entries["cnn"]["kind"] == "log_mel" and entries["wavenet"]["input_name"] == "waveform"

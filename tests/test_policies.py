@@ -298,3 +298,9 @@ def test_options_with_a_config_pickle(tmp_path: Path) -> None:
     cfg = load_config(_config(tmp_path, 'exclude = ["disco"]\n[names]\nhiphop = "Hip Hop"\n'))
     opts = pickle.loads(pickle.dumps(TagOptions(policy=cfg.policy, separator="; ")))
     assert opts.policy.name("hiphop") == "Hip Hop" and not opts.policy.allowed("disco")
+
+
+@pytest.mark.parametrize("label, written", [("hiphop", "Hip-Hop"), ("rock", "Rock"), ("post rock", "Post Rock"),
+                                            ("EDM", "EDM"), ("R&B", "R&B"), ("Alternative Rock", "Alternative Rock")])
+def test_learned_labels_keep_their_own_capitals(label, written):
+    assert GenrePolicy().name(label) == written

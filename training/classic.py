@@ -139,6 +139,14 @@ def export_pipeline(est, name: str, path: Path, meta: dict[str, Any]) -> str:
     return save_onnx(onx, path, meta)
 
 
+def refit_export(name: str, params: dict[str, Any], seed: int, table: WindowTable, path: Path,
+                 meta: dict[str, Any], jobs: int = 1) -> str:
+    """Fit ``name`` with known ``params`` on ``table`` and export it to ``path``; returns the sha256.
+    For `gtag-train ensemble`, which scores a train-only refit of the shipped models."""
+    est = _fit(make_estimator(name, params, seed, jobs), name, table.X, table.y, table.groups)
+    return export_pipeline(est, name, path, meta)
+
+
 def onnx_agreement(path: Path, est, X: np.ndarray, n_labels: int) -> dict[str, float]:
     """Does ONNX Runtime reproduce scikit-learn on these windows? Label agreement and max |Δp|."""
     import onnxruntime as ort

@@ -73,7 +73,7 @@ def _overrides(**kw) -> dict:
 @_fit_flags
 def cnn(data_root: str, out_dir: str, run_dir: str, search: bool, search_epochs: int | None, **fit) -> None:
     """CNN on log-mel patches of 3 s windows (exports cnn.onnx)."""
-    from .loop import CnnOptions, train_cnn
+    from .cnn import CnnOptions, train_cnn
 
     kw = _overrides(search_epochs=search_epochs, **fit)
     if not search:
@@ -90,7 +90,7 @@ def cnn(data_root: str, out_dir: str, run_dir: str, search: bool, search_epochs:
 @_fit_flags
 def wavenet(data_root: str, out_dir: str, run_dir: str, lr: float | None, **fit) -> None:
     """WaveNet-style net on raw 3 s windows (exports wavenet.onnx)."""
-    from .loop import WaveNetOptions, train_wavenet
+    from .wavenet import WaveNetOptions, train_wavenet
 
     train_wavenet(data_root, out_dir, run_dir, WaveNetOptions(**_overrides(lr=lr, **fit)), command=_command())
 
@@ -136,7 +136,7 @@ def musicnn_convert(wheel: str, out_dir: str, fixture: str | None, audio_files: 
     """Port musicnn's MSD checkpoint from its wheel to PyTorch and prove the port against TensorFlow."""
     import json
 
-    from .musicnn import convert
+    from .musicnn_convert import convert
 
     report = convert(wheel, out_dir, fixture, audio_files, tf_python)
     click.echo(json.dumps(report["max_abs_diff_torch_vs_tf"], indent=2))
@@ -151,16 +151,13 @@ def musicnn_convert(wheel: str, out_dir: str, fixture: str | None, audio_files: 
               help="Embedding cache, metrics JSON, confusion matrices.")
 @click.option("--fixture", default="tests/data/musicnn_reference.npz", show_default=True,
               type=click.Path(dir_okay=False), help="Reference patches the exported ONNX is checked against.")
-@click.option("--classic-cache", default="runs/classic/cache", show_default=True, type=click.Path(file_okay=False),
-              help="Feature cache of `gtag-train classic` (reused by the ensemble check).")
 @click.option("--seed", default=0, show_default=True)
-def transfer(data_root: str, out_dir: str, weights: str, run_dir: str, fixture: str, classic_cache: str,
-             seed: int) -> None:
-    """GTZAN head on musicnn's pretrained MSD embeddings (exports musicnn.onnx)."""
+def transfer(data_root: str, out_dir: str, weights: str, run_dir: str, fixture: str, seed: int) -> None:
+    """GTZAN head on musicnn's pretrained MSD embeddings (exports musicnn.onnx and its CPU variant)."""
     from .transfer import TransferOptions, train_transfer
 
     train_transfer(data_root, out_dir, run_dir, weights, TransferOptions(seed=seed), command=_command(),
-                   fixture=fixture if Path(fixture).is_file() else None, classic_cache=classic_cache)
+                   fixture=fixture if Path(fixture).is_file() else None)
 
 
 @main.command()

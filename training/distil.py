@@ -18,6 +18,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from gtag.audio import AUDIO_EXTENSIONS
 from gtag.models import KIND_WAVEFORM, load_models, read_manifest
 
 from .data import Track
+from .evaluate import evaluate_windows
 from .export import update_manifest
 from .loop import (
     FitResult,
@@ -248,10 +251,8 @@ def fit_distil(net, source: DistilWindows, valid, labels: tuple[str, ...], opts:
                 best = FitResult(copy.deepcopy(net.state_dict()), epoch, metrics)
             break
     assert best is not None
-    # loop's curves plot valid columns on every row: fill the unvalidated epochs with NaN
-    for row in history:
-        for k in ("valid_loss", "valid_window_accuracy", "valid_track_accuracy", "valid_track_macro_f1"):
-            row.setdefault(k, float("nan"))
+    for row in history:  # loop's curves plot valid columns on every row: NaN where not validated
+        row |= {k: row.get(k, float("nan")) for k in ("valid_loss", "valid_window_accuracy", "valid_track_accuracy")}
     best.history, best.seconds, best.stopped = history, round(time.time() - t0, 1), stopped
     return best
 
@@ -273,10 +274,6 @@ def library_report(models: list, library_root: Path) -> dict[str, dict[str, Any]
             p, _, _ = m.predict_all(an.batches[KIND_WAVEFORM], tags=False, signals=False)
             rows[i].append((folder, m.spec.labels[int(p.mean(0).argmax())], True))
     return {i: summarise(r) for i, r in rows.items()}
-
-
-def _unlabelled_files(folders: tuple[str, ...]) -> list[Path]:
-    return sorted(p for d in folders for p in Path(d).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
 
 
 def _headline(valid_track: dict[str, Any], library: dict[str, Any] | None) -> dict[str, Any]:
@@ -320,7 +317,7 @@ def train_distil(data_root: str | Path, models_dir: str | Path, run_dir: str | P
     if missing:
         raise ValueError(f"teacher {teacher.spec.name} has no output for {sorted(missing)}")
     columns = [list(teacher.spec.labels).index(g) for g in prep.labels]
-    extra = _unlabelled_files(unlabelled)
+    extra = sorted(p for d in unlabelled for p in Path(d).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
     extra_signals = decode([Track(p.stem, p, "", "") for p in extra], "decode unlabelled") if extra else []
     ids = [t.track_id for t in prep.train] + [str(p) for p in extra]
     signals = prep.train_signals + extra_signals
@@ -365,8 +362,6 @@ def train_distil(data_root: str | Path, models_dir: str | Path, run_dir: str | P
     # The from-scratch wavenet on the same valid windows, scored by the same code.
     before: dict[str, Any] = {}
     if baseline is not None:
-        from .evaluate import evaluate_windows
-
         p = [baseline.predict_all(x, tags=False, signals=False)[0] for x in valid.inputs]
         groups = np.concatenate([np.full(len(q), i) for i, q in enumerate(p)])
         wy = np.concatenate([np.full(len(q), t) for q, t in zip(p, valid.y)])
@@ -376,14 +371,11 @@ def train_distil(data_root: str | Path, models_dir: str | Path, run_dir: str | P
     if library_root:
         lib = library_report([m for m in (student, baseline) if m is not None], Path(library_root))
     after = {"valid": result.valid, "library": lib.get(0)}
-    if baseline is not None:
-        before["library"] = lib.get(1)
-    summary = {"before (from scratch, shipped wavenet)": _headline(before["valid"]["track"], before.get("library"))
-               if before else None,
-               "after (distilled)": _headline(after["valid"]["track"], after["library"])}
-    b, a = summary["before (from scratch, shipped wavenet)"], summary["after (distilled)"]
-    better = beats(a, b)
-    shipped = False
+    before |= {"library": lib.get(1)} if baseline is not None else {}
+    b = _headline(before["valid"]["track"], before.get("library")) if before else None
+    a = _headline(after["valid"]["track"], after["library"])
+    summary = {"before (from scratch, shipped wavenet)": b, "after (distilled)": a}
+    better, shipped = beats(a, b), False
     if ship and better:
         entry = next(m for m in json.loads((cand_dir / "manifest.json").read_text())["models"]
                      if m["name"] == "wavenet")
@@ -391,7 +383,9 @@ def train_distil(data_root: str | Path, models_dir: str | Path, run_dir: str | P
         if after["library"]:
             entry.setdefault("metrics", {})["library"] = after["library"]
         entry["training"]["distillation"] = distillation
-        (models_dir / "wavenet.onnx").write_bytes((cand_dir / "wavenet.onnx").read_bytes())
+        tmp = models_dir / ".wavenet.onnx.tmp"  # whole file or nothing: copy beside, then rename
+        shutil.copyfile(cand_dir / "wavenet.onnx", tmp)
+        os.replace(tmp, models_dir / "wavenet.onnx")
         update_manifest(models_dir, entry)
         shipped = True
     out = {"summary": summary, "distilled_beats_from_scratch": better, "exported": shipped,

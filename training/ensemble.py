@@ -16,6 +16,11 @@ model. Every model is scored in its train-only version (the shipped musicnn, rf 
 refitted on train+valid afterwards; the neural nets are fitted on train only), so no validation
 track was seen in fitting. Weights chosen on 123 tracks are coarse: copies are integers and the
 search stops at the first non-improving round, which keeps the choice from chasing noise.
+
+This is the only module that combines models: it builds the train-only copies (``build_train_only``:
+rf/knn refitted through ``training.classic``, musicnn's train-only export taken from `gtag-train
+transfer`'s run), and reports, beside the chosen weights, what the selection picks without each model
+(``leave_one_out``: the check that a model earns its vote).
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ from tqdm import tqdm
 from .data import read_dataset, train_valid
 
 EXCERPT = "excerpt_2to3s_gainnorm"  # the share's short-excerpt variant (reported apart)
+# The model `gtag-train transfer` exports, train-only version included (its run's valid_models/):
+# copied from there, not refitted here.
+TRANSFER_MODEL = "musicnn"
 
 
 def _score(p: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -98,7 +106,6 @@ def build_train_only(models_dir: Path, shipped_dir: Path, data_root: Path, trans
     from gtag.models import read_manifest
 
     from .export import update_manifest
-    from .transfer import MODEL_NAME, _train_only_models
 
     if models_dir.exists():
         shutil.rmtree(models_dir)
@@ -106,22 +113,73 @@ def build_train_only(models_dir: Path, shipped_dir: Path, data_root: Path, trans
     ds = read_dataset(data_root)
     notes: dict[str, str] = {}
     shipped = {s.name for s in read_manifest(shipped_dir)}
-    if MODEL_NAME in shipped:
+    if TRANSFER_MODEL in shipped:
         src = transfer_dir / "valid_models"
-        spec = next((s for s in read_manifest(src) if s.name == MODEL_NAME), None) \
+        spec = next((s for s in read_manifest(src) if s.name == TRANSFER_MODEL), None) \
             if (src / "manifest.json").is_file() else None
         if spec is None:
-            raise FileNotFoundError(f"{src}: no train-only {MODEL_NAME}; run `gtag-train transfer` first")
+            raise FileNotFoundError(f"{src}: no train-only {TRANSFER_MODEL}; run `gtag-train transfer` first")
         shutil.copy2(src / spec.file, models_dir / spec.file)
         variant = spec.extra.get("cpu_variant")
         if isinstance(variant, dict):  # what gtag runs on a CPU, so what is scored here
             shutil.copy2(src / variant["file"], models_dir / variant["file"])
         entry = json.loads((src / "manifest.json").read_text())
-        update_manifest(models_dir, next(m for m in entry["models"] if m["name"] == MODEL_NAME))
-        notes[MODEL_NAME] = f"train-only head exported by gtag-train transfer ({src})"
-    notes.update(_train_only_models(models_dir, shipped_dir, data_root, ds.split("train"), ds.labels,
-                                    classic_cache, jobs=1))
+        update_manifest(models_dir, next(m for m in entry["models"] if m["name"] == TRANSFER_MODEL))
+        notes[TRANSFER_MODEL] = f"train-only head exported by gtag-train transfer ({src})"
+    notes.update(train_only_models(models_dir, shipped_dir, ds.split("train"), ds.labels, classic_cache))
     return notes
+
+
+def train_only_models(models_dir: Path, shipped_dir: Path, train: list, labels: tuple[str, ...],
+                      classic_cache: Path, jobs: int = 1) -> dict[str, str]:
+    """Write train-only versions of the shipped models other than ``TRANSFER_MODEL`` into
+    ``models_dir``: rf/knn refitted on ``train`` with their shipped hyper-parameters, models whose
+    shipped file was fitted on train only copied, the rest left out; returns a note per model."""
+    from gtag.models import read_manifest
+
+    from .classic import refit_export
+    from .export import update_manifest
+    from .extract import extract
+
+    notes = {}
+    tr_feat = None
+    for s in read_manifest(shipped_dir):
+        if s.name == TRANSFER_MODEL:
+            continue
+        training = s.extra.get("training", {})
+        base = {"name": s.name, "file": s.file, "kind": s.kind, "labels": list(s.labels),
+                "sample_rate": s.sample_rate, "window_seconds": s.window_seconds, "hop_seconds": s.hop_seconds,
+                "weight": s.weight, "input_name": s.input_name, "feature_names": list(s.feature_names),
+                "msd_labels": s.extra.get("msd_labels"), "training": {"fitted_on": "train"}}
+        base = {k: v for k, v in base.items() if v is not None}
+        if s.name in ("rf", "knn") and training.get("params"):
+            if tr_feat is None:
+                tr_feat = extract(train, labels, classic_cache, jobs=jobs, desc="train features (cached)")
+            sha = refit_export(s.name, training["params"], training.get("seed", 0), tr_feat, models_dir / s.file,
+                               {"labels": list(labels)}, jobs)
+            update_manifest(models_dir, {**base, "sha256": sha})
+            notes[s.name] = f"refitted on the train split with the shipped params {training['params']}"
+        elif training.get("fitted_on") == "train":
+            shutil.copy2(shipped_dir / s.file, models_dir / s.file)
+            update_manifest(models_dir, {**base, "sha256": s.sha256})
+            notes[s.name] = "shipped file (fitted on train only)"
+        else:
+            notes[s.name] = f"left out: shipped file fitted on {training.get('fitted_on')!r}, which includes valid"
+    return notes
+
+
+def leave_one_out(probs: Mapping[str, np.ndarray], y: np.ndarray, full: np.ndarray, labels: tuple[str, ...],
+                  rounds: int = 20) -> dict[str, dict[str, Any]]:
+    """What each model adds: for every model, the weights the same selection chooses *without* it
+    and how that ensemble scores (a model whose removal costs nothing is not needed in the vote)."""
+    out = {}
+    for name in probs:
+        others = {n: p for n, p in probs.items() if n != name}
+        if not others:
+            continue
+        weights, _ = select_weights(others, y, rounds)
+        out[name] = {"weights": weights, **_metrics(mix(others, weights), y, full, labels)}
+    return out
 
 
 def valid_probabilities(models_dir: Path, data_root: Path) -> tuple[dict[str, np.ndarray], np.ndarray,
@@ -148,6 +206,26 @@ def valid_probabilities(models_dir: Path, data_root: Path) -> tuple[dict[str, np
     return {n: np.stack(v) for n, v in out.items()}, y, full, labels
 
 
+# A model votes only if, on real music of GTZAN's genres (a real library's classical and rock
+# folders, `gtag-train library-check` / musicnn-head's grouped CV), its top genre is right at least
+# this often: a model that calls modern rock "classical" must not get a vote for winning on GTZAN
+# valid, whose clips share the training clips' source.
+REAL_MIN_RECALL = 0.5
+REAL_FOLDERS = ("classical", "rock")
+
+
+def real_music_gate(metrics: dict[str, dict[str, Any]]) -> dict[str, str | None]:
+    """Per model (name -> its manifest ``metrics``): None when it may vote, else why not. Models
+    without real-library figures may vote (nothing says otherwise)."""
+    out: dict[str, str | None] = {}
+    for name, m in metrics.items():
+        lib = m.get("library_cv") or m.get("library") or {}
+        bad = [f"{f} {lib[f]['called_by_folder_genre']:.2f}" for f in REAL_FOLDERS
+               if isinstance(lib.get(f), dict) and lib[f].get("called_by_folder_genre", 1.0) < REAL_MIN_RECALL]
+        out[name] = f"real-library recall below {REAL_MIN_RECALL}: {', '.join(bad)}" if bad else None
+    return out
+
+
 def choose_ensemble(data_root: str | Path, out_dir: str | Path, run_dir: str | Path = "runs/ensemble",
                     transfer_dir: str | Path = "runs/transfer", classic_cache: str | Path = "runs/classic/cache",
                     rounds: int = 20, command: str = "") -> dict[str, Any]:
@@ -164,18 +242,24 @@ def choose_ensemble(data_root: str | Path, out_dir: str | Path, run_dir: str | P
     models_dir = run_dir / "train_only"
     notes = build_train_only(models_dir, out_dir, data_root, Path(transfer_dir), Path(classic_cache))
     probs, y, full, labels = valid_probabilities(models_dir, data_root)
-    previous = {s.name: s.weight for s in read_manifest(out_dir)}
-    weights, trace = select_weights(probs, y, rounds)
+    specs = read_manifest(out_dir)
+    previous = {s.name: s.weight for s in specs}
+    gate = real_music_gate({s.name: s.metrics for s in specs if s.name in probs})
+    voters = {n: p for n, p in probs.items() if gate.get(n) is None} or probs
+    weights, trace = select_weights(voters, y, rounds)
     names = list(probs)
+    weights = {n: weights.get(n, 0.0) for n in names}
     report = {
         "tracks": int(len(y)), "full_clips": int(full.sum()), "rule": "greedy ensemble selection with "
         "replacement on valid track accuracy, then balanced accuracy, then log loss (training/ensemble.py)",
         "weights": weights, "trace": trace, "train_only_models": notes,
+        "real_music_gate": gate,
         "single": {n: _metrics(probs[n], y, full, labels) for n in names},
         "equal_weights": _metrics(mix(probs, dict.fromkeys(names, 1.0)), y, full, labels),
         "previous_weights": {"weights": previous,
                              **_metrics(mix(probs, {n: previous.get(n, 1.0) for n in names}), y, full, labels)},
         "chosen": _metrics(mix(probs, weights), y, full, labels),
+        "without": leave_one_out(probs, y, full, labels, rounds),
         "command": command, "seconds": round(time.time() - t0, 1),
     }
     np.savez_compressed(run_dir / "valid_track_probabilities.npz", y=y, full=full, labels=np.array(labels),

@@ -152,3 +152,38 @@ def quantize_nodes(src: Path, dst: Path, calibration: np.ndarray, input_name: st
     finally:
         root.removeFilter(not_preprocessing_advice)
     return save_onnx(model, dst, meta)
+
+
+# --------------------------------------------------------------------------------------------------
+# Licences of third-party weights shipped in exported_models/
+# --------------------------------------------------------------------------------------------------
+
+MUSICNN_LICENCE_FILE = "MUSICNN_LICENSE.md"
+MUSICNN_LICENCE_HEADER = """# musicnn: licence and attribution
+
+`musicnn.onnx` contains the pretrained weights of **musicnn** (`MSD_musicnn`, trained on the Million
+Song Dataset), converted from the TensorFlow checkpoint in the PyPI wheel `musicnn-0.1.0` by
+`training/musicnn.py`, with a genre head (`gtag/head.py`) fitted on top by `training/transfer.py`
+(GTZAN) and `training/musicnn_head.py` (GTZAN and real library tracks).
+
+- Jordi Pons and Xavier Serra, "musicnn: Pre-trained convolutional neural networks for music audio
+  tagging", Late-breaking/demo session, ISMIR 2019. <https://github.com/jordipons/musicnn>
+- Jordi Pons, Oriol Nieto, Matthew Prockup, Erik M. Schmidt, Andreas F. Ehmann and Xavier Serra,
+  "End-to-end learning for music audio tagging at scale", ISMIR 2018.
+
+The musicnn code and weights are distributed under the ISC licence, reproduced below as shipped in
+the wheel (`musicnn-0.1.0.dist-info/LICENSE.md`). The rest of gtag is under its own licence.
+
+---
+
+"""
+
+
+def write_musicnn_licence(out_dir: Path, source: Path) -> bool:
+    """Write ``out_dir/MUSICNN_LICENSE.md``: attribution, then the wheel's licence text from ``source``
+    (saved there by `gtag-train musicnn-convert`). False, and nothing written, when ``source`` is missing."""
+    if not Path(source).is_file():
+        return False
+    text = MUSICNN_LICENCE_HEADER + Path(source).read_text().strip() + "\n"
+    _atomic_write_bytes(Path(out_dir) / MUSICNN_LICENCE_FILE, text.encode())
+    return True

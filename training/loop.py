@@ -1,4 +1,7 @@
-"""One training loop for the two neural models (log-mel CNN and raw-waveform WaveNet), with export.
+"""One training loop for the neural models (log-mel CNN and raw-waveform WaveNet), with export.
+
+The commands live in ``training.cnn`` and ``training.wavenet``; this module is what they share
+(options, window sources, ``fit``, ONNX export, ``_prepare`` / ``_finish``), below them.
 
 Protocol: fit on the ``train`` split, stop early and choose on the ``valid`` split; a track is on one
 side only. Every track is decoded once and kept in memory; each epoch draws random 3-second windows
@@ -20,15 +23,14 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
-from gtag import audio, features
-from gtag.models import KIND_LOG_MEL, KIND_WAVEFORM
+from gtag import audio, dsp, features
 
 from .data import Track, train_valid
 from .evaluate import evaluate_windows, save_confusion_png
@@ -152,16 +154,11 @@ def band_limit(y: np.ndarray) -> np.ndarray:
 
 def track_mel_power(y: np.ndarray) -> np.ndarray:
     """Mel power ``(N_MELS, frames)`` of a whole track, computed as ``gtag.features.analyze`` does
-    (tiled to a window if short, centred STFT, n_fft 2048, hop 512, librosa's mel filters), so
-    ``log_mel_patches(mel[:, f:f + WINDOW_FRAMES])`` is the patch analyze gives a window at frame f."""
-    from gtag.numba_cache import import_librosa
-
-    librosa = import_librosa()
-
+    (tiled to a window if short, centred STFT, n_fft 2048, hop 512, librosa's mel filters, all by
+    ``gtag.dsp``), so ``log_mel_patches(mel[:, f:f + WINDOW_FRAMES])`` is the patch analyze gives a
+    window at frame f."""
     y = np.ascontiguousarray(audio.fit_to_window(np.asarray(y, dtype=np.float32)))
-    S = np.abs(librosa.stft(y, n_fft=features.N_FFT, hop_length=features.HOP_LENGTH))
-    mel = librosa.filters.mel(sr=audio.SAMPLE_RATE, n_fft=features.N_FFT, n_mels=features.N_MELS)
-    return mel.astype(np.float32) @ (S * S)
+    return dsp.mel_power(y, audio.SAMPLE_RATE, features.N_FFT, features.HOP_LENGTH, features.N_MELS).T
 
 
 class WindowSource(Protocol):
@@ -460,7 +457,8 @@ def _summary(m: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The two commands
+# What every command built on this loop does before and after its fit (training.cnn,
+# training.wavenet): decode the splits, then export, report and write the manifest entry
 
 
 @dataclass
@@ -563,79 +561,3 @@ def _finish(
           f"track macro F1 {v['track']['macro_f1']:.3f}); ONNX {path.stat().st_size / 1e6:.2f} MB, "
           f"max |onnx - torch| {check['max_abs_prob_diff']:.1e}; {seconds / 60:.1f} min", flush=True)
     return report
-
-
-def train_cnn(data_root: str | Path, out_dir: str | Path, run_dir: str | Path,
-              opts: CnnOptions = CnnOptions(), command: str = "") -> dict[str, Any]:
-    """Search CNN configs briefly, fit the best, export ``cnn.onnx`` and its manifest entry.
-
-    Writes ``run_dir/cnn_{metrics.json,curves.png,valid_track_confusion.png,best.pt}``; returns the
-    metrics written to JSON."""
-    from .nets import GenreCNN
-
-    t0 = time.time()
-    out_dir, run_dir = Path(out_dir), Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    print("[cnn] options " + json.dumps(asdict(opts)), flush=True)
-    prep = _prepare(data_root, opts.threads)
-    # The draws of the precomputed short-clip rotations are seeded too (before any fit reseeds).
-    source = MelWindows(prep.train_signals, opts, np.random.default_rng(opts.seed + 1))
-    valid = mel_eval_set(prep.valid_signals, prep.valid_y)
-
-    def make(c: CnnConfig):
-        seed_everything(opts.seed)  # same initialisation stream for every config
-        return GenreCNN(len(prep.labels), c.depth, c.width, c.dropout)
-
-    search = []
-    config = opts.config
-    if opts.search:
-        for i, c in enumerate(opts.search):
-            r = fit(make(c), source, prep.train_y, valid, prep.labels, c.lr, opts.search_epochs,
-                    replace(opts, patience=opts.search_epochs), desc=f"search {i + 1}/{len(opts.search)} {c}")
-            search.append({"config": asdict(c), "valid_track_accuracy": r.valid["track"]["accuracy"],
-                           "valid_loss": r.history[r.best_epoch - 1]["valid_loss"], "best_epoch": r.best_epoch,
-                           "seconds": r.seconds, "history": r.history})
-        best = max(range(len(search)), key=lambda i: (search[i]["valid_track_accuracy"], -search[i]["valid_loss"]))
-        config = opts.search[best]
-        print(f"[cnn] best config {config}", flush=True)
-    net = make(config)
-    result = fit(net, source, prep.train_y, valid, prep.labels, config.lr, opts.epochs, opts,
-                 checkpoint=run_dir / "cnn_best.pt", desc="cnn")
-    return _finish(
-        "cnn", KIND_LOG_MEL, net, result, prep, valid, opts, asdict(config), out_dir, run_dir, command,
-        f"CNN on 128-band log-mel patches ({config.depth} conv blocks, width {config.width})",
-        "gtag.features.analyze(samples, 22050, hop).log_mel[:, None]  (gtag.features.log_mel_patches)",
-        t0, {"search": search} if search else {},
-    )
-
-
-def train_wavenet(data_root: str | Path, out_dir: str | Path, run_dir: str | Path,
-                  opts: WaveNetOptions = WaveNetOptions(), command: str = "") -> dict[str, Any]:
-    """Fit the WaveNet-style classifier on raw windows, export ``wavenet.onnx`` and its manifest entry.
-
-    Writes ``run_dir/wavenet_{metrics.json,curves.png,valid_track_confusion.png,best.pt}``; returns
-    the metrics written to JSON."""
-    from .nets import WaveNetClassifier
-
-    t0 = time.time()
-    out_dir, run_dir = Path(out_dir), Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    print("[wavenet] options " + json.dumps(asdict(opts)), flush=True)
-    prep = _prepare(data_root, opts.threads)
-    source = WaveWindows(prep.train_signals, opts)
-    valid = wave_eval_set(prep.valid_signals, prep.valid_y)
-    hyper = {k: getattr(opts, k) for k in ("front_channels", "front_strides", "pool", "channels", "skip_channels",
-                                          "kernel_size", "layers", "stacks", "dropout", "lr")}
-    seed_everything(opts.seed)
-    net = WaveNetClassifier(len(prep.labels), **{k: v for k, v in hyper.items() if k != "lr"})
-    result = fit(net, source, prep.train_y, valid, prep.labels, opts.lr, opts.epochs, opts,
-                 checkpoint=run_dir / "wavenet_best.pt", desc="wavenet")
-    rf = opts.stacks * (opts.kernel_size - 1) * (2**opts.layers - 1) + 1
-    rate = audio.SAMPLE_RATE / (math.prod(opts.front_strides) * opts.pool)
-    return _finish(
-        "wavenet", KIND_WAVEFORM, net, result, prep, valid, opts, hyper, out_dir, run_dir, command,
-        f"WaveNet-style net on raw 3 s windows ({opts.stacks}x{opts.layers} gated dilated blocks, "
-        f"receptive field {rf / rate:.1f} s)",
-        "gtag.audio.frame_signal(samples, 66150, hop)[:, None]  (raw samples, short clips tiled)",
-        t0, {"receptive_field_seconds": round(rf / rate, 2)},
-    )

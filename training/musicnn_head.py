@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from gtag import head as heads
-from gtag.embed import Backbone, EmbeddingCache, content_key, spread
-from gtag.learn import classification_report, label_tracks, read_library
+from gtag.cache import EmbeddingCache
+from gtag.embed import Backbone, content_key, spread
+from gtag.learn import classification_report, read_library
 
 from .data import train_valid
 from .export import update_manifest

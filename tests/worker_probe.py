@@ -1,0 +1,14 @@
+"""Run in a spawned worker process by tests/test_dsp.py (a module of its own, so the worker imports
+nothing but gtag to reach it)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def modules_after_predicting(path: str, source) -> list[str]:
+    """Predict one file as a `gtag tag --jobs N` worker does; return the modules the worker holds."""
+    from gtag.pipeline import predict_in_worker
+
+    predict_in_worker(path, source)
+    return sorted(sys.modules)
