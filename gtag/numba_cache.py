@@ -93,9 +93,8 @@ def cache_lock(exclusive: bool):
             finally:
                 _held["depth"] -= 1
             return
-        fd = os.open(Path(_state["dir"]) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _locked_fd(exclusive)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             _held.update(depth=1, exclusive=exclusive, fd=fd)
             try:
                 yield
@@ -103,6 +102,38 @@ def cache_lock(exclusive: bool):
                 _held.update(depth=0, exclusive=False, fd=None)
         finally:
             os.close(fd)  # closing the descriptor releases the flock
+
+
+def lock_path(cache_dir: str | os.PathLike) -> Path:
+    """The lock file of a cache folder: beside it, not in it, so that deleting the folder (which the
+    README allows) does not delete the lock other processes hold."""
+    d = Path(cache_dir)
+    return d.parent / f"{LOCK_NAME}-{d.name}"
+
+
+def _locked_fd(exclusive: bool) -> int:
+    """A descriptor of the lock file, flocked. Retries when the file was deleted or replaced while
+    we waited: a lock on a file nobody else can open any more would exclude nobody."""
+    import fcntl
+
+    path = lock_path(_state["dir"])
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            mine = os.fstat(fd)
+            try:
+                named = os.stat(path)
+            except FileNotFoundError:
+                named = None
+            if named is not None and (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino):
+                Path(_state["dir"]).mkdir(parents=True, exist_ok=True)  # deleted meanwhile: numba writes here
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
 
 
 def _patch_numba() -> None:

@@ -60,7 +60,7 @@ def test_numba_is_pointed_at_gtags_locked_cache(tmp_path: Path) -> None:
     mode, same, where = r.stdout.split("\n")[0].split()
     assert (mode, same) == ("shared", "True")
     assert Path(where).parent == tmp_path / "gtag" / "numba"
-    assert (Path(where) / numba_cache.LOCK_NAME).exists()
+    assert numba_cache.lock_path(where).exists()
     assert r.stdout.split("\n")[1] == "True"
 
 
@@ -84,7 +84,7 @@ import fcntl, os, sys
 from gtag import numba_cache
 numba_cache.prepare()
 import numba.core.caching as c
-lock = os.path.join(os.environ["NUMBA_CACHE_DIR"], numba_cache.LOCK_NAME)
+lock = str(numba_cache.lock_path(os.environ["NUMBA_CACHE_DIR"]))
 
 def probe(mode):
     fd = os.open(lock, os.O_RDWR)
@@ -274,3 +274,26 @@ def test_processes_compiling_at_once_leave_a_sound_cache(tmp_path: Path, monkeyp
         """, env, timeout=120)
         assert check.returncode == 0, check.stderr
         assert check.stdout.split() == [str(len(DTYPES))]  # all four loaded from the cache
+
+
+def test_deleting_the_cache_folder_mid_run_keeps_the_lock(tmp_path: Path) -> None:
+    """The README says the cache folder may be deleted: the lock lives beside it, so a process that
+    holds it keeps excluding the others, and the folder is made again for numba to write into."""
+    r = _python("""
+        import fcntl, os, shutil
+        from gtag import numba_cache
+        numba_cache.prepare()
+        where = os.environ["NUMBA_CACHE_DIR"]
+        with numba_cache.cache_lock(exclusive=True):
+            shutil.rmtree(where)
+            fd = os.open(numba_cache.lock_path(where), os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                print("free")
+            except BlockingIOError:
+                print("held")
+        with numba_cache.cache_lock(exclusive=False):
+            print(os.path.isdir(where))
+    """, _env(XDG_CACHE_HOME=str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["held", "True"]
