@@ -196,13 +196,14 @@ def train(gtzan_root: str | Path, library_root: str | Path, models_dir: str | Pa
 
     # final fit on everything, calibrated, exported with both backbones
     final = heads.calibrate(_fit(embs, y, np.arange(len(y)), labels), temperature)
-    _export(bb, final, models_dir, report, n_known, len(gtrain) + len(gvalid), len(lib), command)
+    _export(bb, final, models_dir, report, n_known, len(gtrain) + len(gvalid), len(lib), command,
+            n_windows=sum(len(e) for e in embs))
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     return report
 
 
 def _export(bb: Backbone, head: heads.LinearHead, models_dir: Path, report: dict[str, Any], n_known: int,
-            n_gtzan: int, n_lib: int, command: str) -> None:
+            n_gtzan: int, n_lib: int, command: str, n_windows: int = 0) -> None:
     import onnx
 
     from gtag.models import sha256_file
@@ -238,7 +239,8 @@ def _export(bb: Backbone, head: heads.LinearHead, models_dir: Path, report: dict
                         "library_cv": report["library_cv"]}
     entry["training"] = dict(entry.get("training", {}), head={"head": "logreg-pooled (gtag.head)", "C": C,
                              "temperature": report["temperature"], "reject_class": OTHER},
-                             data="gtzan + library", tracks=n_gtzan + n_lib, library_tracks=n_lib,
+                             data="gtzan + library", fitted_on="GTZAN train+valid and the library's tagged tracks",
+                             tracks=n_gtzan + n_lib, library_tracks=n_lib, windows=n_windows,
                              library_labels="the files' own genre tags via gtag.learn, mapped by LIBRARY_MAP",
                              command=command or "gtag-train musicnn-head")
     # The default vote is this model alone (see `gtag-train library-check`: the GTZAN-only models are
