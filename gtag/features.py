@@ -17,6 +17,7 @@ of the 57 features, so a tag run that does not use rf or knn never loads them.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -217,6 +218,31 @@ def analyze(
     )
 
 
+_WARM = {"started": False}
+
+
+def _librosa_warmed():
+    """librosa, with every numba kernel of the 57-feature path loaded (or compiled) once in this
+    process while holding the cache's exclusive lock: a worker pool starting at once, two runs, or
+    training beside tagging then never compile or load those kernels concurrently. Locking each of
+    numba's saves and loads on its own was not enough once here: a first test run from an empty
+    cache, beside other runs on a loaded machine, had workers crash (SIGSEGV) in the feature path
+    (cause not pinned down; three later runs from empty caches were clean). Compiling a whole
+    feature pass under one lock does not depend on how numba orders its files. Costs one small
+    feature pass per process (~0.5 s once the cache is warm)."""
+    from . import numba_cache
+
+    if _WARM["started"]:
+        return import_librosa()
+    _WARM["started"] = True  # set first: the warm-up pass below calls back in here
+    y = (np.random.default_rng(0).standard_normal(int(4.5 * SAMPLE_RATE)) * 0.1).astype(np.float32)
+    lock = numba_cache.cache_lock(exclusive=True) if numba_cache.prepare() == "shared" else contextlib.nullcontext()
+    with lock:  # the import compiles librosa's eager kernels, the pass its lazy ones
+        librosa = import_librosa()
+        analyze(y, SAMPLE_RATE, HOP_SAMPLES, want_features=True, want_mel=False)
+    return librosa
+
+
 def _analyze_block(y: np.ndarray, starts: np.ndarray, sr: int, want_features: bool, want_mel: bool):
     """Features and log-mel of the windows of ``y`` that start at ``starts`` (samples into ``y``)."""
     # Frame k of a centred STFT is centred on sample k * HOP_LENGTH; window i covers the
@@ -241,7 +267,7 @@ def _analyze_block(y: np.ndarray, starts: np.ndarray, sr: int, want_features: bo
 
     feats = None
     if want_features:
-        librosa = import_librosa()  # the 57 features only: librosa's feature modules cost seconds to import
+        librosa = _librosa_warmed()  # the 57 features only: librosa's feature modules cost seconds to import
 
         freqs = _cached("freqs", sr)
         with warnings.catch_warnings():  # silence (digital silence) has no pitch: tuning 0 is right

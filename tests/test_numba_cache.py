@@ -297,3 +297,28 @@ def test_deleting_the_cache_folder_mid_run_keeps_the_lock(tmp_path: Path) -> Non
     """, _env(XDG_CACHE_HOME=str(tmp_path)))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["held", "True"]
+
+
+@pytest.mark.slow
+def test_a_feature_pass_compiles_every_kernel_under_the_exclusive_lock(tmp_path: Path) -> None:
+    """From an empty cache, every kernel the 57-feature path saves is saved while this process holds
+    the exclusive lock (the warm-up pass), so processes starting together never write at once."""
+    r = _python("""
+        import numpy as np
+        from gtag import features, numba_cache
+        numba_cache.prepare()
+        import numba.core.caching as c
+        saves = []
+        real = c.IndexDataCacheFile.save
+        def spy(self, key, data):
+            # the spy runs before the save takes its own lock: depth 1 is a lock held around it
+            saves.append(numba_cache._held["exclusive"] and numba_cache._held["depth"] >= 1)
+            return real(self, key, data)
+        c.IndexDataCacheFile.save = spy
+        y = np.random.default_rng(1).standard_normal(22050 * 7).astype(np.float32) * 0.1
+        features.window_features(y)
+        print(len(saves), all(saves))
+    """, _env(XDG_CACHE_HOME=str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    n, all_locked = r.stdout.split()
+    assert int(n) > 0 and all_locked == "True"
