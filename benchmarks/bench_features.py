@@ -22,6 +22,7 @@ from datetime import date
 from pathlib import Path
 
 
+from timing import best  # benchmarks/timing.py (the script's own folder is on sys.path)
 from gtag import audio, features
 
 
@@ -29,15 +30,6 @@ def _clips(data: Path, n: int) -> list[Path]:
     rows = [line.split("\t") for line in (data / "MANIFEST.tsv").read_text().splitlines()[1:]]
     full = [data / r[4] for r in rows if r[3] == "original"]
     return full[:: max(1, len(full) // n)][:n]
-
-
-def _best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)  # the least disturbed run on a noisy machine
 
 
 def main() -> None:
@@ -66,14 +58,14 @@ def main() -> None:
             for s in audio.window_starts(len(y), W, W):
                 features.reference_features(y[s : s + W])
 
-    rows["study-style: librosa per 3 s window (hop 3 s)"] = _best(study, 1)
-    rows["gtag: whole track, 57 features (hop 3 s)"] = _best(
+    rows["study-style: librosa per 3 s window (hop 3 s)"] = best(study, 1)
+    rows["gtag: whole track, 57 features (hop 3 s)"] = best(
         lambda: [features.analyze(y, hop=W, want_mel=False) for y in signals], args.repeat)
-    rows["gtag: whole track, 57 features (hop 1.5 s, tag default)"] = _best(
+    rows["gtag: whole track, 57 features (hop 1.5 s, tag default)"] = best(
         lambda: [features.analyze(y, want_mel=False) for y in signals], args.repeat)
-    rows["gtag: whole track, 57 features + log-mel (hop 1.5 s)"] = _best(
+    rows["gtag: whole track, 57 features + log-mel (hop 1.5 s)"] = best(
         lambda: [features.analyze(y) for y in signals], args.repeat)
-    rows["gtag: log-mel only (CNN input, hop 1.5 s)"] = _best(
+    rows["gtag: log-mel only (CNN input, hop 1.5 s)"] = best(
         lambda: [features.analyze(y, want_features=False) for y in signals], args.repeat)
     rows["decode + resample (floor)"] = decode_t
 

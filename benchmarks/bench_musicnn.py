@@ -23,13 +23,13 @@ import argparse
 import json
 import platform
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from timing import best  # benchmarks/timing.py (the script's own folder is on sys.path)
 from gtag import audio, features
 from gtag.models import default_models_dir, read_manifest
 
@@ -39,16 +39,6 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "gtzan"
 def _clips(data: Path, n: int) -> list[Path]:
     rows = [line.split("\t") for line in (data / "MANIFEST.tsv").read_text().splitlines()[1:]]
     return [data / r[4] for r in rows if r[3] == "original"][:n]
-
-
-def _best(f, repeats: int) -> float:
-    f()  # warm up: sessions, FFT plans
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return min(ts)  # the least disturbed run on a noisy machine
 
 
 def _random_cnn(path: Path) -> None:
@@ -94,12 +84,12 @@ def speed_report(models_dir: Path, clips: list[Path], repeats: int = 2) -> dict[
                 return [sess.run(["probabilities", "msd_tags"], {mnn.input_name: x[i:i + batch]})
                         for i in range(0, len(x), batch)]
 
-            t = _best(musicnn_path, repeats)
+            t = best(musicnn_path, repeats, warm_up=True)
             out[f"musicnn_{name}_x_realtime"] = round(seconds / t, 1)
             out[f"musicnn_{name}_ms_per_window"] = round(1000 * t / out["musicnn_windows"], 1)
-        t_pat = _best(lambda: features.musicnn_patches(y, audio.SAMPLE_RATE, hop), repeats)
-        t_cnn = _best(lambda: s_cnn.run(None, {s_cnn.get_inputs()[0].name: features.log_mel_spectrogram(y)[:, None]}),
-                      repeats)
+        t_pat = best(lambda: features.musicnn_patches(y, audio.SAMPLE_RATE, hop), repeats, warm_up=True)
+        t_cnn = best(lambda: s_cnn.run(None, {s_cnn.get_inputs()[0].name: features.log_mel_spectrogram(y)[:, None]}),
+                      repeats, warm_up=True)
     out["musicnn_patches_x_realtime"] = round(seconds / t_pat, 1)
     out["cnn_x_realtime"] = round(seconds / t_cnn, 1)
     out["cnn_windows"] = len(audio.window_starts(y.size))

@@ -45,6 +45,15 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def stack_tracks(embs: list[np.ndarray], y: np.ndarray, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The windows of tracks ``idx`` stacked: (windows, their labels, their track index), what
+    ``fit_head`` takes."""
+    x = np.concatenate([embs[i] for i in idx])
+    yy = np.concatenate([np.full(len(embs[i]), y[i]) for i in idx])
+    gg = np.concatenate([np.full(len(embs[i]), i) for i in idx])
+    return x, yy, gg
+
+
 def track_mean(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean of ``values`` rows per group (track), groups in sorted order; returns (groups, means)."""
     ids, inv = np.unique(groups, return_inverse=True)

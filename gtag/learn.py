@@ -164,13 +164,6 @@ def label_tracks(tracks: list[LibraryTrack], min_tracks: int = DEFAULT_MIN_TRACK
 # ------------------------------------------------------------------ cross-validation
 
 
-def _windows(embs: list[np.ndarray], y: np.ndarray, idx: np.ndarray):
-    x = np.concatenate([embs[i] for i in idx])
-    yy = np.concatenate([np.full(len(embs[i]), y[i]) for i in idx])
-    gg = np.concatenate([np.full(len(embs[i]), i) for i in idx])
-    return x, yy, gg
-
-
 def classification_report(y: np.ndarray, pred: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
     """Accuracy, balanced accuracy, per-genre precision/recall/tracks and the confusion table."""
     n = len(labels)
@@ -205,7 +198,7 @@ def cross_validate(embs: list[np.ndarray], y: np.ndarray, groups: list[str], lab
     for test in heads.group_folds(y, g, k, seed):
         train = np.setdiff1d(np.arange(len(y)), test)
         assert not set(g[train]) & set(g[test])  # no artist on both sides
-        x, yy, gg = _windows(embs, y, train)
+        x, yy, gg = heads.stack_tracks(embs, y, train)
         h = heads.fit_head(x, yy, gg, labels, C=C)
         for i in test:
             oof_logits[i] = h.logits(embs[i])
@@ -390,7 +383,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     _print_report(report, lab.labels, out)
     for g in report["too_small_to_estimate"]:
         err.print(f"[yellow]warning:[/] {escape(g)}: fewer than 3 artists, its figures say little")
-    x, yy, gg = _windows(windows, y, np.arange(len(y)))
+    x, yy, gg = heads.stack_tracks(windows, y, np.arange(len(y)))
     head = heads.calibrate(heads.fit_head(x, yy, gg, lab.labels, C=HEAD_C), report["temperature"])
     target = out_dir or (user_models_dir() / name)
     counts = Counter(lab.labels[i] for i in y)

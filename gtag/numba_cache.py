@@ -81,7 +81,6 @@ def _numba_as_expected() -> bool:
 def cache_lock(exclusive: bool):
     """Hold the cross-process lock of the cache folder (re-entrant within a process; a shared hold
     is upgraded to exclusive only at the outermost level, never nested)."""
-    import fcntl
 
     with _guard:
         if _held["depth"]:

@@ -84,10 +84,7 @@ def _embed(bb: Backbone, cache: EmbeddingCache, paths: list[Path]) -> list[np.nd
 
 
 def _fit(embs, y, idx, labels) -> heads.LinearHead:
-    x = np.concatenate([embs[i] for i in idx])
-    yy = np.concatenate([np.full(len(embs[i]), y[i]) for i in idx])
-    gg = np.concatenate([np.full(len(embs[i]), i) for i in idx])
-    return heads.fit_head(x, yy, gg, labels, C=C)
+    return heads.fit_head(*heads.stack_tracks(embs, y, idx), labels, C=C)
 
 
 def folder_labels(root: Path) -> dict[str, str]:
