@@ -7,6 +7,14 @@ import os
 import re
 import sys
 
+# One BLAS thread, unless the user says otherwise (set before numpy loads; workers inherit it).
+# gtag's matrix products are small (a mel filterbank on a few hundred frames) and run between
+# ONNX Runtime calls; OpenBLAS's extra threads spin while they wait for work, taking the core the
+# decoder and the model need: `gtag tag --jobs 1` on 18 minutes of mp3 took 3.0 s with them and
+# 1.95 s without, on a busy 2-core machine. --jobs N is how gtag uses more cores.
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import traceback
     import json
     from pathlib import Path
@@ -17,6 +25,7 @@ try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import trace
     from rich.table import Table
 
     from . import __version__, signals
+    from .config import DEFAULT_MAX_WINDOWS
     from .models import ModelError, default_models_dir, load_models, read_manifest
 except KeyboardInterrupt:
     sys.exit(130)
@@ -54,17 +63,18 @@ def _split_models(values: tuple[str, ...]) -> list[str] | None:
     return names or None
 
 
-def _predictor(models_dir: str | None, model: tuple[str, ...], device: str, threads: int = 0):
+def _predictor(models_dir: str | None, model: tuple[str, ...], device: str, threads: int = 0,
+               max_windows: int = 0):
     """The Predictor of a command: the shipped ensemble with its manifest weights, or the models
     picked with --model, which vote equally (the manifest's weights describe the default ensemble;
     a picked model must not be silenced by a weight of 0). ``threads``: ONNX Runtime threads per
-    session (0: its default, one per core)."""
+    session (0: its default, one per core); ``max_windows``: --max-windows."""
     from .pipeline import Predictor
 
     names = _split_models(model)
     try:
         models = load_models(resolve_models_dir(models_dir), names, device=device, threads=threads)
-        return Predictor(models, weights=dict.fromkeys(names, 1.0) if names else None)
+        return Predictor(models, weights=dict.fromkeys(names, 1.0) if names else None, max_windows=max_windows)
     except (ModelError, ValueError) as exc:  # ValueError: models gtag cannot feed (rate, window)
         err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
         sys.exit(EXIT_NO_MODELS)
@@ -78,6 +88,9 @@ model_options = [
                       "(default: the shipped models, or $GTAG_MODELS)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                  help="ONNX Runtime device: auto uses CUDA when a GPU and onnxruntime-gpu are usable."),
+    click.option("--max-windows", type=click.IntRange(0, None), default=DEFAULT_MAX_WINDOWS, show_default=True,
+                 help="Analyse at most N 3 s windows per track, evenly spread over longer tracks (only their "
+                      "audio is decoded when the file allows); shorter tracks are analysed whole. 0: every window."),
 ]
 
 
@@ -110,13 +123,13 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (one object per file) for scripts.")
 @click.option("--top", default=5, show_default=True, help="Genres shown per file in the table.")
 def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str,
-            as_json: bool, top: int) -> None:
+            max_windows: int, as_json: bool, top: int) -> None:
     """Show the predicted genre of each FILE, per model and voted, with probabilities."""
     from .audio import AudioLoadError
 
     # One ONNX Runtime thread per session: on musicnn's 8-window chunks a second thread was no faster
     # (0.49 s against 0.47 s for a 3-minute track) and cost 1.25x the CPU.
-    predictor = _predictor(models_dir, model, device, threads=1)
+    predictor = _predictor(models_dir, model, device, threads=1, max_windows=max_windows)
     results: list[dict] = []
     failed = 0
     for path in files:
@@ -240,7 +253,8 @@ def _print_prediction(pred, top: int, reason: str | None = None) -> None:
               help="Where decoding and analysis run: a local process pool, or a Ray cluster.")
 @click.option("--address", "ray_address", default=None, metavar="ADDR",
               help="Ray cluster address (e.g. ray://head:10001 or auto); default: start Ray locally.")
-def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str, dry_run: bool,
+def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str, max_windows: int,
+        dry_run: bool,
         force: bool, merge: bool, album: bool, config_path: Path | None, min_confidence: float | None,
         top_k: int | None, jobs: int, report: Path | None,
         write_confidence: bool, cache_path: Path | None, no_cache: bool, backend: str,
@@ -275,7 +289,7 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
             # An explicit --jobs 1 runs on one core, as each worker of --jobs N does (one-thread
             # sessions): on a busy machine extra ONNX Runtime threads only contend (musicnn: 1.35x).
             predictor = _predictor(models_dir, model or config.models or (), device,
-                                   threads=1 if jobs == 1 and backend == "local" else 0)
+                                   threads=1 if jobs == 1 and backend == "local" else 0, max_windows=max_windows)
             labels = sorted({lab for labs in predictor.labels.values() for lab in labs})
             unknown = config.policy.unknown(labels)
             if unknown:  # a typo would otherwise silently whitelist or exclude nothing

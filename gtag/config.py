@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["DEFAULT_NAMES", "Config", "ConfigError", "GenrePolicy", "default_config_path", "load_config"]
+__all__ = ["DEFAULT_MAX_WINDOWS", "DEFAULT_NAMES", "Config", "ConfigError", "GenrePolicy", "default_config_path", "load_config"]
 
 # What gtag writes for each GTZAN label unless the config maps it otherwise: the ID3v1/Winamp
 # genre names that players and beets know.
@@ -30,6 +30,13 @@ DEFAULT_NAMES: Mapping[str, str] = MappingProxyType({
     "blues": "Blues", "classical": "Classical", "country": "Country", "disco": "Disco",
     "hiphop": "Hip-Hop", "jazz": "Jazz", "metal": "Metal", "pop": "Pop", "reggae": "Reggae", "rock": "Rock",
 })  # fmt: skip
+
+# Windows `gtag predict` and `gtag tag` analyse per track at most (--max-windows; gtag.spans): 20 of
+# musicnn's 3 s windows cover a 63 s track whole, so GTZAN's 30 s clips and one-minute excerpts are
+# analysed as without a cap, and a 3-minute track is read on a third of its windows, which agree
+# with all of them on the genre (README, "Speed"). Here, not in gtag.spans, so the CLI's options
+# are built without importing numpy.
+DEFAULT_MAX_WINDOWS = 20
 
 
 class ConfigError(ValueError):

@@ -76,18 +76,21 @@ def n_frames(n_samples: int, hop: int) -> int:
     return 1 + n_samples // hop
 
 
-def _frames(y: np.ndarray, n_fft: int, hop: int, start: int, stop: int) -> np.ndarray:
+def _frames(y: np.ndarray, n_fft: int, hop: int, start: int, stop: int, origin: int = 0) -> np.ndarray:
     """Hann-windowed frames ``start..stop-1`` of the centred, zero-padded signal, (frames, n_fft)
-    float64: the padding is built only for the frames that reach past either end."""
+    float64: the padding is built only for the frames that reach past either end. ``origin``: the
+    sample of the whole signal that ``y`` starts at (frame k is centred on sample ``k * hop`` of the
+    whole signal), for a part of a track."""
     pad = n_fft // 2
-    lo = start * hop - pad  # first sample of the first frame, in y's coordinates
-    hi = (stop - 1) * hop - pad + n_fft  # one past the last sample of the last frame
+    lo = start * hop - pad - origin  # first sample of the first frame, in y's coordinates
+    hi = (stop - 1) * hop - pad + n_fft - origin  # one past the last sample of the last frame
     if lo >= 0 and hi <= y.size:
         seg = y[lo:hi]
     else:
         seg = np.zeros(hi - lo, dtype=y.dtype)
         a, b = max(lo, 0), min(hi, y.size)
-        seg[a - lo : b - lo] = y[a:b]
+        if b > a:
+            seg[a - lo : b - lo] = y[a:b]
     frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop]
     return frames * hann(n_fft)
 
@@ -107,15 +110,19 @@ def stft(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
 def mel_power(y: np.ndarray, sr: int, n_fft: int, hop: int, n_mels: int) -> np.ndarray:
     """(frames, n_mels) float32 mel power spectrogram of float32 ``y``, frames first:
     librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels).T."""
+    return mel_power_frames(y, sr, n_fft, hop, n_mels, 0, n_frames(np.asarray(y).size, hop))
+
+
+def mel_power_frames(y: np.ndarray, sr: int, n_fft: int, hop: int, n_mels: int, start: int, stop: int,
+                     origin: int = 0) -> np.ndarray:
+    """Frames ``start..stop-1`` of ``mel_power`` of a whole signal of which ``y`` holds the samples
+    from ``origin`` on (zeros outside them, as the centred padding of the whole signal has)."""
     y = np.asarray(y, dtype=np.float32)
     basis_t = mel_filterbank(sr, n_fft, n_mels).T  # (bins, n_mels)
-    total = n_frames(y.size, hop)
-    out = np.empty((total, n_mels), dtype=np.float32)
-    for s in range(0, total, BLOCK_FRAMES):
-        e = min(total, s + BLOCK_FRAMES)
-        # complex64 first, as librosa stores its STFT, so the power is rounded the same way.
-        spec = np.fft.rfft(_frames(y, n_fft, hop, s, e), axis=-1).astype(np.complex64)
+    out = np.empty((stop - start, n_mels), dtype=np.float32)
+    for s in range(start, stop, BLOCK_FRAMES):
+        e = min(stop, s + BLOCK_FRAMES)
+        spec = np.fft.rfft(_frames(y, n_fft, hop, s, e, origin), axis=-1).astype(np.complex64)
         power = spec.real * spec.real + spec.imag * spec.imag
-        np.matmul(power, basis_t, out=out[s:e])
+        np.matmul(power, basis_t, out=out[s - start:e - start])
     return out
-

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, features
+from . import audio, features, spans
 from .models import ModelError, read_manifest, sha256_file, default_models_dir
 
 BACKBONE_MODEL = "musicnn"  # the shipped model whose graph is the backbone
@@ -27,10 +27,9 @@ def content_key(path: str | os.PathLike) -> str:
 
 
 def spread(n: int, k: int = CACHED_WINDOWS) -> np.ndarray:
-    """Indices of ``k`` evenly spread rows out of ``n`` (all of them when n <= k)."""
-    if n <= k:
-        return np.arange(n)
-    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int))
+    """Indices of ``k`` evenly spread rows out of ``n`` (all of them when n <= k): the rule of
+    ``gtag.spans.spread``, which picks the windows `gtag tag` analyses on long tracks."""
+    return spans.spread(n, k)
 
 
 class Backbone:

@@ -21,12 +21,16 @@ import contextlib
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import dsp
 from .audio import HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES, fit_to_window, window_starts
 from .numba_cache import import_librosa  # never a bare `import librosa`: see gtag.numba_cache
+
+if TYPE_CHECKING:
+    from .spans import Span
 
 N_FFT = 2048  # librosa default, ~93 ms at 22,050 Hz; used by every GTZAN feature
 HOP_LENGTH = 512  # librosa default, ~23 ms; 3 s = 129.2 frames
@@ -402,9 +406,38 @@ def musicnn_patches(y: np.ndarray, sr: int = SAMPLE_RATE, hop: int = HOP_SAMPLES
     starts = window_starts(y.size, WINDOW_SAMPLES, hop)
     y16 = soxr.resample(y, SAMPLE_RATE, MUSICNN_SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
     mel = dsp.mel_power(y16, MUSICNN_SAMPLE_RATE, MUSICNN_N_FFT, MUSICNN_HOP, MUSICNN_N_MELS)  # (frames, 96)
-    mel = np.minimum(mel, np.finfo(np.float16).max).astype(np.float16).astype(np.float32)
-    log_mel = np.log10(10000.0 * mel + 1.0)  # (frames, 96)
-    first = np.round(starts * (MUSICNN_SAMPLE_RATE / SAMPLE_RATE) / MUSICNN_HOP).astype(np.int64)
+    log_mel = _musicnn_log(mel)  # (frames, 96)
+    first = _musicnn_first_frames(starts)
     first = np.clip(first, 0, max(0, log_mel.shape[0] - MUSICNN_FRAMES))
     idx = first[:, None] + np.arange(MUSICNN_FRAMES)[None, :]
     return np.ascontiguousarray(log_mel[idx], dtype=np.float32)
+
+
+def _musicnn_log(mel: np.ndarray) -> np.ndarray:
+    """musicnn's compression of mel power: stored as float16 (clipped to its range), log10(1 + 10000 x)."""
+    mel = np.minimum(mel, np.finfo(np.float16).max).astype(np.float16).astype(np.float32)
+    return np.log10(10000.0 * mel + 1.0)
+
+
+def _musicnn_first_frames(starts: np.ndarray) -> np.ndarray:
+    """The 16 kHz mel frame at which each window (start sample at 22,050 Hz) begins."""
+    return np.round(np.asarray(starts) * (MUSICNN_SAMPLE_RATE / SAMPLE_RATE) / MUSICNN_HOP).astype(np.int64)
+
+
+def musicnn_span_patches(spans: list[Span], starts: np.ndarray) -> np.ndarray:
+    """musicnn input patches of the windows at ``starts``, each from its own ``gtag.spans.Span`` (the
+    window and a margin around it, at 22,050 Hz): what ``musicnn_patches`` gives for those windows of
+    the whole track, up to float rounding, without resampling or transforming the rest of it. Each
+    span is resampled on its own; its first sample maps to 16 kHz sample ``start * 320 / 441``, and
+    its mel frames are those of the whole track's frame grid (``gtag.dsp.mel_power_frames``)."""
+    import soxr
+
+    out = np.empty((len(starts), MUSICNN_FRAMES, MUSICNN_N_MELS), dtype=np.float32)
+    for i, (span, first) in enumerate(zip(spans, _musicnn_first_frames(starts))):
+        y16 = soxr.resample(np.ascontiguousarray(span.samples, dtype=np.float32), SAMPLE_RATE,
+                            MUSICNN_SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
+        origin = int(round(span.start * MUSICNN_SAMPLE_RATE / SAMPLE_RATE))
+        mel = dsp.mel_power_frames(y16, MUSICNN_SAMPLE_RATE, MUSICNN_N_FFT, MUSICNN_HOP, MUSICNN_N_MELS,
+                                   int(first), int(first) + MUSICNN_FRAMES, origin)
+        out[i] = _musicnn_log(mel)
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, features, vote
+from . import audio, features, spans, vote
 from .models import KIND_FEATURES, KIND_LOG_MEL, KIND_MUSICNN, KIND_WAVEFORM, OnnxModel
 
 
@@ -93,6 +93,9 @@ class AnalysisConfig:
     # kind has its own hop: musicnn reads non-overlapping 3 s patches (its authors' default) while
     # the cheaper models vote every 1.5 s.
     hops: tuple[tuple[str, int], ...]
+    # At most this many windows per kind, evenly spread over a longer track (0: every window);
+    # see gtag.spans. A track with no more windows than this is analysed whole, as with 0.
+    max_windows: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,12 +110,21 @@ class Analysed:
 
 def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
     """Decode and analyse one file (no ONNX): the part worth running in parallel processes."""
+    hops = dict(config.hops)
+    if config.max_windows and set(hops) == {KIND_MUSICNN}:
+        # musicnn alone (the default vote) reads its spread windows straight from the file.
+        analysed = _analyse_spans(path, hops[KIND_MUSICNN], config.max_windows)
+        if analysed is not None:
+            return analysed
     decoded = audio.load_audio(Path(path))
     y, sr = decoded.samples, decoded.sample_rate
     if audio.is_silent(y):
         raise audio.SilentAudio(f"{path}: silent (below -60 dBFS), no genre to hear")
-    hops = dict(config.hops)
     batches: dict[str, np.ndarray] = {}
+    # Every kind windows the same (tiled when short) signal: gtag.audio.window_starts.
+    n = max(y.size, audio.WINDOW_SAMPLES)
+    every = {k: audio.window_starts(n, audio.WINDOW_SAMPLES, hop) for k, hop in hops.items()}
+    starts = {k: spans.capped_starts(n, hop, config.max_windows) for k, hop in hops.items()}
     # The 57 features and the log-mel patches share one STFT when they share a hop.
     shared = [k for k in (KIND_FEATURES, KIND_LOG_MEL) if k in hops]
     for hop in sorted({hops[k] for k in shared}):
@@ -126,13 +138,38 @@ def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
         frames = audio.frame_signal(y, audio.WINDOW_SAMPLES, hops[KIND_WAVEFORM])
         batches[KIND_WAVEFORM] = np.ascontiguousarray(frames)[:, None, :]
     if KIND_MUSICNN in hops:
-        batches[KIND_MUSICNN] = features.musicnn_patches(y, sr, hops[KIND_MUSICNN])
-    # Every kind windows the same (tiled when short) signal: gtag.audio.window_starts.
-    n = max(y.size, audio.WINDOW_SAMPLES)
-    starts = {k: audio.window_starts(n, audio.WINDOW_SAMPLES, hop) for k, hop in hops.items()}
+        if len(starts[KIND_MUSICNN]) < len(every[KIND_MUSICNN]):  # spread windows: only they are transformed
+            picked = starts[KIND_MUSICNN]
+            batches[KIND_MUSICNN] = features.musicnn_span_patches(spans.spans_from_signal(y, picked), picked)
+        else:
+            batches[KIND_MUSICNN] = features.musicnn_patches(y, sr, hops[KIND_MUSICNN])
     for k, b in batches.items():
-        assert len(b) == len(starts[k]), (k, len(b), len(starts[k]))
+        if len(b) != len(starts[k]):  # every window computed, the spread ones kept
+            assert len(b) == len(every[k]), (k, len(b), len(every[k]))
+            batches[k] = b[spans.spread(len(b), config.max_windows)]
     return Analysed(starts, batches, decoded.duration, decoded.truncated)
+
+
+def _analyse_spans(path: str | os.PathLike, hop: int, max_windows: int) -> Analysed | None:
+    """musicnn's spread windows of a long file, decoding only them (``gtag.spans.read_spans``);
+    None when the file must be decoded whole (short enough to analyse whole, a length libsndfile
+    does not declare, no seeking, a header that overstates the length)."""
+    n = spans.declared_samples(path)
+    if n is None:
+        return None
+    starts = spans.capped_starts(n, hop, max_windows)
+    if len(starts) == len(audio.window_starts(max(n, audio.WINDOW_SAMPLES), audio.WINDOW_SAMPLES, hop)):
+        return None
+    try:
+        parts = spans.read_spans(path, starts)
+    except Exception:  # any decoding trouble: load_audio decodes it whole and reports what fails
+        return None
+    if parts is None:
+        return None
+    if audio.is_silent(np.concatenate([p.samples for p in parts])):
+        raise audio.SilentAudio(f"{path}: silent (below -60 dBFS), no genre to hear")
+    return Analysed({KIND_MUSICNN: starts}, {KIND_MUSICNN: features.musicnn_span_patches(parts, starts)},
+                    n / audio.SAMPLE_RATE, False)
 
 
 @dataclass(frozen=True)
@@ -144,6 +181,7 @@ class ModelSource:
     hop_seconds: float | None  # one hop for every model, or None: each model's manifest hop
     weights: tuple[tuple[str, float], ...] = ()  # vote weight per model, as the parent votes
     cpu_variant: bool = True  # load models' CPU variants, as the parent did
+    max_windows: int = 0  # windows analysed per track and kind (0: all), as the parent analyses
 
 
 _WORKER_PREDICTORS: dict[ModelSource, "Predictor"] = {}
@@ -179,7 +217,8 @@ def predict_in_worker(path: str | os.PathLike, source: ModelSource) -> Predictio
 
         models = load_models(source.models_dir, list(source.names), device="cpu", threads=1,
                              cpu_variant=source.cpu_variant)
-        predictor = _WORKER_PREDICTORS[source] = Predictor(models, source.hop_seconds, dict(source.weights) or None)
+        predictor = _WORKER_PREDICTORS[source] = Predictor(models, source.hop_seconds, dict(source.weights) or None,
+                                                                    source.max_windows)
     return predictor.predict_file(path)
 
 
@@ -187,8 +226,12 @@ class Predictor:
     """Keeps ONNX sessions alive across files and predicts one track at a time."""
 
     def __init__(self, models: list[OnnxModel], hop_seconds: float | None = None,
-                 weights: dict[str, float] | None = None):
-        """``weights``: vote weight per model name (default: each manifest entry's ``weight``)."""
+                 weights: dict[str, float] | None = None, max_windows: int = 0):
+        """``weights``: vote weight per model name (default: each manifest entry's ``weight``);
+        ``max_windows``: windows analysed per track and kind, spread over longer tracks (0: all;
+        `gtag` itself uses ``gtag.spans.DEFAULT_MAX_WINDOWS``)."""
+        if max_windows < 0:
+            raise ValueError(f"max_windows must be 0 (all) or more, not {max_windows}")
         if not models:
             raise ValueError("no models to predict with")
         rates = {m.spec.sample_rate for m in models}
@@ -206,7 +249,7 @@ class Predictor:
         for m in models:
             hop = int(round((hop_seconds or m.spec.hop_seconds) * audio.SAMPLE_RATE))
             hops[m.spec.kind] = min(hop, hops.get(m.spec.kind, hop))
-        self.config = AnalysisConfig(hops=tuple(sorted(hops.items())))
+        self.config = AnalysisConfig(hops=tuple(sorted(hops.items())), max_windows=max_windows)
 
     @property
     def signature(self) -> str:
@@ -215,7 +258,9 @@ class Predictor:
 
         from . import __version__
 
-        parts = [__version__, repr(self.config.hops)] + [f"{m.spec.name}:{m.sha256}:{self.weights[m.spec.name]}"
+        # A cap is part of what was computed; without one the signature is what it always was.
+        cap = [f"max_windows={self.config.max_windows}"] if self.config.max_windows else []
+        parts = [__version__, repr(self.config.hops), *cap] + [f"{m.spec.name}:{m.sha256}:{self.weights[m.spec.name]}"
                                                          for m in self.models]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
@@ -285,7 +330,7 @@ class Predictor:
             return None
         variants = all(m.variant is not None or not m.spec.extra.get("cpu_variant") for m in self.models)
         return ModelSource(dirs.pop(), tuple(m.spec.name for m in self.models), self.hop_seconds,
-                           tuple(self.weights.items()), variants)
+                           tuple(self.weights.items()), variants, self.config.max_windows)
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Decode, analyse and predict one file. Raises AudioLoadError / ValueError on bad input."""
