@@ -1,0 +1,152 @@
+"""--max-windows: short tracks analysed whole, long ones on exactly N spread windows, decoded by seeking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gtag import audio, features, spans
+from gtag.audio import SAMPLE_RATE, WINDOW_SAMPLES
+from gtag.models import KIND_LOG_MEL, KIND_MUSICNN, load_models, sha256_file
+from gtag.pipeline import Predictor, analyse_file
+
+from .conftest import GENRES, _linear_model
+
+MUSICNN_HOP = 3 * SAMPLE_RATE  # the shipped musicnn's hop
+
+
+def music(seconds: float, sr: int = SAMPLE_RATE, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """Notes that change every half second over noise: every window differs from the others."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    freq = 110 * 2 ** (rng.integers(0, 36, int(seconds * 2) + 1)[(t * 2).astype(int)] / 12)
+    y = 0.3 * np.sin(2 * np.pi * np.cumsum(freq) / sr) + 0.02 * rng.standard_normal(t.size)
+    y = y.astype(np.float32)
+    return np.stack([y, 0.8 * y], axis=1) if channels == 2 else y
+
+
+def write(path: Path, y: np.ndarray, sr: int) -> Path:
+    import soundfile as sf
+
+    sf.write(str(path), y, sr, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def musicnn():
+    """The shipped musicnn (its CPU variant), the default vote."""
+    return load_models(None, ["musicnn"], device="cpu", threads=1)
+
+
+def test_spread_keeps_short_grids_whole_and_picks_n_from_first_to_last():
+    assert list(spans.spread(5, 20)) == [0, 1, 2, 3, 4]
+    picked = spans.spread(60, 20)
+    assert len(picked) == 20 and picked[0] == 0 and picked[-1] == 59 and np.all(np.diff(picked) > 0)
+    assert np.diff(picked).max() - np.diff(picked).min() <= 1  # evenly spread
+    from gtag.embed import spread
+
+    assert list(spread(60, 16)) == list(spans.spread(60, 16))  # learn's cache and tag pick alike
+
+
+def test_capped_starts_rule():
+    n = 180 * SAMPLE_RATE
+    every = audio.window_starts(n, WINDOW_SAMPLES, MUSICNN_HOP)
+    assert len(every) == 60
+    assert np.array_equal(spans.capped_starts(n, MUSICNN_HOP, 0), every)  # 0: all
+    capped = spans.capped_starts(n, MUSICNN_HOP, 20)
+    assert len(capped) == 20 and set(capped) <= set(every) and capped[0] == 0 and capped[-1] == every[-1]
+    one_minute = int(60.2 * SAMPLE_RATE)  # the real library's excerpts: 20 windows, all kept
+    assert np.array_equal(spans.capped_starts(one_minute, MUSICNN_HOP, 20),
+                          audio.window_starts(one_minute, WINDOW_SAMPLES, MUSICNN_HOP))
+    assert len(spans.capped_starts(SAMPLE_RATE, MUSICNN_HOP, 20)) == 1  # a 1 s clip is tiled to one window
+
+
+def test_span_patches_are_the_whole_track_patches_of_those_windows():
+    y = music(75)
+    every = features.musicnn_patches(y, SAMPLE_RATE, MUSICNN_HOP)
+    starts = audio.window_starts(y.size, WINDOW_SAMPLES, MUSICNN_HOP)
+    rows = spans.spread(len(starts), 7)
+    got = features.musicnn_span_patches(spans.spans_from_signal(y, starts[rows]), starts[rows])
+    # float rounding may flip a float16 step of the stored mel: ~4e-4 in log10 (musicnn's own format)
+    assert np.abs(got - every[rows]).max() < 1e-3
+    assert np.mean(got == every[rows]) > 0.99
+
+
+@pytest.mark.parametrize("sr,fmt", [(44100, "flac"), (48000, "wav")])
+def test_read_spans_decodes_what_a_whole_decode_gives(tmp_path, sr, fmt):
+    path = write(tmp_path / f"long.{fmt}", music(95, sr, channels=2), sr)
+    y = audio.load_audio(path).samples
+    n = spans.declared_samples(path)
+    assert abs(n - y.size) <= 2
+    starts = spans.capped_starts(n, MUSICNN_HOP, 10)
+    parts = spans.read_spans(path, starts)
+    assert [p.start for p in parts] == [max(0, int(s) - spans.SPAN_MARGIN) for s in starts]
+    for s, p in zip(starts, parts):  # the window itself, sample for sample (up to soxr's rounding)
+        a = int(s) - p.start
+        assert np.abs(p.samples[a:a + WINDOW_SAMPLES] - y[s:s + WINDOW_SAMPLES]).max() < 1e-4
+
+
+def test_short_track_is_analysed_whole_as_without_a_cap(tmp_path, musicnn):
+    path = write(tmp_path / "minute.flac", music(62, 44100, channels=2), 44100)
+    whole = Predictor(musicnn).predict_file(path)
+    capped = Predictor(musicnn, max_windows=20).predict_file(path)
+    assert len(whole.window_starts) == 20
+    assert np.array_equal(capped.window_starts, whole.window_starts)
+    assert np.array_equal(capped.probabilities, whole.probabilities)
+    assert capped.signals == whole.signals
+
+
+def test_long_track_on_exactly_n_spread_windows(tmp_path, musicnn):
+    path = write(tmp_path / "long.flac", music(150, 44100, channels=2, seed=1), 44100)
+    full = Predictor(musicnn)
+    every = analyse_file(path, full.config)
+    assert len(every.starts[KIND_MUSICNN]) == 50  # 0 = all: windows at 0, 3, ..., 147 s
+    capped = Predictor(musicnn, max_windows=12)
+    pred = capped.predict_file(path)
+    rows = spans.spread(50, 12)
+    assert np.allclose(pred.window_starts * SAMPLE_RATE, every.starts[KIND_MUSICNN][rows])
+    assert abs(pred.duration - 150) < 0.01 and not pred.truncated
+    # the windows' own predictions, as a whole-file analysis gives them for those windows
+    probs = musicnn[0].predict(every.batches[KIND_MUSICNN][rows])
+    assert np.abs(pred.models["musicnn"] - probs.mean(axis=0) / probs.mean(axis=0).sum()).max() < 1e-3
+    assert capped.signature != full.signature and capped.source.max_windows == 12
+
+
+def test_overstated_length_falls_back_to_a_whole_decode(tmp_path, musicnn, monkeypatch):
+    """A header that claims more than the file holds (an mp3 without a Xing frame can): the
+    spread windows are then taken from a whole-file decode, never from past the end."""
+    path = write(tmp_path / "long.wav", music(100, 22050, seed=2), 22050)
+    true = Predictor(musicnn, max_windows=10).predict_file(path)
+    monkeypatch.setattr(spans, "declared_samples", lambda p: 130 * SAMPLE_RATE)
+    pred = Predictor(musicnn, max_windows=10).predict_file(path)
+    assert len(pred.window_starts) == 10 and pred.window_starts[-1] * SAMPLE_RATE <= 100 * SAMPLE_RATE - WINDOW_SAMPLES
+    assert np.abs(pred.probabilities - true.probabilities).max() < 1e-3
+
+
+def test_cap_applies_to_other_kinds_from_a_whole_decode(tmp_path):
+    pytest.importorskip("onnx")
+    root = tmp_path / "models"
+    root.mkdir()
+    model = _linear_model("log_mel", ["batch", 1, features.N_MELS, features.WINDOW_FRAMES],
+                          features.N_MELS * features.WINDOW_FRAMES, list(GENRES), 0, KIND_LOG_MEL)
+    (root / "mel.onnx").write_bytes(model.SerializeToString())
+    (root / "manifest.json").write_text(json.dumps({"format": 1, "models": [{
+        "name": "mel", "file": "mel.onnx", "sha256": sha256_file(root / "mel.onnx"), "kind": KIND_LOG_MEL,
+        "labels": list(GENRES), "sample_rate": SAMPLE_RATE, "window_seconds": 3.0, "hop_seconds": 1.5,
+        "weight": 1.0, "input_name": "log_mel"}]}))
+    path = write(tmp_path / "a.wav", music(40), SAMPLE_RATE)
+    models = load_models(root, device="cpu")
+    every = analyse_file(path, Predictor(models).config)
+    capped = analyse_file(path, Predictor(models, max_windows=5).config)
+    rows = spans.spread(len(every.starts[KIND_LOG_MEL]), 5)
+    assert len(every.starts[KIND_LOG_MEL]) == 25 and len(capped.starts[KIND_LOG_MEL]) == 5
+    assert np.array_equal(capped.starts[KIND_LOG_MEL], every.starts[KIND_LOG_MEL][rows])
+    assert np.array_equal(capped.batches[KIND_LOG_MEL], every.batches[KIND_LOG_MEL][rows])
+
+
+def test_negative_cap_is_refused(musicnn):
+    with pytest.raises(ValueError):
+        Predictor(musicnn, max_windows=-1)
