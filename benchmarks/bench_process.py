@@ -21,7 +21,11 @@ command's CPU time (user + system, its worker processes included) is reported to
 machine the wall clock says how busy it was, the CPU time what gtag costs; `--jobs 2` against
 `--jobs 1` in CPU time says what 2 idle cores would give.
 
-    python benchmarks/bench_process.py [--repeats 3] [--json benchmarks/results_process.json]
+The machine's load average (1 minute) is recorded at the start and at the end: on a shared machine
+it says how much the wall-clock figures were disturbed. ``--max-windows N`` passes that option to
+every `gtag predict` / `gtag tag` (0: every window, as gtag analysed before the cap).
+
+    python benchmarks/bench_process.py [--repeats 3] [--max-windows N] [--json benchmarks/results_process.json]
 """
 
 from __future__ import annotations
@@ -154,18 +158,22 @@ def main() -> None:
     ap.add_argument("--library-repeats", type=int, default=1, help="rounds of the 2-hour library")
     ap.add_argument("--library-tracks", type=int, default=40, help="3-minute tracks of the large library")
     ap.add_argument("--skip-first-run", action="store_true")
+    ap.add_argument("--max-windows", type=int, default=None, help="passed to gtag (default: gtag's default)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     gtag = gtag_command()
+    cap = [] if args.max_windows is None else ["--max-windows", str(args.max_windows)]
     result: dict = {"date": str(date.today()), "machine": platform.platform(), "cpu": platform.processor(),
-                    "cores": os.cpu_count(), "python": platform.python_version(), "command": gtag[-1]}
+                    "cores": os.cpu_count(), "python": platform.python_version(), "command": gtag[-1],
+                    "max_windows": "gtag's default" if args.max_windows is None else args.max_windows,
+                    "load_avg_start": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         short = make_tracks(folder / "18min", 6)
         library = make_tracks(folder / "2h", args.library_tracks)
-        dry = [*gtag, "tag", "--dry-run", "--force", "--no-cache"]
+        dry = [*gtag, "tag", "--dry-run", "--force", "--no-cache", *cap]
 
         # start-up
         t = rounds({"python -c pass": [sys.executable, "-c", "pass"], "gtag --help": [*gtag, "--help"],
@@ -175,7 +183,7 @@ def main() -> None:
         # one track
         c: dict[str, list[float]] = {}
         t = rounds({"floor": [sys.executable, "-c", FLOOR_CODE, str(short[0])],
-                    "predict": [*gtag, "predict", str(short[0])]}, env, args.repeats, c)
+                    "predict": [*gtag, "predict", *cap, str(short[0])]}, env, args.repeats, c)
         result["predict_3min"] = {"floor_s": round(statistics.median(t["floor"]), 3),
                                   "predict_s": round(statistics.median(t["predict"]), 3),
                                   "vs_floor": round(ratio(t, "predict", "floor"), 2),
@@ -209,10 +217,11 @@ def main() -> None:
                 fresh = folder / f"fresh-{len(first)}"
                 fresh.mkdir()
                 fenv = dict(env, **fresh_install(fresh))
-                cmd = [sys.executable, "-m", "gtag.cli", "predict", *extra, str(short[0])]
+                cmd = [sys.executable, "-m", "gtag.cli", "predict", *cap, *extra, str(short[0])]
                 first[label] = {"first_s": round(run(cmd, fenv)[0], 2), "second_s": round(run(cmd, fenv)[0], 2)}
             result["first_run_predict"] = first
 
+    result["load_avg_end"] = round(os.getloadavg()[0], 2)
     report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -220,7 +229,8 @@ def main() -> None:
 
 def report(r: dict) -> None:
     s = r["startup"]
-    print(f"{r['date']}, {r['machine']}, {r['cores']} cores; whole processes, medians of rounds\n")
+    print(f"{r['date']}, {r['machine']}, {r['cores']} cores; whole processes, medians of rounds; --max-windows: "
+          f"{r.get('max_windows')}; load average {r.get('load_avg_start')} at the start, {r.get('load_avg_end')} at the end\n")
     print(f"start-up: python -c pass {s['python -c pass']:.2f} s, gtag --help {s['gtag --help']:.2f} s, "
           f"gtag models {s['gtag models']:.2f} s (target < 0.3 s)")
     p = r["predict_3min"]
