@@ -65,8 +65,9 @@ def spans_from_signal(y: np.ndarray, starts: np.ndarray, margin: int = SPAN_MARG
 
 def declared_samples(path: str | os.PathLike) -> int | None:
     """The track's length at 22,050 Hz as its header declares it, when libsndfile reads the file,
-    can seek in it and the length is declared and within ``gtag.audio.MAX_ANALYSED_SECONDS``;
-    else None (the file is decoded whole). Costs a header read, no decoding."""
+    can seek in it and the length is declared; else None (the file is decoded whole). Costs a
+    header read, no decoding. Any length: an hour-long mix is read on its spread windows too, not
+    as the 600 s of blocks ``gtag.audio.load_audio`` keeps of it."""
     import soundfile as sf
 
     try:
@@ -76,8 +77,6 @@ def declared_samples(path: str | os.PathLike) -> int | None:
                 return None
             seconds = f.frames / f.samplerate
     except Exception:  # whatever libsndfile cannot open, load_audio reports (or PyAV decodes)
-        return None
-    if seconds > audio.MAX_ANALYSED_SECONDS:
         return None
     return int(seconds * audio.SAMPLE_RATE)
 

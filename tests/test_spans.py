@@ -115,6 +115,21 @@ def test_long_track_on_exactly_n_spread_windows(tmp_path, musicnn):
     assert capped.signature != full.signature and capped.source.max_windows == 12
 
 
+def test_hour_long_file_is_read_on_its_spread_windows_to_the_end(tmp_path, musicnn):
+    """Past gtag.audio.MAX_ANALYSED_SECONDS (600 s, which a whole decode keeps as 30 s blocks) the
+    spread windows still reach the end of the file."""
+    import soundfile as sf
+
+    path = tmp_path / "mix.wav"
+    minute = music(60, 11025, seed=3)
+    with sf.SoundFile(str(path), "w", 11025, 1, subtype="PCM_16") as f:
+        for _ in range(11):
+            f.write(minute)
+    pred = Predictor(musicnn, max_windows=20).predict_file(path)
+    assert len(pred.window_starts) == 20 and pred.window_starts[-1] == 657.0  # last window: 657-660 s
+    assert abs(pred.duration - 660) < 0.01
+
+
 def test_overstated_length_falls_back_to_a_whole_decode(tmp_path, musicnn, monkeypatch):
     """A header that claims more than the file holds (an mp3 without a Xing frame can): the
     spread windows are then taken from a whole-file decode, never from past the end."""
