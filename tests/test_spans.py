@@ -13,7 +13,7 @@ from gtag.audio import SAMPLE_RATE, WINDOW_SAMPLES
 from gtag.models import KIND_LOG_MEL, KIND_MUSICNN, load_models, sha256_file
 from gtag.pipeline import Predictor, analyse_file
 
-from .conftest import GENRES, _linear_model
+from .conftest import GENRES, SHARED, _linear_model, need
 
 MUSICNN_HOP = 3 * SAMPLE_RATE  # the shipped musicnn's hop
 
@@ -97,6 +97,17 @@ def test_short_track_is_analysed_whole_as_without_a_cap(tmp_path, musicnn):
     assert np.array_equal(capped.window_starts, whole.window_starts)
     assert np.array_equal(capped.probabilities, whole.probabilities)
     assert capped.signals == whole.signals
+
+
+def test_real_one_minute_track_is_unchanged_by_the_default_cap(musicnn):
+    """The shared library's one-minute mp3s keep every window under the default cap."""
+    from gtag.config import DEFAULT_MAX_WINDOWS
+
+    clip = sorted(need(SHARED / "library" / "music" / "rock").glob("*.mp3"))[0]
+    whole = Predictor(musicnn).predict_file(clip)
+    capped = Predictor(musicnn, max_windows=DEFAULT_MAX_WINDOWS).predict_file(clip)
+    assert len(whole.window_starts) <= DEFAULT_MAX_WINDOWS
+    assert np.array_equal(capped.probabilities, whole.probabilities) and capped.signals == whole.signals
 
 
 def test_long_track_on_exactly_n_spread_windows(tmp_path, musicnn):
