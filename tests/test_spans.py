@@ -176,3 +176,25 @@ def test_cap_applies_to_other_kinds_from_a_whole_decode(tmp_path):
 def test_negative_cap_is_refused(musicnn):
     with pytest.raises(ValueError):
         Predictor(musicnn, max_windows=-1)
+
+
+@pytest.mark.parametrize("command", ["predict", "tag"])
+def test_cli_passes_max_windows(tmp_path, command):
+    """`--max-windows` reaches the analysis in both commands: 3 windows vote otherwise than 13."""
+    from click.testing import CliRunner
+
+    from gtag.cli import main
+
+    path = write(tmp_path / "a.wav", music(40, seed=4), SAMPLE_RATE)
+
+    def probabilities(cap: str) -> dict:
+        report = tmp_path / f"r{cap}.json"
+        args = (["predict", "--json"] if command == "predict" else
+                ["tag", "--dry-run", "--no-cache", "--jobs", "1", "--min-confidence", "0", "--report", str(report)])
+        result = CliRunner().invoke(main, [*args, "--max-windows", cap, str(path)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.output if command == "predict" else report.read_text())
+        return rows[0]["probabilities"]
+
+    assert probabilities("0") != probabilities("3")
+    assert probabilities("0") == probabilities("13")  # 13 windows: the cap keeps them all
