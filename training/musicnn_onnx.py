@@ -1,7 +1,7 @@
 """musicnn to ONNX: the ported backbone exported by torch, a ``gtag.head`` head attached, and the checks.
 
 Used by `gtag-train transfer` (``training.transfer``). The exported graph is the backbone up to two
-outputs, ``embedding`` (the pooled 1506 features every head reads, ``gtag.head.EMBEDDING_OUTPUT``)
+outputs, ``embedding`` (the pooled 1506 features and the 200-unit penultimate layer every head reads, ``gtag.head.EMBEDDING_OUTPUT``)
 and ``msd_tags`` (musicnn's 50 MSD tag sigmoids); ``gtag.head.attach`` appends the genre head in
 ONNX itself, so the file carries ``probabilities`` (and ``ood_distance``) beside them and
 ``gtag.embed.Backbone`` can cut it again at ``embedding`` (`gtag learn`, `gtag-train musicnn-head`).
@@ -42,7 +42,7 @@ MAX_BATCH = 8
 
 
 def backbone_module(weights: Path, drop_dead: bool = True):
-    """``x (B, 187, 96) -> (embedding (B, 1506), msd_tags (B, 50))``. With ``drop_dead`` the backbone
+    """``x (B, 187, 96) -> (embedding (B, 1706): pooled + penultimate, msd_tags (B, 50))``. With ``drop_dead`` the backbone
     skips the front-end filters proven never to fire on gtag's inputs (``MusiCNN.drop_dead_filters``;
     what it skipped is in the module's ``front_end`` attribute)."""
     import torch
@@ -59,7 +59,7 @@ def backbone_module(weights: Path, drop_dead: bool = True):
         def forward(self, x):
             pooled = self.backbone.pooled(x)
             pen = self.backbone.penultimate(pooled)
-            return pooled, torch.sigmoid(self.backbone.logits_from_penultimate(pen))
+            return torch.cat([pooled, pen], dim=1), torch.sigmoid(self.backbone.logits_from_penultimate(pen))
 
     module = MusicnnBackbone().eval()
     module.front_end = front_end

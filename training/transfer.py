@@ -85,7 +85,7 @@ class TransferOptions:
 class Embeddings:
     """musicnn's pooled features of every window of some tracks."""
 
-    pooled: np.ndarray  # (n_windows, 1506) float32
+    pooled: np.ndarray  # (n_windows, 1706) float32: ``embedding``, what the exported backbone outputs
     y: np.ndarray  # (n_windows,) label index
     groups: np.ndarray  # (n_windows,) index into ``tracks``
     tracks: tuple[Track, ...]
@@ -108,6 +108,12 @@ class Embeddings:
         return Embeddings(np.concatenate([self.pooled, other.pooled]), np.concatenate([self.y, other.y]),
                           np.concatenate([self.groups, other.groups + len(self.tracks)]),
                           self.tracks + other.tracks, self.labels)
+
+
+def embedding(reps) -> np.ndarray:
+    """The head's input from musicnn's cached representations: pooled features (1506) then the
+    penultimate layer (200), as ``musicnn_onnx.backbone_module`` outputs ``embedding``."""
+    return np.hstack([np.asarray(reps["pooled"], np.float32), np.asarray(reps["penultimate"], np.float32)])
 
 
 def _sha256(path: Path) -> str:
@@ -136,7 +142,7 @@ def embed_tracks(tracks: list[Track] | tuple[Track, ...], labels: tuple[str, ...
         cached = cache_dir / f"{EMBEDDING_CACHE_VERSION}-{hop}-{wkey}-{_sha256(t.path)[:32]}.npz" if cache_dir else None
         if cached and cached.is_file():
             with np.load(cached, allow_pickle=False) as z:
-                parts.append(z["pooled"])
+                parts.append(embedding(z))
             continue
         if model is None:
             model = load_pretrained(weights)
@@ -147,13 +153,13 @@ def embed_tracks(tracks: list[Track] | tuple[Track, ...], labels: tuple[str, ...
             for i in range(0, len(x), batch):
                 e = model.embed(torch.from_numpy(x[i:i + batch]))
                 outs.append({k: v.numpy() for k, v in e.items()})
-        # every representation is cached (the file format of earlier releases), the pooled one used
+        # every representation is cached (the file format of earlier releases), pooled + penultimate used
         d = {k: np.concatenate([o[k] for o in outs]).astype(np.float32) for k in outs[0]}
         if cached:
             tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
             np.savez(tmp, **d)
             os.replace(tmp, cached)
-        parts.append(d["pooled"])
+        parts.append(embedding(d))
     index = {g: i for i, g in enumerate(labels)}
     return Embeddings(
         pooled=np.concatenate(parts),
@@ -310,7 +316,7 @@ def _entry(file: str, sha: str, labels: tuple[str, ...], weight: float) -> dict[
         "outputs": {"probabilities": f"(batch, {len(labels)}) softmax over the GTZAN genres",
                     "ood_distance": "(batch,) distance to the nearest genre's mean in a whitened projection",
                     "msd_tags": "(batch, 50) musicnn's MSD tag sigmoids, in msd_labels order",
-                    "embedding": "(batch, 1506) the backbone's pooled features (what heads read)"},
+                    "embedding": "(batch, 1706) the backbone's pooled features and penultimate layer (what heads read)"},
         "labels": list(labels),
         "msd_labels": list(MSD_LABELS),
         "sample_rate": audio.SAMPLE_RATE,
