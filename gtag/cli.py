@@ -481,9 +481,9 @@ def list_models(models_dir: str | None) -> None:
     for s in specs:
         ab = s.extra.get("abstain")
         if isinstance(ab, dict):
-            parts = [f"probability below {ab['min_probability']:.2f}" if isinstance(ab.get("min_probability"), (int, float)) else "",
-                     f"'none of these' above {ab['max_unknown']:.2f}" if isinstance(ab.get("max_unknown"), (int, float)) else "",
-                     f"distance above {ab['max_distance']:.2f}" if isinstance(ab.get("max_distance"), (int, float)) else ""]
+            parts = [f"probability below {ab['min_probability']:g}" if isinstance(ab.get("min_probability"), (int, float)) else "",
+                     f"'none of these' above {ab['max_unknown']:g}" if isinstance(ab.get("max_unknown"), (int, float)) else "",
+                     f"distance above {ab['max_distance']:g}" if isinstance(ab.get("max_distance"), (int, float)) else ""]
             out.print(f"{escape(s.name)} abstains when: " + ", ".join(p for p in parts if p))
             for t in ab.get("tradeoff", []) if isinstance(ab.get("tradeoff"), list) else []:
                 if isinstance(t, dict) and t.get("min_probability") in (0.0, 0.5, 0.7):
