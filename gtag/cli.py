@@ -191,6 +191,7 @@ def timeline(starts, genres: list[str], window: float = 3.0) -> list[tuple[float
 
 
 def _print_prediction(pred, top: int, reason: str | None = None) -> None:
+    from .audio import WINDOW_SECONDS
     from .vote import top_k
 
     head = f"[bold]{escape(str(pred.path))}[/]  →  [bold green]{escape(pred.genre)}[/] ({pred.confidence:.0%})"
@@ -200,6 +201,8 @@ def _print_prediction(pred, top: int, reason: str | None = None) -> None:
     info = f"{_fmt_time(pred.duration)}, {len(pred.window_genres)} windows"
     if pred.truncated:
         info += ", long file: analysed in part"
+    elif pred.duration > (len(pred.window_genres) + 1) * WINDOW_SECONDS:
+        info += " spread over the track (--max-windows)"
     out.print(f"{head}  [dim]{info}[/]")
     table = Table(show_edge=False, pad_edge=False, box=None)
     table.add_column("genre")

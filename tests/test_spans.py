@@ -198,3 +198,16 @@ def test_cli_passes_max_windows(tmp_path, command):
 
     assert probabilities("0") != probabilities("3")
     assert probabilities("0") == probabilities("13")  # 13 windows: the cap keeps them all
+
+
+@pytest.mark.parametrize("cap, spread_note", [("3", True), ("0", False), ("13", False)])
+def test_predict_says_when_windows_are_spread(tmp_path, cap, spread_note):
+    """`gtag predict` tells the user a long track was heard on spread windows, and only then."""
+    from click.testing import CliRunner
+
+    from gtag.cli import main
+
+    path = write(tmp_path / "a.wav", music(40, seed=4), SAMPLE_RATE)
+    result = CliRunner().invoke(main, ["predict", "--max-windows", cap, str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert ("spread over the track" in result.output) == spread_note
