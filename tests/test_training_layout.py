@@ -16,7 +16,7 @@ ROWS = [
     {"ensemble"},
     {"classic", "cnn", "wavenet", "distil", "transfer", "musicnn_head", "musicnn_convert"},  # and any module not listed
     {"loop", "musicnn_onnx", "realworld"},
-    {"nets", "musicnn"},
+    {"nets", "musicnn", "windows"},
     {"extract", "evaluate", "export"},
     {"data"},
 ]

@@ -15,10 +15,12 @@ know is checked as a trainer); by hand, this lists only cli.py and ensemble.py:
                    musicnn's head on GTZAN + a real library;
                    (not a trainer, same row) musicnn's checkpoint conversion, proven against TensorFlow
     loop | musicnn_onnx | realworld
-                   what trainers share: the neural-net training loop (fit, windows, export, report);
+                   what trainers share: the neural-net training loop (fit, export, report);
                    musicnn's ONNX export (backbone + gtag.head head), CPU variant and checks; scoring
                    on a real library (also the `library-check` command)
-    nets | musicnn the networks: CNN and WaveNet; musicnn's torch port and its converted weights
+    nets | musicnn | windows
+                   the networks: CNN and WaveNet; musicnn's torch port and its converted weights;
+                   the neural nets' training and validation windows (augmentations included)
     extract | evaluate | export
                    cached features, metrics, ONNX + manifest + licences
     data           readers and splits

@@ -12,7 +12,8 @@ import numpy as np
 
 from gtag.models import KIND_LOG_MEL
 
-from .loop import CnnConfig, CnnOptions, MelWindows, _finish, _prepare, fit, mel_eval_set, seed_everything
+from .loop import CnnConfig, CnnOptions, _finish, _prepare, fit, seed_everything
+from .windows import MelWindows, mel_eval_set
 
 
 def train_cnn(data_root: str | Path, out_dir: str | Path, run_dir: str | Path,

@@ -35,18 +35,9 @@ from gtag.models import KIND_WAVEFORM, load_models, read_manifest
 from .data import Track
 from .evaluate import evaluate_windows
 from .export import update_manifest
-from .loop import (
-    FitResult,
-    WaveNetOptions,
-    _finish,
-    _prepare,
-    band_limit,
-    decode,
-    evaluate,
-    seed_everything,
-    wave_eval_set,
-)
+from .loop import FitResult, WaveNetOptions, _finish, _prepare, evaluate, seed_everything
 from .realworld import library_files, summarise
+from .windows import band_limit, decode, wave_eval_set
 
 
 @dataclass(frozen=True)

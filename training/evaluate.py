@@ -82,3 +82,31 @@ def save_confusion_png(confusion: list[list[int]], labels: tuple[str, ...], path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
+    """Loss and accuracy per epoch (train windows are augmented; valid is every tag-time window)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(ep, [h["train_loss"] for h in history], label="train (smoothed targets)")
+    a.plot(ep, [h["valid_loss"] for h in history], label="valid windows")
+    a.set_xlabel("epoch")
+    a.set_ylabel("cross-entropy")
+    a.legend()
+    b.plot(ep, [h["train_window_accuracy"] for h in history], label="train windows")
+    b.plot(ep, [h["valid_window_accuracy"] for h in history], label="valid windows")
+    b.plot(ep, [h["valid_track_accuracy"] for h in history], label="valid tracks (gtag vote)")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy")
+    b.set_ylim(0, 1)
+    b.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,7 +1,8 @@
 """One training loop for the neural models (log-mel CNN and raw-waveform WaveNet), with export.
 
 The commands live in ``training.cnn`` and ``training.wavenet``; this module is what they share
-(options, window sources, ``fit``, ONNX export, ``_prepare`` / ``_finish``), below them.
+(options, ``fit``, ONNX export, ``_prepare`` / ``_finish``), below them; the windows they train and
+are scored on come from ``training.windows``.
 
 Protocol: fit on the ``train`` split, stop early and choose on the ``valid`` split; a track is on one
 side only. Every track is decoded once and kept in memory; each epoch draws random 3-second windows
@@ -25,23 +26,21 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from gtag import audio, dsp, features
+from gtag import audio
 
 from .data import Track, train_valid
-from .evaluate import evaluate_windows, save_confusion_png
+from .evaluate import evaluate_windows, save_confusion_png, save_curves
 from .export import save_onnx, update_manifest
+from .windows import EvalSet, WindowSource, decode
 
 MAX_BATCH = 64  # windows per ONNX Runtime call at tag time (manifest "max_batch")
 OPSET = 17  # ONNX opset of the exported graphs; ONNX Runtime >= 1.13 runs it
 EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript exporter)"
-# The share's resampled_16k variant has nothing above 8 kHz; training windows are band-limited the
-# same way at random so the models do not read "no treble" as a genre.
-BAND_LIMIT_RATE = 16_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,124 +133,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def decode(tracks: list[Track], desc: str) -> list[np.ndarray]:
-    """Decode every track once (float32 mono at 22,050 Hz), with a progress bar."""
-    return [audio.load_audio(t.path).samples for t in tqdm(tracks, desc=desc, unit="track")]
-
-
-def band_limit(y: np.ndarray) -> np.ndarray:
-    """What the resampled_16k variant went through: down to 16 kHz and back (nothing above 8 kHz)."""
-    import soxr
-
-    low = soxr.resample(y, audio.SAMPLE_RATE, BAND_LIMIT_RATE, quality="HQ")
-    back = soxr.resample(low, BAND_LIMIT_RATE, audio.SAMPLE_RATE, quality="HQ").astype(np.float32)
-    out = np.zeros_like(y)
-    out[: min(y.size, back.size)] = back[: y.size]
-    return out
-
-
-def track_mel_power(y: np.ndarray) -> np.ndarray:
-    """Mel power ``(N_MELS, frames)`` of a whole track, computed as ``gtag.features.analyze`` does
-    (tiled to a window if short, centred STFT, n_fft 2048, hop 512, librosa's mel filters, all by
-    ``gtag.dsp``), so ``log_mel_patches(mel[:, f:f + WINDOW_FRAMES])`` is the patch analyze gives a
-    window at frame f."""
-    y = np.ascontiguousarray(audio.fit_to_window(np.asarray(y, dtype=np.float32)))
-    return dsp.mel_power(y, audio.SAMPLE_RATE, features.N_FFT, features.HOP_LENGTH, features.N_MELS).T
-
-
-class WindowSource(Protocol):
-    """Draws one augmented training input of a track: ``(1, ...)`` float32."""
-
-    def draw(self, track: int, rng: np.random.Generator) -> np.ndarray: ...
-
-
-class MelWindows:
-    """Random log-mel patches of in-memory tracks (CNN input).
-
-    Each track keeps its whole mel spectrogram (plain and band-limited), so a patch at any frame
-    offset costs a slice and a log. A clip shorter than a window has one patch only; it keeps
-    ``short_views`` rotations of the clip instead (tiled as gtag tiles it), i.e. time shifts.
-    """
-
-    def __init__(self, signals: list[np.ndarray], opts: CnnOptions, rng: np.random.Generator):
-        self.opts = opts
-        self.views: list[dict[bool, list[np.ndarray]]] = []
-        for y in tqdm(signals, desc="mel spectrograms", unit="track"):
-            if y.size >= audio.WINDOW_SAMPLES:
-                variants = [y]
-            else:
-                variants = [np.roll(y, int(rng.integers(y.size))) for _ in range(opts.short_views)]
-            self.views.append({
-                False: [track_mel_power(v) for v in variants],
-                True: [track_mel_power(band_limit(v)) for v in variants],
-            })
-
-    def draw(self, track: int, rng: np.random.Generator) -> np.ndarray:
-        views = self.views[track][bool(rng.random() < self.opts.band_limit_p)]
-        mel = views[int(rng.integers(len(views)))]
-        first = int(rng.integers(mel.shape[1] - features.WINDOW_FRAMES + 1))
-        patch = features.log_mel_patches(mel[:, first : first + features.WINDOW_FRAMES])
-        if self.opts.mask_bands:  # SpecAugment masks, filled with the patch mean
-            w = int(rng.integers(self.opts.mask_bands + 1))
-            b = int(rng.integers(features.N_MELS - w + 1))
-            patch[b : b + w, :] = patch.mean()
-        if self.opts.mask_frames:
-            w = int(rng.integers(self.opts.mask_frames + 1))
-            f = int(rng.integers(features.WINDOW_FRAMES - w + 1))
-            patch[:, f : f + w] = patch.mean()
-        return patch[None]
-
-
-class WaveWindows:
-    """Random raw windows of in-memory tracks (WaveNet input), with random gain.
-
-    Time shifts: a window starts at any sample of a full clip (the tag-time windows start every
-    1.5 s); a clip shorter than a window is rotated at random, then tiled with
-    ``gtag.audio.fit_to_window`` as gtag tiles a short file.
-    """
-
-    def __init__(self, signals: list[np.ndarray], opts: WaveNetOptions):
-        self.opts = opts
-        self.signals = signals
-        self.limited = [band_limit(y) for y in tqdm(signals, desc="band-limited copies", unit="track")]
-
-    def draw(self, track: int, rng: np.random.Generator) -> np.ndarray:
-        o = self.opts
-        y = (self.limited if rng.random() < o.band_limit_p else self.signals)[track]
-        n = audio.WINDOW_SAMPLES
-        if y.size >= n:
-            start = int(rng.integers(y.size - n + 1))
-            x = y[start : start + n]
-        else:
-            x = audio.fit_to_window(np.roll(y, int(rng.integers(y.size))), n)
-        gain = 10.0 ** (rng.uniform(-o.gain_db, o.gain_db) / 20.0)
-        return (x * gain).astype(np.float32)[None]
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """Held-out tracks with every tag-time window built exactly as gtag builds it."""
-
-    inputs: list[np.ndarray]  # per track, (n_windows, 1, ...) float32
-    y: np.ndarray  # (n_tracks,) label index
-
-    @property
-    def windows(self) -> int:
-        return sum(len(x) for x in self.inputs)
-
-
-def mel_eval_set(signals: list[np.ndarray], y: np.ndarray) -> EvalSet:
-    """Log-mel batches as ``gtag.pipeline.Predictor.analyse`` makes them (hop 1.5 s)."""
-    inputs = [features.analyze(s, audio.SAMPLE_RATE, audio.HOP_SAMPLES, want_features=False).log_mel[:, None]
-              for s in tqdm(signals, desc="valid log-mel", unit="track")]
-    return EvalSet(inputs, y)
-
-
-def wave_eval_set(signals: list[np.ndarray], y: np.ndarray) -> EvalSet:
-    """Raw-window batches as ``gtag.pipeline.Predictor.analyse`` makes them (hop 1.5 s)."""
-    return EvalSet([audio.frame_signal(s, audio.WINDOW_SAMPLES, audio.HOP_SAMPLES)[:, None] for s in signals], y)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,34 +303,6 @@ def export_onnx(net, input_name: str, path: Path, meta: dict[str, Any], probe: n
 
 # ---------------------------------------------------------------------------------------------
 # Reports
-
-
-def save_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch (train windows are augmented; valid is every tag-time window)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.plot(ep, [h["train_loss"] for h in history], label="train (smoothed targets)")
-    a.plot(ep, [h["valid_loss"] for h in history], label="valid windows")
-    a.set_xlabel("epoch")
-    a.set_ylabel("cross-entropy")
-    a.legend()
-    b.plot(ep, [h["train_window_accuracy"] for h in history], label="train windows")
-    b.plot(ep, [h["valid_window_accuracy"] for h in history], label="valid windows")
-    b.plot(ep, [h["valid_track_accuracy"] for h in history], label="valid tracks (gtag vote)")
-    b.set_xlabel("epoch")
-    b.set_ylabel("accuracy")
-    b.set_ylim(0, 1)
-    b.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _summary(m: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from typing import Any
 from gtag import audio
 from gtag.models import KIND_WAVEFORM
 
-from .loop import WaveNetOptions, WaveWindows, _finish, _prepare, fit, seed_everything, wave_eval_set
+from .loop import WaveNetOptions, _finish, _prepare, fit, seed_everything
+from .windows import WaveWindows, wave_eval_set
 
 
 def train_wavenet(data_root: str | Path, out_dir: str | Path, run_dir: str | Path,
