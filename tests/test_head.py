@@ -134,3 +134,58 @@ def test_abstain_reason(confidence, signals, expected):
 def test_abstain_rule_ignores_bad_manifest_values():
     rule = AbstainRule.from_manifest("m", {"min_probability": "x", "max_unknown": float("nan"), "max_distance": 2})
     assert rule == AbstainRule("m", 0.0, None, 2.0)
+
+
+def _old_musicnn_export(path, d_pooled: int = 6, d_pen: int = 3, n: int = 4):
+    """A musicnn-shaped export of an earlier release: ``embedding`` = the pooled features alone
+    (``/Flatten_output_0``), a penultimate layer feeding ``msd_tags``, a head reading ``embedding``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name) for name, shape in
+             (("w_pool", (5, d_pooled)), ("w_pen", (d_pooled, d_pen)), ("w_tags", (d_pen, 2)),
+              ("head.mean", (d_pooled,)), ("head.w", (d_pooled, n)))]
+    nodes = [helper.make_node("MatMul", ["x", "w_pool"], ["/Flatten_output_0"]),
+             helper.make_node("MatMul", ["/Flatten_output_0", "w_pen"], ["/bn_dense/BatchNormalization_output_0"]),
+             helper.make_node("MatMul", ["/bn_dense/BatchNormalization_output_0", "w_tags"], ["t"]),
+             helper.make_node("Sigmoid", ["t"], ["msd_tags"]),
+             helper.make_node("Identity", ["/Flatten_output_0"], ["embedding"]),
+             helper.make_node("Sub", ["embedding", "head.mean"], ["head.centred"]),
+             helper.make_node("MatMul", ["head.centred", "head.w"], ["head.logits"]),
+             helper.make_node("Softmax", ["head.logits"], ["probabilities"], axis=-1)]
+    f = TensorProto.FLOAT
+    g = helper.make_graph(nodes, "old", [helper.make_tensor_value_info("x", f, ["batch", 5])],
+                          [helper.make_tensor_value_info("probabilities", f, ["batch", n]),
+                           helper.make_tensor_value_info("msd_tags", f, ["batch", 2]),
+                           helper.make_tensor_value_info("embedding", f, ["batch", d_pooled])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what ONNX Runtime reads, whatever the installed onnx writes by default
+    onnx.save(model, str(path))
+
+
+def test_an_older_musicnn_export_is_widened_in_place_and_predicts_as_before(tmp_path):
+    """`gtag-train musicnn-head` upgrades an export whose embedding is the pooled features alone: the
+    embedding becomes pooled + penultimate, the old head keeps its predictions, and a second call
+    changes nothing."""
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    from training.musicnn_head import widen_embedding
+
+    path = tmp_path / "musicnn.onnx"
+    _old_musicnn_export(path)
+    x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+
+    def run():
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return dict(zip(["probabilities", "msd_tags", "embedding"], s.run(["probabilities", "msd_tags", "embedding"], {"x": x})))
+
+    before = run()
+    assert widen_embedding(path) is True
+    after = run()
+    np.testing.assert_array_equal(after["probabilities"], before["probabilities"])
+    np.testing.assert_array_equal(after["msd_tags"], before["msd_tags"])
+    assert after["embedding"].shape == (3, 6 + 3)
+    np.testing.assert_array_equal(after["embedding"][:, :6], before["embedding"])
+    assert widen_embedding(path) is False  # already wide: untouched

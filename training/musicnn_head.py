@@ -13,7 +13,8 @@ and wrote a GTZAN genre on every electronic track. This trainer
    5-fold CV grouped by artist (each fold's head fitted on GTZAN train+valid and the other artists);
 4. calibrates (one temperature on those held-out tracks) and chooses the abstain thresholds on them:
    ``max_unknown`` refuses at most 5 % of held-out tracks of known genres, ``min_probability`` keeps
-   the written tags right 90 % of the time on GTZAN's held-out clips and on the library's, each, ``max_distance`` refuses the 1 % farthest from every genre;
+   the written tags right 90 % of the time on GTZAN's held-out clips and on the library's, each,
+   ``max_distance`` refuses the 1 % farthest from every genre;
 5. refits on everything and exports ``musicnn.onnx`` and ``musicnn_cpu.onnx`` (backbone + head) with
    their manifest entry.
 """
