@@ -34,7 +34,8 @@ from bench_process import LIBRARY, mp3_frames  # noqa: E402
 from gtag import vote  # noqa: E402
 from gtag.models import load_models  # noqa: E402
 from gtag.pipeline import Predictor, analyse_file  # noqa: E402
-from gtag.spans import DEFAULT_MAX_WINDOWS, spread  # noqa: E402
+from gtag.config import DEFAULT_MAX_WINDOWS  # noqa: E402
+from gtag.spans import spread  # noqa: E402
 
 CAPS = (8, 12, 16, 20, 24, 30, 40)
 

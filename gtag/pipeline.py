@@ -229,7 +229,7 @@ class Predictor:
                  weights: dict[str, float] | None = None, max_windows: int = 0):
         """``weights``: vote weight per model name (default: each manifest entry's ``weight``);
         ``max_windows``: windows analysed per track and kind, spread over longer tracks (0: all;
-        `gtag` itself uses ``gtag.spans.DEFAULT_MAX_WINDOWS``)."""
+        `gtag` itself uses ``gtag.config.DEFAULT_MAX_WINDOWS``)."""
         if max_windows < 0:
             raise ValueError(f"max_windows must be 0 (all) or more, not {max_windows}")
         if not models:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audio
-from .config import DEFAULT_MAX_WINDOWS  # noqa: F401  (the CLI's default, defined where numpy is not imported)
+
 # Samples (22,050 Hz) decoded before and after each window: past soxr's filter and mel frames'
 # reach, so the window's own samples come out as a whole-file decode gives them. A multiple of
 # 441 (22,050 / 50), so a span's start maps to a whole sample at 16 kHz (x 320 / 441) too.
