@@ -11,6 +11,9 @@ is kept). Measured in one run, on this machine's cores, nothing pinned:
 - `gtag predict` on one 3-minute mp3;
 - `gtag tag --dry-run` on 18 minutes (6 tracks) and on a 2-hour library (40 tracks), `--jobs 1`
   and `--jobs 2`;
+- on the 2-hour library, the best two processes can do here: two `gtag tag --jobs 1` started
+  together, each on its own half of the library (no pool, no hand-out, nothing shared), so
+  `--jobs 2` is also compared with what this machine's two cores give two independent gtag runs;
 - `gtag --help` and `gtag models`, against `python -c pass`;
 - the first run after an install: gtag copied to a fresh folder (no bytecode of its own yet) with
   an empty numba cache, for the default models and for the 57-feature models (librosa, numba).
@@ -35,6 +38,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -47,6 +51,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT.parent / "shared" / "library" / "music"
 CLIPS_PER_TRACK = 3  # one-minute clips per 3-minute track
+
+# Two commands at once (each given as one shell-quoted string), waiting for both.
+HALVES_SHELL = "{0} & first=$!; {1}; rc=$?; wait $first || exit 1; exit $rc"
 
 FLOOR_CODE = "import sys\nfrom gtag.audio import load_audio\nfor p in sys.argv[1:]:\n    load_audio(p)\n"
 
@@ -88,6 +95,17 @@ def make_tracks(folder: Path, n: int) -> list[Path]:
     return out
 
 
+def halves(paths: list[Path], folder: Path) -> tuple[Path, Path]:
+    """The library split in two folders of hard links (the same files, not copies): first half, second half."""
+    out = []
+    for name, part in (("half-a", paths[: len(paths) // 2]), ("half-b", paths[len(paths) // 2:])):
+        (folder / name).mkdir()
+        for p in part:
+            os.link(p, folder / name / p.name)
+        out.append(folder / name)
+    return out[0], out[1]
+
+
 def gtag_command() -> list[str]:
     """`gtag` as installed beside this Python (the console script), else `python -m gtag.cli`."""
     script = Path(sys.executable).parent / "gtag"
@@ -100,7 +118,7 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     change, unlike the wall clock."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, check=False, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - t
     while True:  # a fork server (and what it forked) outlives gtag briefly: reap it, to count it
         try:
@@ -195,9 +213,14 @@ def main() -> None:
         for key, paths, reps in (("tag_18min", short, args.repeats), ("tag_2h", library, args.library_repeats)):
             seconds = 180.0 * len(paths)
             c = {}
-            t = rounds({"floor": [sys.executable, "-c", FLOOR_CODE, *map(str, paths)],
+            commands = {"floor": [sys.executable, "-c", FLOOR_CODE, *map(str, paths)],
                         "jobs1": [*dry, "--jobs", "1", str(paths[0].parent)],
-                        "jobs2": [*dry, "--jobs", "2", str(paths[0].parent)]}, env, reps, c)
+                        "jobs2": [*dry, "--jobs", "2", str(paths[0].parent)]}
+            if key == "tag_2h":
+                a, b = halves(paths, folder)
+                one = [shlex.join([*dry, "--jobs", "1", str(half)]) for half in (a, b)]
+                commands["halves"] = ["sh", "-c", HALVES_SHELL.format(*one)]
+            t = rounds(commands, env, reps, c)
             result[key] = {"audio_s": seconds, "rounds": reps,
                            **{f"{k}_s": round(statistics.median(v), 2) for k, v in t.items()},
                            **{f"{k}_x_realtime": round(seconds / statistics.median(v), 1) for k, v in t.items()},
@@ -209,6 +232,9 @@ def main() -> None:
                            "jobs2_speedup": round(1 / ratio(t, "jobs2", "jobs1"), 2),
                            # What 2 idle cores would give: --jobs 1's work over half of --jobs 2's.
                            "jobs2_speedup_idle_estimate": round(2 / ratio(c, "jobs2", "jobs1"), 2)}
+            if "halves" in t:  # the machine's own bound for two processes
+                result[key].update({"halves_speedup": round(1 / ratio(t, "halves", "jobs1"), 2),
+                                    "jobs2_vs_halves": round(ratio(t, "jobs2", "halves"), 3)})
 
         # first run after install, then the second run of the same install
         if not args.skip_first_run:
@@ -251,6 +277,9 @@ def report(r: dict) -> None:
     h = r["tag_2h"]
     print(f"2 h: --jobs 2 is {h['jobs2_speedup']:.2f}x --jobs 1 (target >= 1.8x); --jobs 2 does "
           f"{h['jobs2_cpu_vs_jobs1']:.3f}x the work of --jobs 1, so {h['jobs2_speedup_idle_estimate']:.2f}x on 2 idle cores")
+    if "halves_speedup" in h:
+        print(f"2 h: two --jobs 1 runs on the halves at once (this machine's bound) are {h['halves_speedup']:.2f}x "
+              f"--jobs 1; --jobs 2 takes {h['jobs2_vs_halves']:.3f}x their time")
     for label, f in r.get("first_run_predict", {}).items():
         print(f"first run after install, gtag predict, {label}: {f['first_s']:.1f} s (then {f['second_s']:.1f} s)")
 
