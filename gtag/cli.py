@@ -20,6 +20,7 @@ try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import trace
     from pathlib import Path
 
     import click
+    from rich import box
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -460,16 +461,18 @@ def list_models(models_dir: str | None) -> None:
     except ModelError as exc:
         err.print(f"[red]error:[/] {exc}")
         sys.exit(EXIT_NO_MODELS)
-    table = Table(title=f"models in {root}")
-    for col in ("name", "kind", "hop", "valid acc", "CV acc", "real classical", "real rock", "electronic tagged",
+    # Two-line headers and no column rules: the table fits an 80-column terminal (kind and hop are
+    # on each model's line below it).
+    table = Table(title=f"models in {root}", box=box.SIMPLE_HEAD)
+    for col in ("name", "valid\nacc", "CV\nacc", "real\nclassical", "real\nrock", "electronic\ntagged",
                 "weight", "size"):
-        table.add_column(col, no_wrap=True)
+        table.add_column(col, no_wrap=col != "name", justify="left" if col == "name" else "right")
     for s in specs:
         m = s.metrics
         size = (root / s.file).stat().st_size if (root / s.file).is_file() else 0
         lib = m.get("library_cv") or m.get("library") or {}
         table.add_row(
-            escape(s.name), s.kind, f"{s.hop_seconds:g} s",
+            escape(s.name),
             _metric(m, "valid_track", "accuracy"), _metric(m, "cv_track", "accuracy"),
             _metric(lib, "classical", "called_by_folder_genre"), _metric(lib, "rock", "called_by_folder_genre"),
             _metric(lib, "electronic", "written_any"),
@@ -499,7 +502,7 @@ def list_models(models_dir: str | None) -> None:
         out.print(f"ensemble: valid track accuracy {ens['valid_track_accuracy']:.3f} "
                   f"(best single model: {escape(str(ens.get('best_single', '?')))})")
     for s in specs:
-        out.print(f"  {s.name}: {s.description}")
+        out.print(f"  {escape(s.name)} ({s.kind}, {s.hop_seconds:g} s hop): {escape(s.description)}")
         variant = s.extra.get("cpu_variant")
         if isinstance(variant, dict):
             out.print(f"    on CPU: {escape(str(variant.get('file')))} ({escape(str(variant.get('what', '')))})")

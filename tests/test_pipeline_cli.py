@@ -96,9 +96,23 @@ def test_shipped_models_on_real_containers(name):
     assert name in r.stdout
 
 
-def test_models_command_lists_metrics():
-    r = CliRunner().invoke(main, ["models"])
-    assert r.exit_code == 0 and "rf" in r.stdout and "knn" in r.stdout
+def test_models_command_lists_metrics_readable_in_80_columns():
+    """`gtag models` in a standard 80-column terminal: every model's row and figures whole, none cut
+    to "…" (the table used to need ~120 columns)."""
+    import subprocess
+    import sys
+
+    from gtag.models import default_models_dir, read_manifest
+
+    r = subprocess.run([sys.executable, "-m", "gtag.cli", "models"], capture_output=True, text=True,
+                       env={**__import__("os").environ, "COLUMNS": "80"}, check=True)
+    table = r.stdout.split("valid acc:")[0]
+    assert "…" not in table and max(len(line) for line in table.splitlines()) <= 80
+    for spec in read_manifest(default_models_dir()):
+        row = next(line for line in table.splitlines() if line.split()[:1] == [spec.name])
+        assert f"{spec.metrics['valid_track']['accuracy']:.3f}" in row
+        assert f"{spec.weight:.2f}" in row
+        assert f"{spec.name} ({spec.kind}, {spec.hop_seconds:g} s hop)" in r.stdout
 
 
 def test_timeline_merges_runs():
