@@ -14,7 +14,8 @@ ROWS = [
     {"__main__"},
     {"cli"},
     {"ensemble"},
-    {"classic", "cnn", "wavenet", "distil", "transfer", "musicnn_head", "musicnn_convert"},  # and any module not listed
+    {"classic", "cnn", "wavenet", "distil", "transfer", "musicnn_head", "musicnn_convert",
+     "musicnn_vgg"},  # and any module not listed
     {"loop", "musicnn_onnx", "realworld"},
     {"nets", "musicnn", "windows"},
     {"extract", "evaluate", "export"},
