@@ -17,7 +17,7 @@ ROWS = [
     {"classic", "cnn", "wavenet", "distil", "transfer", "musicnn_head", "musicnn_convert",
      "musicnn_vgg"},  # and any module not listed
     {"loop", "musicnn_onnx", "realworld"},
-    {"nets", "musicnn", "windows"},
+    {"nets", "musicnn", "windows", "tf_graph"},
     {"extract", "evaluate", "export"},
     {"data"},
 ]

@@ -19,9 +19,10 @@ know is checked as a trainer); by hand, this lists only cli.py and ensemble.py:
                    what trainers share: the neural-net training loop (fit, export, report);
                    musicnn's ONNX export (backbone + gtag.head head), CPU variant and checks; scoring
                    on a real library (also the `library-check` command)
-    nets | musicnn | windows
+    nets | musicnn | windows | tf_graph
                    the networks: CNN and WaveNet; musicnn's torch port and its converted weights;
-                   the neural nets' training and validation windows (augmentations included)
+                   the neural nets' training and validation windows (augmentations included);
+                   a TF1 checkpoint's own graph, run frozen (the reference ports are proven against)
     extract | evaluate | export
                    cached features, metrics, ONNX + manifest + licences
     data           readers and splits

@@ -23,15 +23,10 @@ import numpy as np
 
 from .musicnn import (MSD_CHECKPOINT, MSD_LABELS, N_FRAMES, N_MELS, _log_mel_max, load_pretrained, load_weights,
                       save_weights)
+from .tf_graph import bn_variables as _bn, run_meta_graph
 
 
 # TF variable -> (torch parameter, how to rearrange the array)
-def _bn(tf_name: str, torch_name: str) -> list[tuple[str, str, str]]:
-    return [(f"{tf_name}/gamma", f"{torch_name}.weight", "id"), (f"{tf_name}/beta", f"{torch_name}.bias", "id"),
-            (f"{tf_name}/moving_mean", f"{torch_name}.running_mean", "id"),
-            (f"{tf_name}/moving_variance", f"{torch_name}.running_var", "id")]
-
-
 VARIABLE_MAP: list[tuple[str, str, str]] = (
     _bn("batch_normalization", "bn_input")
     + [("conv2d/kernel", "timbral.0.conv.weight", "conv2d"), ("conv2d/bias", "timbral.0.conv.bias", "id")]
@@ -121,41 +116,9 @@ def tf_reference(prefix: str | Path, patches: np.ndarray) -> dict[str, np.ndarra
     full graph no longer imports in TF 2 because of stale gradient shapes), with each variable frozen
     to its checkpoint value, run with ``is_training`` False. Returns ``tags`` (sigmoid), ``logits``,
     ``penultimate``. Needs TensorFlow."""
-    import tensorflow as tf
-    from tensorflow.core.framework import attr_value_pb2, graph_pb2
-    from tensorflow.core.protobuf import meta_graph_pb2
-    from tensorflow.python.training import py_checkpoint_reader
-
-    prefix = str(prefix)
-    if Path(prefix).is_dir() and not prefix.endswith("/"):
-        prefix += "/"
-    meta = meta_graph_pb2.MetaGraphDef()
-    meta.ParseFromString(Path(prefix + ".meta").read_bytes())
     outputs = {"tags": "model/Sigmoid", "logits": "model/dense_1/BiasAdd",
                "penultimate": "model/batch_normalization_10/batchnorm/add_1"}
-    sub = tf.compat.v1.graph_util.extract_sub_graph(meta.graph_def, list(outputs.values()))
-    reader = py_checkpoint_reader.NewCheckpointReader(prefix)
-    frozen = graph_pb2.GraphDef()
-    for node in sub.node:
-        new = frozen.node.add()
-        if node.op in ("VariableV2", "Variable"):
-            value = reader.get_tensor(node.name)
-            new.name, new.op = node.name, "Const"
-            new.attr["dtype"].CopyFrom(attr_value_pb2.AttrValue(type=tf.as_dtype(value.dtype).as_datatype_enum))
-            new.attr["value"].CopyFrom(attr_value_pb2.AttrValue(tensor=tf.make_tensor_proto(value)))
-        else:
-            new.CopyFrom(node)
-            new.device = ""
-            if "_output_shapes" in new.attr:
-                del new.attr["_output_shapes"]
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.compat.v1.import_graph_def(frozen, name="")
-    x = np.asarray(patches, dtype=np.float32)
-    with tf.compat.v1.Session(graph=graph) as sess:
-        got = sess.run({k: f"{v}:0" for k, v in outputs.items()},
-                       feed_dict={"model/Placeholder:0": x, "model/Placeholder_2:0": False})
-    return {k: np.asarray(v, dtype=np.float32) for k, v in got.items()}
+    return run_meta_graph(prefix, outputs, patches)
 
 
 def corner_patches(n_mixed: int = 2, seed: int = 0) -> np.ndarray:

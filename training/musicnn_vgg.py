@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .musicnn import BN_EPS, MSD_LABELS, N_FRAMES, N_MELS
+from .tf_graph import bn_variables as _bn, run_meta_graph
 
 WEIGHTS_FORMAT = "gtag-musicnn-vgg-1"
 N_FILTERS = 128
@@ -123,12 +124,6 @@ def build_vgg(name: str, n_classes: int = 50, n_filters: int = N_FILTERS):
 # --------------------------------------------------------------------------------------------------
 # Checkpoint -> PyTorch
 # --------------------------------------------------------------------------------------------------
-
-
-def _bn(tf_name: str, torch_name: str) -> list[tuple[str, str, str]]:
-    return [(f"{tf_name}/gamma", f"{torch_name}.weight", "id"), (f"{tf_name}/beta", f"{torch_name}.bias", "id"),
-            (f"{tf_name}/moving_mean", f"{torch_name}.running_mean", "id"),
-            (f"{tf_name}/moving_variance", f"{torch_name}.running_var", "id")]
 
 
 VARIABLE_MAP: list[tuple[str, str, str]] = (
@@ -233,40 +228,11 @@ def tf_reference(prefix: str | Path, patches: np.ndarray,
                  variables: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """TensorFlow's ``logits``, ``pool5`` (flattened) and ``pool4_stats`` for ``patches`` ``(n, 187, 96)``,
     from the checkpoint's own ``.meta`` graph with its variables frozen (to the checkpoint's values, or
-    to ``variables``; ``training.musicnn_convert.tf_reference`` does the same for MSD_musicnn),
+    to ``variables``; ``training.tf_graph.run_meta_graph``, as for MSD_musicnn),
     ``is_training`` False."""
-    import tensorflow as tf
-    from tensorflow.core.framework import attr_value_pb2, graph_pb2
-    from tensorflow.core.protobuf import meta_graph_pb2
-    from tensorflow.python.training import py_checkpoint_reader
-
-    prefix = str(prefix)
-    meta = meta_graph_pb2.MetaGraphDef()
-    meta.ParseFromString(Path(prefix + ".meta").read_bytes())
     outputs = {"logits": "model/dense/BiasAdd", "pool5": "model/Flatten/flatten/Reshape",
                "pool4": "model/max_pooling2d_3/MaxPool"}
-    sub = tf.compat.v1.graph_util.extract_sub_graph(meta.graph_def, list(outputs.values()))
-    reader = py_checkpoint_reader.NewCheckpointReader(prefix)
-    frozen = graph_pb2.GraphDef()
-    for node in sub.node:
-        new = frozen.node.add()
-        if node.op in ("VariableV2", "Variable"):
-            value = variables[node.name] if variables is not None else reader.get_tensor(node.name)
-            new.name, new.op = node.name, "Const"
-            new.attr["dtype"].CopyFrom(attr_value_pb2.AttrValue(type=tf.as_dtype(value.dtype).as_datatype_enum))
-            new.attr["value"].CopyFrom(attr_value_pb2.AttrValue(tensor=tf.make_tensor_proto(value)))
-        else:
-            new.CopyFrom(node)
-            new.device = ""
-            if "_output_shapes" in new.attr:
-                del new.attr["_output_shapes"]
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.compat.v1.import_graph_def(frozen, name="")
-    with tf.compat.v1.Session(graph=graph) as sess:
-        got = sess.run({k: f"{v}:0" for k, v in outputs.items()},
-                       feed_dict={"model/Placeholder:0": np.asarray(patches, np.float32),
-                                  "model/Placeholder_2:0": False})
+    got = run_meta_graph(prefix, outputs, patches, variables)
     p4 = got.pop("pool4")  # NHWC (n, 11, 6, 128): the stats embed() computes
     got["pool4_stats"] = np.concatenate([p4.max(axis=(1, 2)), p4.mean(axis=(1, 2))], axis=1)
     return {k: np.asarray(v, dtype=np.float32) for k, v in got.items()}
