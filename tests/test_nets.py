@@ -113,6 +113,35 @@ def test_training_patches_are_gtags_patches(seconds):
                                    an.log_mel[i], atol=1e-5)
 
 
+@pytest.mark.parametrize("tilt, cutoff", [(3.0, None), (-3.0, None), (0.0, 6000.0), (-2.0, 9000.0)])
+def test_eq_on_the_stored_mel_is_the_eq_of_the_audio(tilt, cutoff):
+    """The CNN's EQ augmentation scales a stored mel spectrogram per band: on broadband audio that is
+    the mel spectrogram of the EQ'd audio (as the distilled net's wave-level EQ makes it), within 1 dB
+    wherever the band keeps any energy."""
+    from training import distil
+
+    y = _clip("noise", 6.0, np.random.default_rng(3))
+    got = windows.track_mel_power(y) * windows.mel_band_gain(tilt, cutoff)[:, None]
+    want = windows.track_mel_power(distil.eq_and_lowpass(y, tilt, cutoff))
+    keep = want.mean(axis=1) > 1e-3 * want.mean()  # bands the low-pass leaves audible
+    if cutoff is not None:
+        assert not keep.all() and keep[0]
+    db = 10 * np.log10(got.mean(axis=1)[keep] / want.mean(axis=1)[keep])
+    assert np.abs(db).max() < 1.0
+
+
+def test_mel_windows_apply_eq_only_when_asked():
+    rng = np.random.default_rng(0)
+    y = _clip("noise", 5.0, rng)
+    plain = loop.CnnOptions(band_limit_p=0.0, mask_bands=0, mask_frames=0)
+    bright = loop.CnnOptions(band_limit_p=0.0, mask_bands=0, mask_frames=0, tilt_p=1.0, tilt_db=6.0)
+    a = windows.MelWindows([y], plain, np.random.default_rng(1)).draw(0, np.random.default_rng(2))
+    b = windows.MelWindows([y], plain, np.random.default_rng(1)).draw(0, np.random.default_rng(2))
+    c = windows.MelWindows([y], bright, np.random.default_rng(1)).draw(0, np.random.default_rng(2))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0.1
+
+
 def _write_dataset(root) -> None:
     """Two 'genres' (noise, sine), full clips and short ones, with train/valid lists."""
     sf = pytest.importorskip("soundfile")

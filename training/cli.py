@@ -70,12 +70,15 @@ def _overrides(**kw) -> dict:
 @click.option("--search/--no-search", default=True, show_default=True,
               help="Short search over depth, width, dropout and learning rate before the final fit.")
 @click.option("--search-epochs", type=int, default=None, help="Epochs per searched config.")
+@click.option("--tilt-p", type=float, default=None, help="Share of windows given a random EQ tilt (default 0).")
+@click.option("--lowpass-p", type=float, default=None, help="Share of windows low-passed at 5-10 kHz (default 0).")
 @_fit_flags
-def cnn(data_root: str, out_dir: str, run_dir: str, search: bool, search_epochs: int | None, **fit) -> None:
+def cnn(data_root: str, out_dir: str, run_dir: str, search: bool, search_epochs: int | None,
+        tilt_p: float | None, lowpass_p: float | None, **fit) -> None:
     """CNN on log-mel patches of 3 s windows (exports cnn.onnx)."""
     from .cnn import CnnOptions, train_cnn
 
-    kw = _overrides(search_epochs=search_epochs, **fit)
+    kw = _overrides(search_epochs=search_epochs, tilt_p=tilt_p, lowpass_p=lowpass_p, **fit)
     if not search:
         kw["search"] = ()
     train_cnn(data_root, out_dir, run_dir, CnnOptions(**kw), command=_command())

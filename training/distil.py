@@ -37,7 +37,7 @@ from .evaluate import evaluate_windows
 from .export import update_manifest
 from .loop import FitResult, WaveNetOptions, _finish, _prepare, evaluate, seed_everything
 from .realworld import library_files, summarise
-from .windows import band_limit, decode, wave_eval_set
+from .windows import band_limit, decode, eq_gain, wave_eval_set
 
 
 @dataclass(frozen=True)
@@ -106,12 +106,7 @@ def window_target(probs: np.ndarray, start: int, n_samples: int) -> np.ndarray:
 def eq_and_lowpass(x: np.ndarray, tilt_db_per_octave: float, cutoff_hz: float | None) -> np.ndarray:
     """One FFT: a spectral tilt of ``tilt_db_per_octave`` around 1 kHz (a brighter or darker
     master) and, if ``cutoff_hz``, a codec-like low-pass with a 500 Hz raised-cosine edge."""
-    f = np.fft.rfftfreq(x.size, 1.0 / audio.SAMPLE_RATE)
-    gain_db = tilt_db_per_octave * np.log2(np.maximum(f, 40.0) / 1000.0)
-    gain = 10.0 ** (gain_db / 20.0)
-    if cutoff_hz is not None:
-        edge = np.clip((f - cutoff_hz) / 500.0, 0.0, 1.0)
-        gain *= 0.5 * (1.0 + np.cos(np.pi * edge))
+    gain = eq_gain(np.fft.rfftfreq(x.size, 1.0 / audio.SAMPLE_RATE), tilt_db_per_octave, cutoff_hz)
     return np.fft.irfft(np.fft.rfft(x) * gain, n=x.size).astype(np.float32)
 
 

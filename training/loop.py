@@ -99,6 +99,12 @@ class CnnOptions(FitOptions):
     short_views: int = 8  # rotations precomputed per short clip (time-shift augmentation)
     mask_bands: int = 12  # SpecAugment: one mask of up to this many mel bands (0: off)
     mask_frames: int = 16  # SpecAugment: one mask of up to this many frames (0: off)
+    # Mastering and codec EQ (issue 15: the CNN read real rock's brighter masters as "classical"):
+    # off in the shipped recipe until a run shows it helps on both validation sets.
+    tilt_p: float = 0.0  # share of patches given a random EQ tilt ...
+    tilt_db: float = 3.0  # ... of up to +-tilt_db dB per octave around 1 kHz
+    lowpass_p: float = 0.0  # share of patches low-passed at a random cutoff ...
+    lowpass_hz: tuple[float, float] = (5_000.0, 10_000.0)  # ... in this range
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,31 @@ class MelAugment(Protocol):
     band_limit_p: float  # share of patches drawn from the band-limited copy
     mask_bands: int  # widest SpecAugment band mask (0: none)
     mask_frames: int  # widest SpecAugment time mask (0: none)
+    tilt_p: float  # share of patches given a random EQ tilt ...
+    tilt_db: float  # ... of up to +-tilt_db dB per octave around 1 kHz
+    lowpass_p: float  # share of patches low-passed as a codec does ...
+    lowpass_hz: tuple[float, float]  # ... at a random cutoff in this range
+
+
+def eq_gain(freqs: np.ndarray, tilt_db_per_octave: float, cutoff_hz: float | None) -> np.ndarray:
+    """Amplitude gain at ``freqs`` (Hz) of a spectral tilt of ``tilt_db_per_octave`` around 1 kHz (a
+    brighter or darker master) and, if ``cutoff_hz``, a codec-like low-pass with a 500 Hz
+    raised-cosine edge."""
+    f = np.asarray(freqs, dtype=np.float64)
+    gain = 10.0 ** (tilt_db_per_octave * np.log2(np.maximum(f, 40.0) / 1000.0) / 20.0)
+    if cutoff_hz is not None:
+        edge = np.clip((f - cutoff_hz) / 500.0, 0.0, 1.0)
+        gain = gain * 0.5 * (1.0 + np.cos(np.pi * edge))
+    return gain
+
+
+def mel_band_gain(tilt_db_per_octave: float, cutoff_hz: float | None) -> np.ndarray:
+    """``eq_gain`` as a power gain per mel band of the CNN's spectrogram: each band's filter-weighted
+    mean of the squared gain over its FFT bins (exact where the spectrum is flat within a band), so
+    the EQ is applied to a stored mel spectrogram without recomputing it."""
+    fb = dsp.mel_filterbank(audio.SAMPLE_RATE, features.N_FFT, features.N_MELS).astype(np.float64)
+    g2 = eq_gain(np.fft.rfftfreq(features.N_FFT, 1.0 / audio.SAMPLE_RATE), tilt_db_per_octave, cutoff_hz) ** 2
+    return (fb @ g2) / np.maximum(fb.sum(axis=1), 1e-12)
 
 
 class WaveAugment(Protocol):
@@ -96,7 +121,13 @@ class MelWindows:
         views = self.views[track][bool(rng.random() < self.opts.band_limit_p)]
         mel = views[int(rng.integers(len(views)))]
         first = int(rng.integers(mel.shape[1] - features.WINDOW_FRAMES + 1))
-        patch = features.log_mel_patches(mel[:, first : first + features.WINDOW_FRAMES])
+        power = mel[:, first : first + features.WINDOW_FRAMES]
+        o = self.opts
+        tilt = rng.uniform(-o.tilt_db, o.tilt_db) if o.tilt_p and rng.random() < o.tilt_p else 0.0
+        cutoff = rng.uniform(*o.lowpass_hz) if o.lowpass_p and rng.random() < o.lowpass_p else None
+        if tilt or cutoff is not None:  # real libraries' masters are brighter or darker than GTZAN's
+            power = power * mel_band_gain(tilt, cutoff)[:, None].astype(np.float32)
+        patch = features.log_mel_patches(power)
         if self.opts.mask_bands:  # SpecAugment masks, filled with the patch mean
             w = int(rng.integers(self.opts.mask_bands + 1))
             b = int(rng.integers(features.N_MELS - w + 1))
