@@ -142,13 +142,21 @@ class WorkerPool:
 
     def stop(self) -> None:
         """Stop now: cancel what is queued, kill running workers, wait until they are gone."""
+        # shutdown(wait=False) forgets the manager thread and the processes, so take them first:
+        # a later shutdown(wait=True) would not wait, and a manager thread still closing its wake-up
+        # pipe while the interpreter exits makes concurrent.futures' atexit hook print an
+        # "OSError: Bad file descriptor" traceback (CPython 3.11).
+        manager = getattr(self._pool, "_executor_manager_thread", None)
+        procs = list(self._procs.values()) + list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for p in list(self._procs.values()) + list((getattr(self._pool, "_processes", None) or {}).values()):
+        for p in procs:
             try:
                 if p.is_alive():
                     p.kill()
             except (OSError, ValueError, AttributeError):
                 pass
+        if manager is not None and manager.is_alive():
+            manager.join(timeout=30)  # bounded: a stop must never hang the exit
         self._pool.shutdown(wait=True)
         shutil.rmtree(self._slots, ignore_errors=True)
 

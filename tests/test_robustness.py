@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from click.testing import CliRunner
 
 from gtag.cli import main
 from gtag.tags import read_genres
-from gtag.workers import CRASH_HOOK_ENV, describe_exit
+from gtag.workers import CRASH_HOOK_ENV, WorkerPool, describe_exit
 
 from .test_tag_cli import make_lib, snapshot, temp_files
 
@@ -189,6 +190,21 @@ def test_stop_signal_mid_run_ends_cleanly(sig, code, tmp_path: Path, tiny_models
     assert "summary" in out.read_text()
     _wait_for(lambda: not any(_ps(p) for p in workers), 30, "the workers to be gone")
     assert temp_files(long_lib) == []
+
+
+def test_stopping_the_pool_waits_for_its_threads_and_workers(tmp_path: Path) -> None:
+    # A stop that returned while the executor's manager thread was still closing its pipes let the
+    # interpreter's exit hook write to a closed pipe: a traceback after "interrupted" (CI, 3.11).
+    before = set(threading.enumerate())
+    fifo = tmp_path / "blocks"
+    os.mkfifo(fifo)
+    pool = WorkerPool(1)
+    pool.submit(open, str(fifo))  # open() of a FIFO with no writer blocks: a task that never ends
+    _wait_for(lambda: any(p.name.isdigit() for p in Path(pool._slots).iterdir()), 60, "the task to start")
+    workers = list(pool._procs.values())
+    pool.stop()
+    assert [t for t in set(threading.enumerate()) - before if t.is_alive()] == []
+    assert not any(p.is_alive() for p in workers)
 
 
 @pytest.mark.slow
