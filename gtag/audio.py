@@ -252,11 +252,14 @@ def _decode_av(container, stream, sr: int, start: float | None, limit: int | Non
     chunks: list[np.ndarray] = []
     got = 0
     for frame in container.decode(stream):
-        if start is not None and frame.time is not None and frame.time + frame.samples / frame.sample_rate <= start:
-            continue  # a seek lands on the packet at or before the target
+        if start is not None and got == 0:
+            if frame.time is None:  # (later frames may lack one: WMA's last, flushed at the end)
+                raise ValueError("frames without timestamps: cannot decode from a position")
+            if frame.time + frame.samples / frame.sample_rate <= start:
+                continue  # a seek lands on the packet at or before the target
         for out in resampler.resample(frame):
             arr = out.to_ndarray().reshape(-1)
-            if start is not None and got == 0 and frame.time is not None and frame.time < start:
+            if start is not None and got == 0 and frame.time < start:
                 arr = arr[int((start - frame.time) * sr):]  # the part of the first frame before start
             chunks.append(arr)
             got += arr.size

@@ -13,7 +13,10 @@ without a cap. 0 means no cap.
 Decoding (``read_spans``): when only the spread windows are analysed, only they (and a short
 margin on each side) need decoding. libsndfile seeks sample-exactly (mp3 included), so each span
 is decoded and resampled on its own, at sample offsets that keep it on the grid of a whole-file
-decode: the windows' inputs are those of a whole-file decode up to float rounding.
+decode: the windows' inputs are those of a whole-file decode up to float rounding. What libsndfile
+cannot read (AAC and ALAC in .m4a, WMA, WavPack, APE) PyAV seeks by timestamp instead, a short
+pre-roll before each span so the decoder has settled when the span starts: the windows then match
+a whole-file decode to within a sample or two of 22,050 Hz and the resampler's phase.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from . import audio
 # reach, so the window's own samples come out as a whole-file decode gives them. A multiple of
 # 441 (22,050 / 50), so a span's start maps to a whole sample at 16 kHz (x 320 / 441) too.
 SPAN_MARGIN = 441 * 5  # 0.1 s
+# Seconds decoded and dropped before each span PyAV seeks to: an AAC or WMA frame decoded right after
+# a seek lacks its predecessor's overlap (one frame, ~23-46 ms), and must not land in the span.
+AV_PREROLL_SECONDS = 0.2
 
 
 def spread(n: int, k: int) -> np.ndarray:
@@ -76,9 +82,27 @@ def declared_samples(path: str | os.PathLike) -> int | None:
                     and 1 <= f.channels <= audio.MAX_CHANNELS):
                 return None
             seconds = f.frames / f.samplerate
-    except Exception:  # whatever libsndfile cannot open, load_audio reports (or PyAV decodes)
-        return None
+    except Exception:  # not for libsndfile: PyAV's container header, if it declares a duration
+        return _declared_samples_av(path)
     return int(seconds * audio.SAMPLE_RATE)
+
+
+def _declared_samples_av(path: str | os.PathLike) -> int | None:
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            streams = container.streams.audio
+            if not streams or not container.duration:
+                return None
+            ctx = streams[0].codec_context
+            if not (1000 <= (ctx.sample_rate or 0) <= audio.MAX_NATIVE_RATE
+                    and 1 <= (ctx.channels or 0) <= audio.MAX_CHANNELS):
+                return None
+            seconds = container.duration / 1_000_000
+    except Exception:  # whatever PyAV cannot open either, load_audio reports
+        return None
+    return int(seconds * audio.SAMPLE_RATE) if 0 < seconds < 2**40 / audio.MAX_NATIVE_RATE else None
 
 
 def read_spans(path: str | os.PathLike, starts: np.ndarray, margin: int = SPAN_MARGIN) -> list[Span] | None:
@@ -87,8 +111,13 @@ def read_spans(path: str | os.PathLike, starts: np.ndarray, margin: int = SPAN_M
     there (a header that overstated the length): the caller decodes the whole file instead."""
     import soundfile as sf
 
+    try:
+        with audio._quiet_native_stderr():
+            f = sf.SoundFile(str(Path(path)))
+    except Exception:  # not for libsndfile (AAC, ALAC, WMA...): PyAV seeks by timestamp
+        return _read_spans_av(path, starts, margin)
     spans = []
-    with audio._quiet_native_stderr(), sf.SoundFile(str(Path(path))) as f:
+    with audio._quiet_native_stderr(), f:
         native = f.samplerate
         for s in starts:
             a = max(0, int(s) - margin)
@@ -102,4 +131,32 @@ def read_spans(path: str | os.PathLike, starts: np.ndarray, margin: int = SPAN_M
             if not np.all(np.isfinite(y)):
                 y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
             spans.append(Span(a, y))
+    return spans
+
+
+def _read_spans_av(path: str | os.PathLike, starts: np.ndarray, margin: int) -> list[Span] | None:
+    """``read_spans`` through PyAV: seek to each span's time (less a pre-roll) and decode from it."""
+    import av
+
+    spans = []
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        # A whole-file decode counts samples from the first frame, whose timestamp need not be 0
+        # (WMA's first frame says ~0.09 s): spans are placed on that count, not on the timestamps.
+        origin = next((f.time for f in container.decode(stream)), None)
+        if origin is None:
+            return None
+        for s in starts:
+            a = max(0, int(s) - margin)
+            n = int(s) + audio.WINDOW_SAMPLES + margin - a
+            t0 = origin + a / audio.SAMPLE_RATE
+            container.seek(int(max(0.0, t0 - AV_PREROLL_SECONDS) / stream.time_base), stream=stream,
+                           backward=True, any_frame=False)
+            chunks = audio._decode_av(container, stream, audio.SAMPLE_RATE, t0, n)
+            y = np.concatenate(chunks)[:n] if chunks else np.zeros(0, np.float32)
+            if y.size < int(s) - a + audio.WINDOW_SAMPLES:  # the file ends inside the window
+                return None
+            if not np.all(np.isfinite(y)):
+                y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+            spans.append(Span(a, np.ascontiguousarray(y, np.float32)))
     return spans

@@ -89,6 +89,58 @@ def test_read_spans_decodes_what_a_whole_decode_gives(tmp_path, sr, fmt):
         assert np.abs(p.samples[a:a + WINDOW_SAMPLES] - y[s:s + WINDOW_SAMPLES]).max() < 1e-4
 
 
+def encode_av(path: Path, y: np.ndarray, sr: int, codec: str) -> Path:
+    """Write stereo ``y`` with one of FFmpeg's encoders (what libsndfile cannot read)."""
+    av = pytest.importorskip("av")
+    fmt = {"aac": "fltp", "wmav2": "fltp", "alac": "s16p", "wavpack": "s16p"}[codec]
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream(codec, rate=sr, layout="stereo")
+        stream.bit_rate = 128_000  # wmav2 needs one
+        block = 4096 if codec == "alac" else 1024
+        for i in range(0, len(y), block):
+            x = np.ascontiguousarray(y[i:i + block].T)
+            if fmt == "s16p":
+                x = (np.clip(x, -1, 1) * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(x, format=fmt, layout="stereo")
+            frame.sample_rate, frame.pts = sr, i
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode(None):
+            c.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("codec,ext", [("aac", "m4a"), ("alac", "m4a"), ("wmav2", "wma"), ("wavpack", "wv")])
+def test_files_libsndfile_cannot_read_are_decoded_on_their_spread_windows_only(tmp_path, musicnn, monkeypatch,
+                                                                               codec, ext):
+    """AAC, ALAC, WMA, WavPack: PyAV seeks to each spread window instead of decoding the whole
+    track, and the windows' predictions are those of a whole-file decode."""
+    path = encode_av(tmp_path / f"long.{ext}", music(95, 44100, channels=2, seed=5), 44100, codec)
+    whole = audio.load_audio(path).samples
+    n = spans.declared_samples(path)
+    assert n is not None and abs(n - whole.size) < 0.05 * SAMPLE_RATE
+    starts = spans.capped_starts(n, MUSICNN_HOP, 10)
+    parts = spans.read_spans(path, starts)
+    assert parts is not None and [p.start for p in parts] == [max(0, int(s) - spans.SPAN_MARGIN) for s in starts]
+    # every window's patch as a whole-file decode gives it: a sample or two apart at most (WMA's
+    # millisecond timestamps: up to ~20 samples; a misplaced window differs by ~0.2 per value)
+    got = features.musicnn_span_patches(parts, starts)
+    ref = features.musicnn_span_patches(spans.spans_from_signal(whole, starts), starts)
+    assert np.median(np.abs(got - ref)) < 0.02 and np.abs(got - ref).mean() < 0.05
+    # a window 50 ms from the end: its span's margin runs to the end of the file (where WMA's last,
+    # flushed frame has no timestamp)
+    last = np.array([whole.size - WINDOW_SAMPLES - SAMPLE_RATE // 20])
+    tail = spans.read_spans(path, last)
+    assert tail is not None
+    near_end = features.musicnn_span_patches(spans.spans_from_signal(whole, last), last)
+    assert np.abs(features.musicnn_span_patches(tail, last) - near_end).mean() < 0.05
+    monkeypatch.setattr(audio, "load_audio", lambda *a, **k: pytest.fail("decoded the whole file"))
+    pred = Predictor(musicnn, max_windows=10).predict_file(path)
+    assert len(pred.window_starts) == 10 and not pred.truncated and abs(pred.duration - 95) < 0.1
+    probs = musicnn[0].predict(ref)
+    assert np.abs(pred.models["musicnn"] - probs.mean(axis=0) / probs.mean(axis=0).sum()).max() < 0.02
+
+
 def test_short_track_is_analysed_whole_as_without_a_cap(tmp_path, musicnn):
     path = write(tmp_path / "minute.flac", music(62, 44100, channels=2), 44100)
     whole = Predictor(musicnn).predict_file(path)
