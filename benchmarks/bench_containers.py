@@ -11,7 +11,10 @@ container (FFmpeg's encoders, through PyAV; in a temporary folder, nothing kept)
   before (spans switched off in-process); the ratio is against the mp3 of the same audio, same run;
 - what a user waits for: one `gtag tag --dry-run --no-cache --jobs 1` process per container over
   all its tracks, start-up included, median over rounds, as a ratio to the mp3 folder's process in
-  the same round.
+  the same round;
+- `gtag learn`'s embedding of one track (``gtag.embed.Backbone.embed_file``: 16 spread windows,
+  decoded by seeking) against what it did before (every window of a whole-file decode embedded,
+  16 kept), for the mp3 and the AAC tracks.
 
     python benchmarks/bench_containers.py [--tracks 6] [--repeats 3] [--json benchmarks/results_containers.json]
 """
@@ -105,6 +108,21 @@ def main() -> None:
                 spans.declared_samples = declared
 
         warm = {name: {"spans": loop(d, True), "whole": loop(d, False)} for name, d in folders.items()}
+        # `gtag learn`'s embedding of a track: 16 spread windows as now, against what it did before
+        # (every window of a whole-file decode embedded, 16 of them kept).
+        from gtag import audio
+        from gtag.embed import Backbone, spread
+
+        bb = Backbone()
+        learn = {}
+        for name in ("libmp3lame.mp3", "aac.m4a"):
+            files = sorted(folders[name].iterdir())
+            before = best(lambda: [(e := bb.embed_samples(audio.load_audio(f).samples))[spread(len(e))]
+                                   for f in files], args.repeats, warm_up=True) / len(files)
+            now = best(lambda: [bb.embed_file(f) for f in files], args.repeats, warm_up=True) / len(files)
+            learn[name] = {"s_per_track_before": round(before, 4), "s_per_track_now": round(now, 4),
+                           "speed-up": round(before / now, 2)}
+            print(f"learn embed {name:16s} {learn[name]}")
         rounds: dict[str, list[float]] = {name: [] for name in folders}
         for _ in range(args.repeats):
             for name, d in folders.items():
@@ -126,7 +144,7 @@ def main() -> None:
         print(f"{name:16s} " + "  ".join(f"{k} {v}" for k, v in rows[name].items()))
     if args.json:
         args.json.write_text(json.dumps({"tracks": args.tracks, "seconds_per_track": 180, "repeats": args.repeats,
-                                         "max_windows": 20, "results": rows}, indent=2) + "\n")
+                                         "max_windows": 20, "results": rows, "learn_embedding": learn}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

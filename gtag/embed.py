@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audio, features, spans
-from .models import ModelError, read_manifest, sha256_file, default_models_dir
+from .models import KIND_MUSICNN, ModelError, default_models_dir, read_manifest, sha256_file
 
 BACKBONE_MODEL = "musicnn"  # the shipped model whose graph is the backbone
 # Windows kept per track in the cache (evenly spread): a head learns a track's genre from a dozen
@@ -65,12 +65,21 @@ class Backbone:
     def key(self) -> str:
         return f"{self.spec.name}:{self.sha256[:16]}:{self.spec.hop_seconds:g}"
 
-    def embed_samples(self, y: np.ndarray) -> np.ndarray:
-        """(windows, dims) float32 embeddings of 22,050 Hz mono samples."""
-        x = features.musicnn_patches(y, audio.SAMPLE_RATE, self.hop)
+    def embed_patches(self, x: np.ndarray) -> np.ndarray:
+        """(windows, dims) float32 embeddings of musicnn log-mel patches."""
         parts = [self.session.run([self.output], {self.spec.input_name or "musicnn_mel": x[i:i + self.max_batch]})[0]
                  for i in range(0, len(x), self.max_batch)]
         return np.concatenate(parts).astype(np.float32)
 
-    def embed_file(self, path: str | os.PathLike) -> np.ndarray:
-        return self.embed_samples(audio.load_audio(Path(path)).samples)
+    def embed_samples(self, y: np.ndarray) -> np.ndarray:
+        """(windows, dims) float32 embeddings of every window of 22,050 Hz mono samples."""
+        return self.embed_patches(features.musicnn_patches(y, audio.SAMPLE_RATE, self.hop))
+
+    def embed_file(self, path: str | os.PathLike, windows: int = CACHED_WINDOWS) -> np.ndarray:
+        """Embeddings of ``windows`` evenly spread windows of a file (every window of a shorter one),
+        the windows `gtag tag --max-windows` would pick; as there, only they are decoded where the
+        file allows. Raises ``gtag.audio.AudioLoadError`` (``SilentAudio`` for silence)."""
+        from .pipeline import AnalysisConfig, analyse_file
+
+        config = AnalysisConfig(hops=((KIND_MUSICNN, self.hop),), max_windows=windows)
+        return self.embed_patches(analyse_file(Path(path), config).batches[KIND_MUSICNN])

@@ -306,7 +306,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
 
     from .audio import AudioLoadError
     from .cache import CacheError, EmbeddingCache, default_cache_path
-    from .embed import Backbone, content_key, spread
+    from .embed import Backbone, content_key
     from .library import walk
     from .models import ModelError
 
@@ -355,8 +355,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
                     key = content_key(t.path)
                     e = cache.get(key, bb.key)
                     if e is None:
-                        full = bb.embed_file(t.path)
-                        e = full[spread(len(full))]
+                        e = bb.embed_file(t.path)
                         cache.put(key, bb.key, e)
                         new += 1
                 except (AudioLoadError, ValueError, OSError) as exc:

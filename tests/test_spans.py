@@ -263,3 +263,21 @@ def test_predict_says_when_windows_are_spread(tmp_path, cap, spread_note):
     result = CliRunner().invoke(main, ["predict", "--max-windows", cap, str(path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert ("spread over the track" in result.output) == spread_note
+
+
+def test_learn_embeds_the_spread_windows_tag_analyses(tmp_path, monkeypatch):
+    """`gtag learn` embeds CACHED_WINDOWS spread windows of a long track, decoding only them,
+    and a short track's every window, as before."""
+    from gtag.embed import CACHED_WINDOWS, Backbone
+
+    bb = Backbone()
+    short = write(tmp_path / "clip.wav", music(30, seed=7), SAMPLE_RATE)
+    assert np.array_equal(bb.embed_file(short), bb.embed_samples(audio.load_audio(short).samples))
+    path = write(tmp_path / "long.flac", music(150, 44100, channels=2, seed=6), 44100)
+    every = bb.embed_samples(audio.load_audio(path).samples)
+    assert len(every) == 50
+    monkeypatch.setattr(audio, "load_audio", lambda *a, **k: pytest.fail("decoded the whole file"))
+    got = bb.embed_file(path)
+    assert got.shape == (CACHED_WINDOWS, every.shape[1])
+    diff = np.abs(got - every[spans.spread(len(every), CACHED_WINDOWS)])
+    assert diff.max() < 0.05  # float16 steps of the stored mel (embeddings reach ~100)

@@ -31,7 +31,7 @@ import numpy as np
 
 from gtag import head as heads
 from gtag.cache import EmbeddingCache
-from gtag.embed import Backbone, content_key, spread
+from gtag.embed import Backbone, content_key
 from gtag.learn import classification_report, read_library
 
 from .data import train_valid
@@ -91,8 +91,7 @@ def _embed(bb: Backbone, cache: EmbeddingCache, paths: list[Path]) -> list[np.nd
         key = content_key(p)
         e = cache.get(key, bb.key)
         if e is None:
-            full = bb.embed_file(p)
-            e = full[spread(len(full))]
+            e = bb.embed_file(p)
             cache.put(key, bb.key, e)
         out.append(e)
     return out
