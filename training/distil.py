@@ -37,11 +37,11 @@ from .evaluate import evaluate_windows
 from .export import update_manifest
 from .loop import FitResult, WaveNetOptions, _finish, _prepare, evaluate, seed_everything
 from .realworld import library_files, summarise
-from .windows import band_limit, decode, eq_gain, wave_eval_set
+from .windows import EqOptions, band_limit, decode, draw_eq, eq_gain, wave_eval_set
 
 
 @dataclass(frozen=True)
-class DistilOptions(WaveNetOptions):
+class DistilOptions(WaveNetOptions, EqOptions):
     """The WaveNet's options plus the teacher, the loss mix and the extra augmentations."""
 
     teacher: str = "musicnn"  # manifest name of the teacher in the models dir
@@ -53,10 +53,8 @@ class DistilOptions(WaveNetOptions):
     max_minutes: float = 45.0
     eval_from: int = 0  # first epoch validated (0: the second half of the schedule, as patience counts)
     unlabelled_share: float = 0.3  # share of windows drawn from unlabelled files (when there are any)
-    tilt_p: float = 0.5  # random EQ tilt around 1 kHz ...
-    tilt_db: float = 3.0  # ... of up to +-tilt_db dB per octave
-    lowpass_p: float = 0.25  # codec-like low-pass at a random cutoff ...
-    lowpass_hz: tuple[float, float] = (5_000.0, 10_000.0)  # ... in this range (22,050 Hz audio)
+    tilt_p: float = 0.5  # EqOptions, on by default here: half the windows tilted ...
+    lowpass_p: float = 0.25  # ... a quarter low-passed (on the audio, 22,050 Hz)
     master_p: float = 0.3  # loud modern mastering: loudness up, peaks soft-clipped ...
     master_drive: tuple[float, float] = (1.5, 4.0)  # ... by tanh at this drive
 
@@ -146,8 +144,7 @@ class DistilWindows:
             start = 0
             x = audio.fit_to_window(np.roll(y, int(rng.integers(y.size))), n)
         target = window_target(self.probs[track], start, y.size)
-        tilt = rng.uniform(-o.tilt_db, o.tilt_db) if rng.random() < o.tilt_p else 0.0
-        cutoff = rng.uniform(*o.lowpass_hz) if rng.random() < o.lowpass_p else None
+        tilt, cutoff = draw_eq(o, rng)
         if tilt or cutoff is not None:
             x = eq_and_lowpass(x, tilt, cutoff)
         if rng.random() < o.master_p:

@@ -36,7 +36,7 @@ from gtag import audio
 from .data import Track, train_valid
 from .evaluate import evaluate_windows, save_confusion_png, save_curves
 from .export import save_onnx, update_manifest
-from .windows import EvalSet, WindowSource, decode
+from .windows import EqOptions, EvalSet, WindowSource, decode
 
 MAX_BATCH = 64  # windows per ONNX Runtime call at tag time (manifest "max_batch")
 OPSET = 17  # ONNX opset of the exported graphs; ONNX Runtime >= 1.13 runs it
@@ -82,7 +82,7 @@ class CnnConfig:
 
 
 @dataclass(frozen=True)
-class CnnOptions(FitOptions):
+class CnnOptions(FitOptions, EqOptions):
     """`gtag-train cnn`: search a handful of configs briefly, then fit the best one fully."""
 
     # Searched in this order with ``search_epochs`` each; the best validation track accuracy wins
@@ -99,12 +99,8 @@ class CnnOptions(FitOptions):
     short_views: int = 8  # rotations precomputed per short clip (time-shift augmentation)
     mask_bands: int = 12  # SpecAugment: one mask of up to this many mel bands (0: off)
     mask_frames: int = 16  # SpecAugment: one mask of up to this many frames (0: off)
-    # Mastering and codec EQ (issue 15: the CNN read real rock's brighter masters as "classical"):
-    # off in the shipped recipe until a run shows it helps on both validation sets.
-    tilt_p: float = 0.0  # share of patches given a random EQ tilt ...
-    tilt_db: float = 3.0  # ... of up to +-tilt_db dB per octave around 1 kHz
-    lowpass_p: float = 0.0  # share of patches low-passed at a random cutoff ...
-    lowpass_hz: tuple[float, float] = (5_000.0, 10_000.0)  # ... in this range
+    # Mastering and codec EQ (EqOptions; issue 15: the CNN read real rock's brighter masters as
+    # "classical"): off in the shipped recipe until a run shows it helps on both validation sets.
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,29 @@ class MelAugment(Protocol):
     band_limit_p: float  # share of patches drawn from the band-limited copy
     mask_bands: int  # widest SpecAugment band mask (0: none)
     mask_frames: int  # widest SpecAugment time mask (0: none)
-    tilt_p: float  # share of patches given a random EQ tilt ...
-    tilt_db: float  # ... of up to +-tilt_db dB per octave around 1 kHz
-    lowpass_p: float  # share of patches low-passed as a codec does ...
-    lowpass_hz: tuple[float, float]  # ... at a random cutoff in this range
+    tilt_p: float  # EqOptions' fields: mastering and codec EQ per patch
+    tilt_db: float
+    lowpass_p: float
+    lowpass_hz: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class EqOptions:
+    """Mastering and codec EQ drawn per training window (issue 15: real libraries' masters are
+    brighter or darker than GTZAN's recordings, and lossy codecs cut the top octave). Part of the
+    CNN's options (applied per mel band) and the distilled net's (applied to the audio)."""
+
+    tilt_p: float = 0.0  # share of windows given a random EQ tilt ...
+    tilt_db: float = 3.0  # ... of up to +-tilt_db dB per octave around 1 kHz
+    lowpass_p: float = 0.0  # share of windows low-passed as a codec does ...
+    lowpass_hz: tuple[float, float] = (5_000.0, 10_000.0)  # ... at a random cutoff in this range
+
+
+def draw_eq(o: EqOptions, rng: np.random.Generator) -> tuple[float, float | None]:
+    """One window's random EQ under ``o``: (tilt in dB per octave, low-pass cutoff in Hz or None)."""
+    tilt = rng.uniform(-o.tilt_db, o.tilt_db) if o.tilt_p and rng.random() < o.tilt_p else 0.0
+    cutoff = rng.uniform(*o.lowpass_hz) if o.lowpass_p and rng.random() < o.lowpass_p else None
+    return tilt, cutoff
 
 
 def eq_gain(freqs: np.ndarray, tilt_db_per_octave: float, cutoff_hz: float | None) -> np.ndarray:
@@ -122,9 +141,7 @@ class MelWindows:
         mel = views[int(rng.integers(len(views)))]
         first = int(rng.integers(mel.shape[1] - features.WINDOW_FRAMES + 1))
         power = mel[:, first : first + features.WINDOW_FRAMES]
-        o = self.opts
-        tilt = rng.uniform(-o.tilt_db, o.tilt_db) if o.tilt_p and rng.random() < o.tilt_p else 0.0
-        cutoff = rng.uniform(*o.lowpass_hz) if o.lowpass_p and rng.random() < o.lowpass_p else None
+        tilt, cutoff = draw_eq(self.opts, rng)
         if tilt or cutoff is not None:  # real libraries' masters are brighter or darker than GTZAN's
             power = power * mel_band_gain(tilt, cutoff)[:, None].astype(np.float32)
         patch = features.log_mel_patches(power)
