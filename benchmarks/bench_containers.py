@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.timing import best  # noqa: E402
 
 LIBRARY = ROOT.parent / "shared" / "library" / "music"
-# (codec, extension, sample format): what people's libraries hold beside mp3.
-CONTAINERS = [("libmp3lame", "mp3", "fltp"), ("aac", "m4a", "fltp"), ("alac", "m4a", "s16p"),
-              ("wmav2", "wma", "fltp"), ("wavpack", "wv", "s16p")]
+# (FFmpeg encoder, extension): what people's libraries hold beside mp3.
+CONTAINERS = [("libmp3lame", "mp3"), ("aac", "m4a"), ("alac", "m4a"), ("wmav2", "wma"), ("wavpack", "wv")]
+SAMPLE_FORMAT = {"libmp3lame": "fltp", "aac": "fltp", "wmav2": "fltp", "alac": "s16p", "wavpack": "s16p"}
 SR = 44100
 
 
@@ -59,23 +59,27 @@ def tracks(n: int) -> list[np.ndarray]:
     return out
 
 
-def encode(path: Path, y: np.ndarray, codec: str, fmt: str) -> None:
+def encode(path: Path, y: np.ndarray, codec: str, sr: int = SR) -> Path:
+    """Write stereo float ``y`` (samples, 2) with one of FFmpeg's encoders through PyAV (also used
+    by tests/test_spans.py to make files libsndfile cannot read)."""
     import av
 
+    fmt = SAMPLE_FORMAT[codec]
     with av.open(str(path), "w") as c:
-        stream = c.add_stream(codec, rate=SR, layout="stereo")
-        stream.bit_rate = 192_000
+        stream = c.add_stream(codec, rate=sr, layout="stereo")
+        stream.bit_rate = 192_000  # wmav2 needs one
         block = 4096 if codec == "alac" else 1152 if codec == "libmp3lame" else 1024
         for i in range(0, len(y), block):
             x = np.ascontiguousarray(y[i:i + block].T)
             if fmt == "s16p":
                 x = (np.clip(x, -1, 1) * 32767).astype(np.int16)
             frame = av.AudioFrame.from_ndarray(x, format=fmt, layout="stereo")
-            frame.sample_rate, frame.pts = SR, i
+            frame.sample_rate, frame.pts = sr, i
             for packet in stream.encode(frame):
                 c.mux(packet)
         for packet in stream.encode(None):
             c.mux(packet)
+    return path
 
 
 def main() -> None:
@@ -93,10 +97,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gtag-containers-") as tmp:
         folders = {}
         for y_i, y in enumerate(tracks(args.tracks)):
-            for codec, ext, fmt in CONTAINERS:
+            for codec, ext in CONTAINERS:
                 d = folders.setdefault(f"{codec}.{ext}", Path(tmp) / codec)
                 d.mkdir(exist_ok=True)
-                encode(d / f"t{y_i}.{ext}", y, codec, fmt)
+                encode(d / f"t{y_i}.{ext}", y, codec)
         declared = spans.declared_samples
 
         def loop(d: Path, seek: bool) -> float:

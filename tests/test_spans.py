@@ -89,33 +89,15 @@ def test_read_spans_decodes_what_a_whole_decode_gives(tmp_path, sr, fmt):
         assert np.abs(p.samples[a:a + WINDOW_SAMPLES] - y[s:s + WINDOW_SAMPLES]).max() < 1e-4
 
 
-def encode_av(path: Path, y: np.ndarray, sr: int, codec: str) -> Path:
-    """Write stereo ``y`` with one of FFmpeg's encoders (what libsndfile cannot read)."""
-    av = pytest.importorskip("av")
-    fmt = {"aac": "fltp", "wmav2": "fltp", "alac": "s16p", "wavpack": "s16p"}[codec]
-    with av.open(str(path), "w") as c:
-        stream = c.add_stream(codec, rate=sr, layout="stereo")
-        stream.bit_rate = 128_000  # wmav2 needs one
-        block = 4096 if codec == "alac" else 1024
-        for i in range(0, len(y), block):
-            x = np.ascontiguousarray(y[i:i + block].T)
-            if fmt == "s16p":
-                x = (np.clip(x, -1, 1) * 32767).astype(np.int16)
-            frame = av.AudioFrame.from_ndarray(x, format=fmt, layout="stereo")
-            frame.sample_rate, frame.pts = sr, i
-            for packet in stream.encode(frame):
-                c.mux(packet)
-        for packet in stream.encode(None):
-            c.mux(packet)
-    return path
-
-
 @pytest.mark.parametrize("codec,ext", [("aac", "m4a"), ("alac", "m4a"), ("wmav2", "wma"), ("wavpack", "wv")])
 def test_files_libsndfile_cannot_read_are_decoded_on_their_spread_windows_only(tmp_path, musicnn, monkeypatch,
                                                                                codec, ext):
     """AAC, ALAC, WMA, WavPack: PyAV seeks to each spread window instead of decoding the whole
     track, and the windows' predictions are those of a whole-file decode."""
-    path = encode_av(tmp_path / f"long.{ext}", music(95, 44100, channels=2, seed=5), 44100, codec)
+    pytest.importorskip("av")
+    from benchmarks.bench_containers import encode
+
+    path = encode(tmp_path / f"long.{ext}", music(95, 44100, channels=2, seed=5), codec, 44100)
     whole = audio.load_audio(path).samples
     n = spans.declared_samples(path)
     assert n is not None and abs(n - whole.size) < 0.05 * SAMPLE_RATE
