@@ -41,6 +41,19 @@ def test_balanced_weights_count_each_track_and_genre_once():
     assert w[:4].sum() == pytest.approx(w[4])  # a genre weighs the same whatever its tracks
 
 
+@pytest.mark.parametrize("exponent", [0.0, 0.25, 1.0])
+def test_source_boost_weighs_tracks_within_their_genre_and_moves_priors_by_the_exponent(exponent):
+    # genre 0: two GTZAN clips and one library track (boost 3); genre 1: two GTZAN clips
+    y = np.array([0, 0, 0, 0, 1, 1])
+    g = np.array([0, 0, 1, 2, 3, 4])
+    boost = np.array([1.0, 1.0, 1.0, 3.0, 1.0, 1.0])
+    w = heads.balanced_weights(y, g, 2) * heads.source_boost(y, g, boost, 2, exponent)
+    assert w[3] == pytest.approx(3 * w[2]) and w[:2].sum() == pytest.approx(w[2])  # within genre: 3 clips' worth
+    plain = heads.balanced_weights(y, g, 2) * boost  # genre 0's total grows 5/3 with the plain boost
+    ratio = (plain[:4].sum() / plain[4:].sum()) ** exponent
+    assert w[:4].sum() / w[4:].sum() == pytest.approx(ratio)  # 0: equal totals; 1: as the plain boost
+
+
 def test_temperature_is_folded_into_the_weights():
     x, y, g, _ = clusters()
     h = heads.fit_head(x, y, g, LABELS, C=1.0)
@@ -116,6 +129,19 @@ def test_onnx_head_matches_numpy(reject):
     assert np.allclose(out[heads.DISTANCE_OUTPUT], h.distances(x[:16]), rtol=1e-4, atol=1e-4)
     if reject:
         assert np.allclose(out[heads.UNKNOWN_OUTPUT], heads._softmax(logits)[:, 3], atol=1e-5)
+
+
+def test_refitting_a_head_keeps_the_backbone_and_its_cache_key():
+    """The embedding cache is keyed by the backbone graph's hash: attaching a new head (as every
+    `gtag-train musicnn-head` does) must not change it, or every cached embedding is lost."""
+    pytest.importorskip("onnx")
+    x, y, g, _ = clusters()
+    base = heads.backbone(_tiny_backbone(x.shape[1]))
+    h1 = heads.fit_head(x, y, g, LABELS, C=1.0)
+    h2 = heads.fit_head(x, y, g, LABELS, C=0.1)
+    once = heads.backbone(heads.attach(base, h1))
+    twice = heads.backbone(heads.attach(once, h2))
+    assert base.SerializeToString() == once.SerializeToString() == twice.SerializeToString()
 
 
 @pytest.mark.parametrize("confidence, signals, expected", [
