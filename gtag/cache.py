@@ -199,7 +199,9 @@ class EmbeddingCache:
             return None
         return np.frombuffer(data, dtype=np.float16).reshape(rows, dims).astype(np.float32)
 
-    def put(self, content: str, backbone: str, emb) -> None:
+    def put(self, content: str, backbone: str, emb):
+        """Store ``emb``; returns it as ``get`` will (float16-rounded, as float32), which callers use
+        in place of ``emb``: a first run and a re-run from the cache then learn the same model."""
         import numpy as np
 
         e = np.asarray(emb, np.float16)
@@ -209,6 +211,7 @@ class EmbeddingCache:
             self.db.commit()
         except sqlite3.Error:
             pass  # a full disk: the embedding is recomputed next time
+        return e.astype(np.float32)
 
     def close(self) -> None:
         self.db.close()

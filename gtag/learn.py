@@ -355,8 +355,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
                     key = content_key(t.path)
                     e = cache.get(key, bb.key)
                     if e is None:
-                        e = bb.embed_file(t.path)
-                        cache.put(key, bb.key, e)
+                        e = cache.put(key, bb.key, bb.embed_file(t.path))
                         new += 1
                 except (AudioLoadError, ValueError, OSError) as exc:
                     msg = str(exc) if str(t.path) in str(exc) else f"{t.path}: {exc}"

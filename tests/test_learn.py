@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -109,6 +110,12 @@ def test_learn_from_two_thirds_then_tag_the_stripped_third(tmp_path, monkeypatch
     entry = manifest["models"][0]
     assert {"balanced_accuracy", "per_genre", "confusion"} <= set(entry["metrics"]["cv_track"])
     assert entry["abstain"]["min_probability"] >= 0
+    # learning again from the cache gives the very same model as the first run's fresh embeddings
+    model = tmp_path / "models" / "mine" / entry["file"]
+    first_sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    r = runner.invoke(main, ["learn", str(lib), "--name", "mine", "--min-tracks", "4"])
+    assert r.exit_code == 0 and f"embedded 0 new tracks; {first.group(1)} came" in r.output, r.output
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == first_sha
     for folder in ("classical", "electronic", "rock"):
         for f in (later / folder).glob("*.mp3"):
             shutil.move(str(f), lib / folder / f.name)

@@ -96,8 +96,7 @@ def _embed(bb: Backbone, cache: EmbeddingCache, paths: list[Path]) -> list[np.nd
         key = content_key(p)
         e = cache.get(key, bb.key)
         if e is None:
-            e = bb.embed_file(p)
-            cache.put(key, bb.key, e)
+            e = cache.put(key, bb.key, bb.embed_file(p))  # as a cached run reads it: runs agree
         out.append(e)
     return out
 
