@@ -185,7 +185,9 @@ def test_shipped_cpu_variant_follows_the_float_model_on_extreme_audio():
     # the float model's genre wherever it has one (a near-tie, within 0.05, may swap its two leaders)
     top2 = np.sort(pf, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 0.05
-    assert clear.sum() >= len(x) - 2
+    # (no genre fits silence or noise: the head may hesitate between two on several of these
+    # windows; at least half of them must be clear, or the check below says nothing)
+    assert clear.sum() >= len(x) // 2
     assert (pq.argmax(1) == pf.argmax(1))[clear].all()
     assert all(pq[i].argmax() in np.argsort(-pf[i])[:2] for i in np.flatnonzero(~clear))
     assert np.abs(tq - tf).max() < VARIANT_TAG_ATOL and np.abs(pq - pf).max() < 0.15
