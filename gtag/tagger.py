@@ -226,8 +226,7 @@ class Tagger:
             return False
         rec.before = file_identity(path)
         try:
-            rec.format = tags.format_name(path)
-            rec.existing = tags.read_genres(path, self.opts.separator)
+            rec.format, rec.existing = tags.read_format_and_genres(path, self.opts.separator)
         except tags.TagError as exc:
             rec.status, rec.error = FAILED, _short_error(exc, path)
             return False

@@ -339,7 +339,10 @@ def format_name(path: str | os.PathLike[str]) -> str:
     For ID3 the version is the one a write keeps (or v2.4 for a file without ID3v2 yet).
     """
     path = Path(path)
-    spec, audio = _open(path)
+    return _format_name(path, *_open(path))
+
+
+def _format_name(path: Path, spec, audio) -> str:
     label = path.suffix.lower().lstrip(".") if path.suffix.lower() in spec.extensions else spec.name
     container = spec.style.container
     if container == "id3":
@@ -354,7 +357,19 @@ def read_genres(path: str | os.PathLike[str], separator: str | None = None) -> l
     and Picard join several genres there).  A WAV without an ID3 genre falls back to the IGNR
     item of its RIFF INFO chunk, which other taggers write and FFmpeg-based players show.
     """
-    spec, audio = _open(Path(path))
+    path = Path(path)
+    return _genres(path, *_open(path), separator)
+
+
+def read_format_and_genres(path: str | os.PathLike[str], separator: str | None = None) -> tuple[str, list[str]]:
+    """``(format_name(path), read_genres(path, separator))`` from one parse of the file's tags:
+    `gtag tag` reads both for every file before deciding whether it needs analysing."""
+    path = Path(path)
+    spec, audio = _open(path)
+    return _format_name(path, spec, audio), _genres(path, spec, audio, separator)
+
+
+def _genres(path: Path, spec, audio, separator: str | None) -> list[str]:
     genres = _read_genres(spec, audio, separator)
     if not genres and spec.name == "wav":
         try:

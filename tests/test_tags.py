@@ -286,6 +286,9 @@ def test_format_name(name: str, expected: str) -> None:
     if not (FIXTURES / name).is_file():
         pytest.skip(f"fixture {name} is missing")
     assert tags.format_name(FIXTURES / name) == expected
+    # gtag tag reads both from one parse of the tags
+    path = FIXTURES / name
+    assert tags.read_format_and_genres(path, "; ") == (expected, tags.read_genres(path, "; "))
 
 
 def test_format_table_is_complete() -> None:
