@@ -121,9 +121,9 @@ def main() -> None:
         learn = {}
         for name in ("libmp3lame.mp3", "aac.m4a"):
             files = sorted(folders[name].iterdir())
-            before = best(lambda: [(e := bb.embed_samples(audio.load_audio(f).samples))[spread(len(e))]
-                                   for f in files], args.repeats, warm_up=True) / len(files)
-            now = best(lambda: [bb.embed_file(f) for f in files], args.repeats, warm_up=True) / len(files)
+            before = best(lambda files=files: [(e := bb.embed_samples(audio.load_audio(f).samples))[spread(len(e))]
+                                               for f in files], args.repeats, warm_up=True) / len(files)
+            now = best(lambda files=files: [bb.embed_file(f) for f in files], args.repeats, warm_up=True) / len(files)
             learn[name] = {"s_per_track_before": round(before, 4), "s_per_track_now": round(now, 4),
                            "speed-up": round(before / now, 2)}
             print(f"learn embed {name:16s} {learn[name]}")

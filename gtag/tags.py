@@ -60,6 +60,7 @@ __all__ = [
     "format_name",
     "predict_write_failure",
     "read_extra",
+    "read_format_and_genres",
     "read_genres",
     "remove_stale_temp_files",
     "write_genres",
