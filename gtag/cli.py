@@ -441,12 +441,19 @@ def _print_summary(summary: dict, dry_run: bool, report: Path | None) -> None:
               help="Embedding cache (SQLite); default: gtag's cache file, or $GTAG_CACHE.")
 @click.option("--models", "models_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of the shipped models whose musicnn backbone embeds the tracks.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None, show_default="all cores",
+              help="Files decoded and embedded at once (threads sharing one model).")
 def learn(paths: tuple[Path, ...], name: str, min_tracks: int | None, map_file: Path | None,
-          out_dir: Path | None, cache_path: Path | None, models_dir: str | None) -> None:
+          out_dir: Path | None, cache_path: Path | None, models_dir: str | None, jobs: int | None) -> None:
     """Learn a genre model from the genre tags the files under PATHS already carry."""
     from .learn import run_learn
 
-    sys.exit(run_learn(paths, name, min_tracks, map_file, out_dir, cache_path, models_dir, out, err))
+    if jobs is None:
+        try:
+            jobs = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # macOS, Windows
+            jobs = os.cpu_count() or 1
+    sys.exit(run_learn(paths, name, min_tracks, map_file, out_dir, cache_path, models_dir, out, err, jobs=jobs))
 
 
 @main.command(name="models")

@@ -298,9 +298,11 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 
 
 def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, out_dir: Path | None,
-              cache_path: Path | None, models_dir: str | None, out, err) -> int:
+              cache_path: Path | None, models_dir: str | None, out, err, jobs: int = 1) -> int:
     """`gtag learn`: returns the exit code (0 written, 1 nothing learnable, 2 bad input, 3 no backbone,
     130 interrupted)."""
+    from contextlib import closing
+
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -333,7 +335,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
                   f"found {len(lab.labels)} ({escape(', '.join(lab.labels)) or 'none'})")
         return 1
     try:
-        bb = Backbone(models_dir)
+        bb = Backbone(models_dir, threads=1 if jobs > 1 else 0)
     except ModelError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return 3
@@ -342,27 +344,43 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     except CacheError as exc:  # learn has no --no-cache: the cache is how it resumes
         err.print(f"[red]error:[/] {escape(str(exc).replace('--no-cache, or ', ''))}")
         return 2
-    embs: list[np.ndarray | None] = []
+    embs: list[np.ndarray | None] = [None] * len(lab.tracks)
     new = 0
     progress = Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=out, transient=True)
+    reported = (AudioLoadError, ValueError, OSError)  # one line each, and the run goes on
+
+    def report(path: Path, exc: Exception) -> None:
+        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        progress.console.print(f"[red]error:[/] {escape(msg)}")
+
     try:
         with progress:
             task = progress.add_task("embedding", total=len(lab.tracks))
-            for t in lab.tracks:
-                e = None
+            missing: list[tuple[int, str]] = []  # (track, content key) not in the cache yet
+            for i, t in enumerate(lab.tracks):
                 try:
                     key = content_key(t.path)
-                    e = cache.get(key, bb.key)
-                    if e is None:
-                        e = cache.put(key, bb.key, bb.embed_file(t.path))
+                    embs[i] = cache.get(key, bb.key)
+                except reported as exc:
+                    report(t.path, exc)
+                    progress.update(task, advance=1)
+                    continue
+                if embs[i] is None:
+                    missing.append((i, key))
+                else:
+                    progress.update(task, advance=1)
+            # closing: on Ctrl-C the files being embedded finish and nothing more starts
+            with closing(bb.embed_files((lab.tracks[i].path for i, _ in missing), jobs)) as done:
+                for (i, key), e in zip(missing, done):
+                    if isinstance(e, Exception):
+                        if not isinstance(e, reported):
+                            raise e
+                        report(lab.tracks[i].path, e)
+                    else:
+                        embs[i] = cache.put(key, bb.key, e)
                         new += 1
-                except (AudioLoadError, ValueError, OSError) as exc:
-                    msg = str(exc) if str(t.path) in str(exc) else f"{t.path}: {exc}"
-                    progress.console.print(f"[red]error:[/] {escape(msg)}")
-                    e = None
-                embs.append(e)
-                progress.update(task, advance=1)
+                    progress.update(task, advance=1)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted:[/] {new} new embeddings are cached; run the same command again to resume.")
         return 130

@@ -102,7 +102,7 @@ def test_learn_from_two_thirds_then_tag_the_stripped_third(tmp_path, monkeypatch
             (later / folder).mkdir(parents=True, exist_ok=True)
             shutil.move(str(f), later / folder / f.name)
     runner = CliRunner()
-    r = runner.invoke(main, ["learn", str(lib), "--name", "mine", "--min-tracks", "4"])
+    r = runner.invoke(main, ["learn", str(lib), "--name", "mine", "--min-tracks", "4", "--jobs", "2"])
     assert r.exit_code == 0, r.output
     first = re.search(r"embedded (\d+) new tracks; 0 came from the cache", r.output)
     assert first and int(first.group(1)) >= 16, r.output
@@ -110,12 +110,18 @@ def test_learn_from_two_thirds_then_tag_the_stripped_third(tmp_path, monkeypatch
     entry = manifest["models"][0]
     assert {"balanced_accuracy", "per_genre", "confusion"} <= set(entry["metrics"]["cv_track"])
     assert entry["abstain"]["min_probability"] >= 0
-    # learning again from the cache gives the very same model as the first run's fresh embeddings
+    # learning again from the cache gives the very same model as the first run's fresh embeddings,
+    # and embedding them afresh one file at a time the same figures (the first run used two threads)
     model = tmp_path / "models" / "mine" / entry["file"]
     first_sha = hashlib.sha256(model.read_bytes()).hexdigest()
     r = runner.invoke(main, ["learn", str(lib), "--name", "mine", "--min-tracks", "4"])
     assert r.exit_code == 0 and f"embedded 0 new tracks; {first.group(1)} came" in r.output, r.output
     assert hashlib.sha256(model.read_bytes()).hexdigest() == first_sha
+    r = runner.invoke(main, ["learn", str(lib), "--name", "mine", "--min-tracks", "4", "--jobs", "1",
+                             "--cache", str(tmp_path / "fresh.sqlite3")])
+    assert r.exit_code == 0 and f"embedded {first.group(1)} new tracks; 0 came" in r.output, r.output
+    again = json.loads((tmp_path / "models" / "mine" / "manifest.json").read_text())["models"][0]
+    assert again["metrics"] == entry["metrics"] and again["abstain"] == entry["abstain"]
     for folder in ("classical", "electronic", "rock"):
         for f in (later / folder).glob("*.mp3"):
             shutil.move(str(f), lib / folder / f.name)
@@ -132,6 +138,46 @@ def test_learn_from_two_thirds_then_tag_the_stripped_third(tmp_path, monkeypatch
     assert right >= 0.75 * len(truth), (written, truth)
     for p, g in truth.items():  # and it really is in the files now
         assert read_genres(p) == written[p]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_while_embedding_keeps_what_is_done_and_a_rerun_resumes(tmp_path, monkeypatch, jobs):
+    import os
+    import signal
+    import time
+
+    from click.testing import CliRunner
+
+    from gtag.cli import main
+    from gtag.embed import Backbone
+
+    music = need(LIBRARY / "music")
+    lib = tmp_path / "lib"
+    for folder in ("classical", "rock"):
+        (lib / folder).mkdir(parents=True)
+        for f in sorted((music / folder).glob("*.mp3"))[:5]:
+            shutil.copyfile(f, lib / folder / f.name)
+    monkeypatch.setenv("GTAG_CACHE", str(tmp_path / "cache.sqlite3"))
+    monkeypatch.setenv("GTAG_USER_MODELS", str(tmp_path / "models"))
+    real, calls = Backbone.embed_file, []
+
+    def ctrl_c_on_the_sixth(self, path, *a, **k):
+        calls.append(path)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGINT)  # as a terminal's Ctrl-C: the main thread stops
+            time.sleep(0.5)
+        return real(self, path, *a, **k)
+
+    monkeypatch.setattr(Backbone, "embed_file", ctrl_c_on_the_sixth)
+    args = ["learn", str(lib), "--name", "mine", "--min-tracks", "3", "--jobs", jobs]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 130, r.output
+    done = int(re.search(r"interrupted: (\d+) new embeddings are cached", r.output).group(1))
+    assert 1 <= done < 10
+    monkeypatch.setattr(Backbone, "embed_file", real)
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert f"embedded {10 - done} new tracks; {done} came from the cache" in r.output
 
 
 def test_an_unusable_cache_is_one_line_and_exit_2(tmp_path):
