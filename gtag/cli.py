@@ -447,12 +447,10 @@ def learn(paths: tuple[Path, ...], name: str, min_tracks: int | None, map_file: 
           out_dir: Path | None, cache_path: Path | None, models_dir: str | None, jobs: int | None) -> None:
     """Learn a genre model from the genre tags the files under PATHS already carry."""
     from .learn import run_learn
+    from .tagger import usable_cpus
 
-    if jobs is None:
-        try:
-            jobs = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):  # macOS, Windows
-            jobs = os.cpu_count() or 1
+    if jobs is None:  # threads share one model: no per-worker memory to plan, unlike gtag tag's processes
+        jobs = usable_cpus()
     sys.exit(run_learn(paths, name, min_tracks, map_file, out_dir, cache_path, models_dir, out, err, jobs=jobs))
 
 

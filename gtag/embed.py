@@ -126,3 +126,30 @@ class Backbone:
                 yield exc if exc is not None else fut.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def cached_embeddings(bb: Backbone, cache, paths: list, jobs: int = 1
+                      ) -> Iterator[tuple[int, np.ndarray | Exception, bool]]:
+    """``(index, embeddings or the exception met, computed now)`` for every path: what ``cache``
+    (a ``gtag.cache.EmbeddingCache``) holds for the file's content first, then the rest embedded
+    ``jobs`` at a time (``Backbone.embed_files``) and stored. Computed embeddings are returned as the
+    cache stores them (float16-rounded), so a first run and a re-run learn the same model. What
+    `gtag learn` and `gtag-train musicnn-head` both read. Closing the iterator (Ctrl-C) stops the
+    embedding; what was stored stays stored."""
+    from contextlib import closing
+
+    missing: list[tuple[int, str]] = []
+    for i, p in enumerate(paths):
+        try:
+            key = content_key(p)
+            e = cache.get(key, bb.key)
+        except OSError as exc:  # unreadable file
+            yield i, exc, False
+            continue
+        if e is None:
+            missing.append((i, key))
+        else:
+            yield i, e, False
+    with closing(bb.embed_files((paths[i] for i, _ in missing), jobs)) as done:
+        for (i, key), e in zip(missing, done):
+            yield (i, e, False) if isinstance(e, Exception) else (i, cache.put(key, bb.key, e), True)

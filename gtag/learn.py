@@ -308,7 +308,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
 
     from .audio import AudioLoadError
     from .cache import CacheError, EmbeddingCache, default_cache_path
-    from .embed import Backbone, content_key
+    from .embed import Backbone, cached_embeddings
     from .library import walk
     from .models import ModelError
 
@@ -357,29 +357,16 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     try:
         with progress:
             task = progress.add_task("embedding", total=len(lab.tracks))
-            missing: list[tuple[int, str]] = []  # (track, content key) not in the cache yet
-            for i, t in enumerate(lab.tracks):
-                try:
-                    key = content_key(t.path)
-                    embs[i] = cache.get(key, bb.key)
-                except reported as exc:
-                    report(t.path, exc)
-                    progress.update(task, advance=1)
-                    continue
-                if embs[i] is None:
-                    missing.append((i, key))
-                else:
-                    progress.update(task, advance=1)
             # closing: on Ctrl-C the files being embedded finish and nothing more starts
-            with closing(bb.embed_files((lab.tracks[i].path for i, _ in missing), jobs)) as done:
-                for (i, key), e in zip(missing, done):
+            with closing(cached_embeddings(bb, cache, [t.path for t in lab.tracks], jobs)) as found:
+                for i, e, fresh in found:
                     if isinstance(e, Exception):
                         if not isinstance(e, reported):
                             raise e
                         report(lab.tracks[i].path, e)
                     else:
-                        embs[i] = cache.put(key, bb.key, e)
-                        new += 1
+                        embs[i] = e
+                        new += fresh
                     progress.update(task, advance=1)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted:[/] {new} new embeddings are cached; run the same command again to resume.")

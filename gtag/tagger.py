@@ -58,13 +58,18 @@ def plan_jobs(cpus: int, available_bytes: int | None, per_worker: int = WORKER_M
     return jobs
 
 
-def default_jobs() -> int:
-    """``plan_jobs`` for this machine: the CPUs this process may run on (affinity, not the whole
-    box) and MemAvailable from /proc/meminfo where there is one."""
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, not the whole box)."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS, Windows
-        cpus = os.cpu_count() or 1
+        return os.cpu_count() or 1
+
+
+def default_jobs() -> int:
+    """``plan_jobs`` for this machine: ``usable_cpus`` and MemAvailable from /proc/meminfo where
+    there is one."""
+    cpus = usable_cpus()
     available = None
     try:
         with open("/proc/meminfo") as f:

@@ -31,7 +31,8 @@ import numpy as np
 
 from gtag import head as heads
 from gtag.cache import EmbeddingCache
-from gtag.embed import Backbone, content_key
+from gtag.embed import Backbone, cached_embeddings
+from gtag.tagger import usable_cpus
 from gtag.learn import classification_report, read_library
 
 from .data import train_valid
@@ -88,16 +89,16 @@ def library_tracks(root: Path) -> list[tuple[Path, str, str]]:
     return out
 
 
-def _embed(bb: Backbone, cache: EmbeddingCache, paths: list[Path]) -> list[np.ndarray]:
+def _embed(bb: Backbone, cache: EmbeddingCache, paths: list[Path], jobs: int = 1) -> list[np.ndarray]:
+    """Every track's cached embeddings (``gtag.embed.cached_embeddings``, as `gtag learn` reads
+    them); a track that cannot be embedded stops the run: the training set must be whole."""
     from tqdm import tqdm
 
-    out = []
-    for p in tqdm(paths, desc="embedding", unit="track"):
-        key = content_key(p)
-        e = cache.get(key, bb.key)
-        if e is None:
-            e = cache.put(key, bb.key, bb.embed_file(p))  # as a cached run reads it: runs agree
-        out.append(e)
+    out: list[np.ndarray] = [np.zeros(0)] * len(paths)
+    for i, e, _ in tqdm(cached_embeddings(bb, cache, paths, jobs), total=len(paths), desc="embedding", unit="track"):
+        if isinstance(e, Exception):
+            raise e
+        out[i] = e
     return out
 
 
@@ -131,9 +132,10 @@ def train(gtzan_root: str | Path, library_root: str | Path, models_dir: str | Pa
     source = np.array(["train"] * len(gtrain) + ["valid"] * len(gvalid) + ["library"] * len(lib))
     groups = np.array([f"gtzan:{t.track_id}" for t in gtrain + gvalid] + [g for _, _, g in lib])
     upgrade_backbone(models_dir)
-    bb = Backbone(models_dir)
+    jobs = usable_cpus()
+    bb = Backbone(models_dir, threads=1 if jobs > 1 else 0)
     cache = EmbeddingCache(run_dir / "embeddings.sqlite3")
-    embs = _embed(bb, cache, paths)
+    embs = _embed(bb, cache, paths, jobs)
     cache.close()
     n_known = len(genres)
     is_lib = np.flatnonzero(source == "library")
