@@ -403,7 +403,7 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
     elif rec.status in (TAGGED, WOULD_TAG):
         verb = "would write" if rec.status == WOULD_TAG else "wrote"
         console.print(f"{path}: {before} → [green]{'; '.join(rec.written)}[/] "
-                      f"[dim]({rec.confidence:.0%}, {verb})[/]")
+                      f"[dim]({rec.confidence:.0%}, {f'{escape(rec.agreed)} agrees, ' if rec.agreed else ''}{verb})[/]")
     elif rec.status == SKIPPED_UNCERTAIN:
         console.print(f"{path}: [yellow]uncertain[/] (best guess {escape(rec.genre or '?')} {rec.confidence:.0%}: "
                       f"{escape(rec.reason or '')}), left as {before}")
@@ -496,6 +496,11 @@ def list_models(models_dir: str | None) -> None:
                      f"'none of these' above {ab['max_unknown']:g}" if isinstance(ab.get("max_unknown"), (int, float)) else "",
                      f"distance above {ab['max_distance']:g}" if isinstance(ab.get("max_distance"), (int, float)) else ""]
             out.print(f"{escape(s.name)} abstains when: " + ", ".join(p for p in parts if p))
+            second = ab.get("second_opinion")
+            if isinstance(second, dict) and isinstance(second.get("model"), str) \
+                    and isinstance(second.get("min_probability"), (int, float)):
+                out.print(f"  unless {escape(second['model'])} (not voting) names the same genre: then from "
+                          f"probability {second['min_probability']:g}")
             for t in ab.get("tradeoff", []) if isinstance(ab.get("tradeoff"), list) else []:
                 if isinstance(t, dict) and t.get("min_probability") in (0.0, 0.5, 0.7):
                     out.print(f"  [dim]at probability ≥ {t['min_probability']:.1f}: tags {t['coverage']:.0%} of "

@@ -441,3 +441,22 @@ def musicnn_span_patches(spans: list[Span], starts: np.ndarray) -> np.ndarray:
                                    int(first), int(first) + MUSICNN_FRAMES, origin)
         out[i] = _musicnn_log(mel)
     return out
+
+
+def log_mel_span_patches(spans: list[Span], starts: np.ndarray, n_samples: int) -> np.ndarray:
+    """CNN input patches ``(n, N_MELS, WINDOW_FRAMES)`` of the windows at ``starts`` of a track of
+    ``n_samples`` (22,050 Hz, tiled to a window when shorter), each from its own ``gtag.spans.Span``:
+    what ``log_mel_spectrogram`` gives for windows at those starts, up to float rounding, from the
+    audio another model's windows already decoded (the frames are the whole track's frame grid, and
+    a window's first frame is the one nearest its start, clamped as ``analyze`` clamps it)."""
+    n_samples = max(int(n_samples), WINDOW_SAMPLES)
+    total_frames = 1 + n_samples // HOP_LENGTH
+    first = np.round(np.asarray(starts) / HOP_LENGTH).astype(np.int64)
+    first = np.minimum(first, 1 + (n_samples - WINDOW_SAMPLES) // HOP_LENGTH)
+    first = np.minimum(first, total_frames - WINDOW_FRAMES)
+    out = np.empty((len(starts), N_MELS, WINDOW_FRAMES), dtype=np.float32)
+    for i, (span, f) in enumerate(zip(spans, first)):
+        mel = dsp.mel_power_frames(span.samples, SAMPLE_RATE, N_FFT, HOP_LENGTH, N_MELS, int(f),
+                                   int(f) + WINDOW_FRAMES, span.start)
+        out[i] = mel.T
+    return log_mel_patches(out)

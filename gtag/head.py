@@ -249,6 +249,20 @@ def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_precisi
     return 1.0
 
 
+def choose_threshold_each(confidence: np.ndarray, correct: np.ndarray, sets: np.ndarray,
+                          target_precision: float = 0.9) -> float:
+    """The lowest confidence threshold at which the written tags reach ``target_precision`` in every
+    set of held-out tracks (``sets``: each track's set, e.g. GTZAN clips and real library tracks), each
+    on its own, so one easy set cannot buy coverage with wrong tags on another; a set with no track
+    at or above a threshold asks nothing of it. 1.0 when no threshold does."""
+    confidence, correct, sets = np.asarray(confidence, float), np.asarray(correct, bool), np.asarray(sets)
+    for t in np.unique(np.round(confidence, 3)):
+        if all(coverage_precision(confidence[sets == s], correct[sets == s], float(t))[1] >= target_precision
+               for s in np.unique(sets)):
+            return float(t)
+    return 1.0
+
+
 def tradeoff(confidence: np.ndarray, correct: np.ndarray,
              thresholds=(0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)) -> list[dict[str, float]]:
     """Coverage and precision of written tags at a few thresholds (for the manifest and README)."""

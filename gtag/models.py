@@ -249,6 +249,8 @@ class OnnxModel:
         import onnxruntime as ort
 
         self.spec = spec
+        # how it was loaded, so a model it consults (its abstain rule's second opinion) loads alike
+        self.load_options = {"device": device, "threads": threads, "cpu_variant": cpu_variant}
         providers = providers_for(device)
         sha256 = spec.sha256
         # Optional manifest field "cpu_variant": {"file", "sha256", ...}, the same model made cheaper

@@ -96,6 +96,9 @@ class AnalysisConfig:
     # At most this many windows per kind, evenly spread over a longer track (0: every window);
     # see gtag.spans. A track with no more windows than this is analysed whole, as with 0.
     max_windows: int = 0
+    # Keep the audio of musicnn's windows (``Analysed.window_audio``) for a second opinion asked after the
+    # vote (``Predictor``: the abstain rule's second model reads those windows, no second decode).
+    keep_spans: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,10 @@ class Analysed:
     batches: dict[str, np.ndarray]  # model kind -> input batch
     duration: float  # seconds of the whole file
     truncated: bool  # only part of a long file was analysed
+    # With ``AnalysisConfig.keep_spans``: the 22,050 Hz audio of musicnn's windows (and a margin),
+    # and the length in samples of the signal they were windowed from.
+    window_audio: tuple[spans.Span, ...] = ()
+    n_samples: int = 0
 
 
 def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
@@ -113,7 +120,7 @@ def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
     hops = dict(config.hops)
     if config.max_windows and set(hops) == {KIND_MUSICNN}:
         # musicnn alone (the default vote) reads its spread windows straight from the file.
-        analysed = _analyse_spans(path, hops[KIND_MUSICNN], config.max_windows)
+        analysed = _analyse_spans(path, hops[KIND_MUSICNN], config.max_windows, config.keep_spans)
         if analysed is not None:
             return analysed
     decoded = audio.load_audio(Path(path))
@@ -137,9 +144,12 @@ def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
     if KIND_WAVEFORM in hops:
         frames = audio.frame_signal(y, audio.WINDOW_SAMPLES, hops[KIND_WAVEFORM])
         batches[KIND_WAVEFORM] = np.ascontiguousarray(frames)[:, None, :]
+    kept: tuple[spans.Span, ...] = ()
     if KIND_MUSICNN in hops:
-        if len(starts[KIND_MUSICNN]) < len(every[KIND_MUSICNN]):  # spread windows: only they are transformed
-            picked = starts[KIND_MUSICNN]
+        picked = starts[KIND_MUSICNN]
+        if config.keep_spans:  # views of the decoded track, tiled as every kind's windows are
+            kept = tuple(spans.spans_from_signal(audio.fit_to_window(y), picked))
+        if len(picked) < len(every[KIND_MUSICNN]):  # spread windows: only they are transformed
             batches[KIND_MUSICNN] = features.musicnn_span_patches(spans.spans_from_signal(y, picked), picked)
         else:
             batches[KIND_MUSICNN] = features.musicnn_patches(y, sr, hops[KIND_MUSICNN])
@@ -147,10 +157,10 @@ def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
         if len(b) != len(starts[k]):  # every window computed, the spread ones kept
             assert len(b) == len(every[k]), (k, len(b), len(every[k]))
             batches[k] = b[spans.spread(len(b), config.max_windows)]
-    return Analysed(starts, batches, decoded.duration, decoded.truncated)
+    return Analysed(starts, batches, decoded.duration, decoded.truncated, kept, n if kept else 0)
 
 
-def _analyse_spans(path: str | os.PathLike, hop: int, max_windows: int) -> Analysed | None:
+def _analyse_spans(path: str | os.PathLike, hop: int, max_windows: int, keep_spans: bool = False) -> Analysed | None:
     """musicnn's spread windows of a long file, decoding only them (``gtag.spans.read_spans``);
     None when the file must be decoded whole (short enough to analyse whole, a length libsndfile
     does not declare, no seeking, a header that overstates the length)."""
@@ -169,7 +179,18 @@ def _analyse_spans(path: str | os.PathLike, hop: int, max_windows: int) -> Analy
     if audio.is_silent(np.concatenate([p.samples for p in parts])):
         raise audio.SilentAudio(f"{path}: silent (below -60 dBFS), no genre to hear")
     return Analysed({KIND_MUSICNN: starts}, {KIND_MUSICNN: features.musicnn_span_patches(parts, starts)},
-                    n / audio.SAMPLE_RATE, False)
+                    n / audio.SAMPLE_RATE, False, tuple(parts) if keep_spans else (), n if keep_spans else 0)
+
+
+def second_opinion(model: OnnxModel, analysed: Analysed) -> np.ndarray:
+    """A log-mel model's track probabilities (its labels' order) on the audio of musicnn's windows
+    (``Analysed.window_audio``, kept with ``AnalysisConfig.keep_spans``): the abstain rule's second
+    opinion, the same windows musicnn heard, no second decode."""
+    if not analysed.window_audio:
+        raise ValueError("no window audio kept (AnalysisConfig.keep_spans)")
+    patches = features.log_mel_span_patches(list(analysed.window_audio), analysed.starts[KIND_MUSICNN],
+                                            analysed.n_samples)
+    return vote.track_probabilities(model.predict(patches[:, None, :, :]))
 
 
 @dataclass(frozen=True)
@@ -249,7 +270,12 @@ class Predictor:
         for m in models:
             hop = int(round((hop_seconds or m.spec.hop_seconds) * audio.SAMPLE_RATE))
             hops[m.spec.kind] = min(hop, hops.get(m.spec.kind, hop))
-        self.config = AnalysisConfig(hops=tuple(sorted(hops.items())), max_windows=max_windows)
+        self._rule = self._find_abstain_rule()
+        # The abstain rule's second opinion: a model that does not vote, asked only about tracks whose
+        # vote falls between the rule's two thresholds, on the audio of the rule model's windows.
+        self.second: OnnxModel | None = self._load_second_opinion()
+        self.config = AnalysisConfig(hops=tuple(sorted(hops.items())), max_windows=max_windows,
+                                     keep_spans=self.second is not None)
 
     @property
     def signature(self) -> str:
@@ -262,6 +288,8 @@ class Predictor:
         cap = [f"max_windows={self.config.max_windows}"] if self.config.max_windows else []
         parts = [__version__, repr(self.config.hops), *cap] + [f"{m.spec.name}:{m.sha256}:{self.weights[m.spec.name]}"
                                                          for m in self.models]
+        if self.second is not None:  # a cached prediction holds the second opinion where it was asked
+            parts.append(f"second:{self.second.spec.name}:{self.second.sha256}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
     def infer(self, path: str | os.PathLike, analysed: Analysed) -> Prediction:
@@ -281,6 +309,11 @@ class Predictor:
                 tags[m.spec.name] = [(m.tag_labels[i], float(mean[i])) for i in np.argsort(-mean, kind="stable")]
         labels, probs = vote.combine(track, self.labels, self.weights)
         aligned = {n: vote.align(p, self.labels[n], labels) for n, p in track.items()}
+        rule = self._rule
+        if (self.second is not None and rule is not None and analysed.window_audio
+                and rule.needs_second_opinion(float(np.max(probs)), signals.get(rule.model, {}))):
+            # not a vote: shown with the models' probabilities, read by abstain_reason
+            aligned[self.second.spec.name] = vote.align(second_opinion(self.second, analysed), self.second.spec.labels, labels)
         # Genre over time: the weighted ensemble of each window, on the finest hop's windows; a
         # model with a coarser hop contributes the window of its own that starts nearest.
         kind_of = {m.spec.name: m.spec.kind for m in self.models}
@@ -302,22 +335,57 @@ class Predictor:
             signals=signals,
         )
 
-    @property
-    def abstain_rule(self) -> vote.AbstainRule | None:
-        """The abstain thresholds of the vote: those of the heaviest-voting model whose manifest
-        entry has them (None: no model says when to abstain)."""
+    def _find_abstain_rule(self) -> vote.AbstainRule | None:
         ranked = sorted((m for m in self.models if isinstance(m.spec.extra.get("abstain"), dict)),
                         key=lambda m: -self.weights[m.spec.name])
         if not ranked:
             return None
         return vote.AbstainRule.from_manifest(ranked[0].spec.name, ranked[0].spec.extra["abstain"])
 
+    def _load_second_opinion(self) -> OnnxModel | None:
+        """The rule's second model, loaded as the rule's own model was (None: the rule has none). A
+        second model gtag cannot feed from the rule model's windows (only the log-mel CNN can be), or
+        that is already voting, needs no extra session; one the manifest lacks is an error."""
+        rule = self._rule
+        if rule is None or rule.second_model is None:
+            return None
+        owner = next(m for m in self.models if m.spec.name == rule.model)
+        if owner.spec.kind != KIND_MUSICNN or rule.second_model in self.labels:
+            return None
+        from .models import ModelError, load_models
+
+        (second,) = load_models(Path(owner.path).parent, [rule.second_model], **owner.load_options)
+        if second.spec.kind != KIND_LOG_MEL:
+            raise ModelError(f"model {rule.model}: its second opinion {rule.second_model} is not a log-mel model")
+        return second
+
+    @property
+    def abstain_rule(self) -> vote.AbstainRule | None:
+        """The abstain thresholds of the vote: those of the heaviest-voting model whose manifest
+        entry has them (None: no model says when to abstain)."""
+        return self._rule
+
     def abstain_reason(self, pred: Prediction) -> str | None:
         """Why ``pred`` should be written nowhere under the manifest's rule (None: write it)."""
-        rule = self.abstain_rule
+        rule = self._rule
         if rule is None:
             return None
-        return vote.abstain_reason(pred.confidence, pred.signals.get(rule.model, {}), rule)
+        second = pred.models.get(rule.second_model) if rule.second_model else None
+        second_genre = pred.labels[int(np.argmax(second))] if second is not None else None
+        return vote.abstain_reason(pred.confidence, pred.signals.get(rule.model, {}), rule, second_genre, pred.genre)
+
+    def min_probability(self, pred: Prediction) -> float:
+        """The probability a written genre of ``pred`` needs under the manifest's rule: its
+        ``min_probability``, or its second opinion's where that model names the voted genre; 0
+        without a rule."""
+        rule = self._rule
+        if rule is None:
+            return 0.0
+        second = pred.models.get(rule.second_model) if rule.second_model else None
+        if (second is not None and rule.second_min_probability is not None
+                and pred.labels[int(np.argmax(second))] == pred.genre):
+            return min(rule.min_probability, rule.second_min_probability)
+        return rule.min_probability
 
     @property
     def source(self) -> ModelSource | None:

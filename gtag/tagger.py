@@ -119,6 +119,7 @@ class Record:
     cached: bool = False
     error: str | None = None
     reason: str | None = None  # why no genre was written (skipped: uncertain)
+    agreed: str | None = None  # the abstain rule's second model, when its agreeing let the genre be written
     album: dict | None = None  # --album: the album's key, tracks, vote and confidence
     prediction: Prediction | None = field(default=None, repr=False, compare=False)  # not reported
     # (dev, inode, size, mtime_ns) before analysis: the content the prediction is about. Not reported.
@@ -136,6 +137,8 @@ class Record:
             d["error"] = self.error
         if self.reason:
             d["reason"] = self.reason
+        if self.agreed:
+            d["agreed"] = self.agreed
         if self.album is not None:
             d["album"] = self.album
         return d
@@ -367,7 +370,7 @@ class Tagger:
             opts = self.opts
             reason = self.predictor.abstain_reason(vote) if opts.min_confidence is None else None
             chosen = [] if reason else [opts.policy.name(g) for g in
-                                        choose_genres(vote, self._min_probability(), opts.top_k, opts.policy)]
+                                        choose_genres(vote, self._min_probability(vote), opts.top_k, opts.policy)]
             summary = {"key": key, "tracks": len(batch), "voters": len(preds),
                        "genre": self.opts.policy.name(vote.genre), "genres": chosen,
                        "confidence": round(vote.confidence, 4), **({"reason": reason} if reason else {}),
@@ -413,27 +416,28 @@ class Tagger:
         except (AudioLoadError, ValueError, OSError) as exc:
             rec.status, rec.error = FAILED, _short_error(exc, path)
             return None
-        _fill(rec, pred, self.opts, self._min_probability())
+        _fill(rec, pred, self.opts, self._min_probability(pred))
         rec.prediction = pred
         return pred
 
-    def _min_probability(self) -> float:
-        """The probability a written genre needs: --min-confidence (or the config's) when given,
-        else the models' abstain rule, else 0."""
+    def _min_probability(self, pred: Prediction) -> float:
+        """The probability a written genre of ``pred`` needs: --min-confidence (or the config's) when
+        given, else the models' abstain rule's (lower where its second opinion agrees), else 0."""
         if self.opts.min_confidence is not None:
             return self.opts.min_confidence
-        rule = self.predictor.abstain_rule
-        return rule.min_probability if rule else 0.0
+        return self.predictor.min_probability(pred)
 
     def _decide_and_write(self, path: Path, rec: Record, pred: Prediction) -> None:
         """Apply the policy to ``pred`` (the file's own, or its album's) and write when needed."""
         rule = self.predictor.abstain_rule if self.opts.min_confidence is None else None
-        _fill(rec, pred, self.opts, self._min_probability())
+        _fill(rec, pred, self.opts, self._min_probability(pred))
         if rule is not None:
             rec.reason = self.predictor.abstain_reason(pred)
             if rec.reason:
                 rec.status, rec.genres = SKIPPED_UNCERTAIN, []
                 return
+            if pred.confidence < rule.min_probability and rule.second_model:
+                rec.agreed = rule.second_model  # written because the second opinion agrees
         if not rec.genres:
             rec.status = SKIPPED_LOW_CONFIDENCE
             return

@@ -11,7 +11,7 @@ Models may list their labels in different orders: everything is aligned on the f
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -90,19 +90,40 @@ class AbstainRule:
     min_probability: float = 0.0  # voted probability below this: not sure enough
     max_unknown: float | None = None  # reject-class share above this: none of the genres it knows
     max_distance: float | None = None  # distance to the nearest genre above this: unlike what it learned
+    # A second opinion (manifest "second_opinion": {"model", "min_probability"}): a track below
+    # ``min_probability`` is still written when this other model's top genre is the voted one and
+    # the vote is at least ``second_min_probability``. Two models trained apart (different inputs,
+    # different data) rarely make the same mistake, so agreement is evidence the vote alone lacks.
+    second_model: str | None = None
+    second_min_probability: float | None = None
 
     @classmethod
     def from_manifest(cls, model: str, d: Mapping) -> "AbstainRule":
-        def num(key: str) -> float | None:
-            v = d.get(key)
-            return float(v) if isinstance(v, (int, float)) and np.isfinite(v) else None
+        def num(m: Mapping, key: str) -> float | None:
+            v = m.get(key)
+            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) else None
 
-        return cls(model, num("min_probability") or 0.0, num("max_unknown"), num("max_distance"))
+        second = d.get("second_opinion")
+        second = second if isinstance(second, Mapping) else {}
+        name = second.get("model") if isinstance(second.get("model"), str) and second.get("model") else None
+        low = num(second, "min_probability") if name else None
+        return cls(model, num(d, "min_probability") or 0.0, num(d, "max_unknown"), num(d, "max_distance"),
+                   name if low is not None else None, low)
+
+    def needs_second_opinion(self, confidence: float, signals: Mapping[str, float]) -> bool:
+        """Whether the second model's answer could change the decision: the other checks pass and
+        the vote lies between the two probability thresholds."""
+        if self.second_model is None or self.second_min_probability is None:
+            return False
+        return (self.second_min_probability <= confidence < self.min_probability
+                and abstain_reason(confidence, signals, replace(self, min_probability=0.0)) is None)
 
 
-def abstain_reason(confidence: float, signals: Mapping[str, float], rule: AbstainRule) -> str | None:
+def abstain_reason(confidence: float, signals: Mapping[str, float], rule: AbstainRule,
+                   second_genre: str | None = None, genre: str | None = None) -> str | None:
     """Why a track should get no genre under ``rule`` (None: write it). ``signals``: the rule's
-    model's track-level "unknown" and "ood_distance" (either may be missing)."""
+    model's track-level "unknown" and "ood_distance" (either may be missing); ``second_genre``: the
+    top genre of the rule's second-opinion model, when it was asked; ``genre``: the voted genre."""
     unknown = signals.get("unknown")
     if rule.max_unknown is not None and unknown is not None and unknown > rule.max_unknown:
         return f"sounds like none of its genres ({unknown:.0%})"
@@ -110,5 +131,13 @@ def abstain_reason(confidence: float, signals: Mapping[str, float], rule: Abstai
     if rule.max_distance is not None and distance is not None and distance > rule.max_distance:
         return "unlike the music it learned from"
     if confidence < rule.min_probability:
+        agrees = second_genre is not None and second_genre == genre
+        if agrees and rule.second_min_probability is not None and confidence >= rule.second_min_probability:
+            return None
+        if agrees:
+            return f"below the {rule.second_min_probability:.0%} it needs even with {rule.second_model} agreeing"
+        if second_genre is not None:
+            return (f"below the {rule.min_probability:.0%} it needs to be right 9 times in 10, "
+                    f"and {rule.second_model} hears {second_genre}")
         return f"below the {rule.min_probability:.0%} it needs to be right 9 times in 10"
     return None

@@ -91,6 +91,18 @@ def test_threshold_reaches_the_precision_asked():
     assert heads.coverage_precision(conf, correct, t) == (pytest.approx(0.5), 1.0)
 
 
+def test_threshold_for_each_set_holds_in_every_set_and_ignores_a_set_with_nothing_at_it():
+    conf = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.95, 0.85])
+    correct = np.array([1, 1, 1, 0, 1, 1, 1], bool)
+    sets = np.array(["a"] * 5 + ["b"] * 2)
+    # "b" (all right, but nothing below 0.85) does not hold "a" back, nor does it let "a" go lower
+    # than "a" alone allows: pooled, its two right tags would buy 0.5 (6 of 7 right)
+    assert heads.choose_threshold_each(conf, correct, sets, 0.85) == pytest.approx(0.7)
+    assert heads.choose_threshold(conf, correct, 0.85) == pytest.approx(0.5)
+    assert heads.choose_threshold_each(conf, correct, np.array(["a"] * 7), 0.85) == pytest.approx(0.5)
+    assert heads.choose_threshold_each(conf, np.zeros(7, bool), sets, 0.9) == 1.0
+
+
 def _tiny_backbone(dims: int):
     import onnx
     from onnx import TensorProto, helper
@@ -155,6 +167,47 @@ def test_abstain_reason(confidence, signals, expected):
     rule = AbstainRule("m", min_probability=0.5, max_unknown=0.3, max_distance=2.0)
     reason = abstain_reason(confidence, signals, rule)
     assert (reason is None) if expected is None else (expected in reason)
+
+
+SECOND = AbstainRule("m", min_probability=0.6, max_unknown=0.3, max_distance=2.0,
+                     second_model="cnn", second_min_probability=0.4)
+
+
+@pytest.mark.parametrize("confidence, second_genre, expected", [
+    (0.7, None, None),  # sure enough alone: the second model is not needed
+    (0.7, "jazz", None),  # nor can it veto
+    (0.5, "rock", None),  # between the thresholds, it names the voted genre: written
+    (0.5, "jazz", "cnn hears jazz"),  # it names another: not sure enough
+    (0.5, None, "9 times in 10"),  # not asked (an album, a cached prediction): the plain rule
+    (0.3, "rock", "even with cnn agreeing"),  # below the lower threshold even when it agrees
+])
+def test_a_second_opinion_lowers_the_threshold_only_when_it_agrees(confidence, second_genre, expected):
+    reason = abstain_reason(confidence, {"unknown": 0.05, "ood_distance": 1.0}, SECOND, second_genre, "rock")
+    assert (reason is None) if expected is None else (expected in reason)
+
+
+@pytest.mark.parametrize("confidence, signals, asked", [
+    (0.5, {"unknown": 0.05, "ood_distance": 1.0}, True),
+    (0.7, {"unknown": 0.05, "ood_distance": 1.0}, False),  # written anyway
+    (0.3, {"unknown": 0.05, "ood_distance": 1.0}, False),  # abstains anyway
+    (0.5, {"unknown": 0.6, "ood_distance": 1.0}, False),  # none of its genres: no opinion helps
+    (0.5, {"unknown": 0.05, "ood_distance": 3.0}, False),
+])
+def test_the_second_model_is_asked_only_where_its_answer_matters(confidence, signals, asked):
+    assert SECOND.needs_second_opinion(confidence, signals) is asked
+    assert not AbstainRule("m", 0.6).needs_second_opinion(confidence, signals)
+
+
+@pytest.mark.parametrize("second, expected", [
+    ({"model": "cnn", "min_probability": 0.4}, ("cnn", 0.4)),
+    ({"model": "cnn"}, (None, None)),  # no threshold: no second opinion
+    ({"model": "", "min_probability": 0.4}, (None, None)),
+    ({"min_probability": 0.4}, (None, None)),
+    ("cnn", (None, None)),
+])
+def test_second_opinion_from_the_manifest(second, expected):
+    rule = AbstainRule.from_manifest("m", {"min_probability": 0.6, "second_opinion": second})
+    assert (rule.second_model, rule.second_min_probability) == expected
 
 
 def test_abstain_rule_ignores_bad_manifest_values():
