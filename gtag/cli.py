@@ -144,10 +144,12 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
                 err.print(f"[red]error:[/] {escape(one_line(msg))}")
             continue
         reason = predictor.abstain_reason(pred)
+        agreed = predictor.agreed_by(pred)
         if as_json:
-            results.append(dict(pred.to_json(), would_tag=reason is None, **({"reason": reason} if reason else {})))
+            results.append(dict(pred.to_json(), would_tag=reason is None, **({"reason": reason} if reason else {}),
+                                **({"agreed": agreed} if agreed else {})))
         else:
-            _print_prediction(pred, top, reason)
+            _print_prediction(pred, top, reason, agreed)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
@@ -191,11 +193,13 @@ def timeline(starts, genres: list[str], window: float = 3.0) -> list[tuple[float
     return segs
 
 
-def _print_prediction(pred, top: int, reason: str | None = None) -> None:
+def _print_prediction(pred, top: int, reason: str | None = None, agreed: str | None = None) -> None:
     from .audio import WINDOW_SECONDS
     from .vote import top_k
 
     head = f"[bold]{escape(str(pred.path))}[/]  →  [bold green]{escape(pred.genre)}[/] ({pred.confidence:.0%})"
+    if agreed:
+        head += f" [dim]written because {escape(agreed)} (not voting) agrees[/]"
     if reason:
         head = (f"[bold]{escape(str(pred.path))}[/]  →  [yellow]uncertain[/], best guess {escape(pred.genre)} "
                 f"({pred.confidence:.0%}): {escape(reason)}; gtag tag writes nothing")

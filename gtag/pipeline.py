@@ -374,6 +374,14 @@ class Predictor:
         second_genre = pred.labels[int(np.argmax(second))] if second is not None else None
         return vote.abstain_reason(pred.confidence, pred.signals.get(rule.model, {}), rule, second_genre, pred.genre)
 
+    def agreed_by(self, pred: Prediction) -> str | None:
+        """The second-opinion model whose agreeing lets ``pred`` be written below the rule's
+        ``min_probability`` (None: written on its own, or not written)."""
+        rule = self._rule
+        if rule is None or rule.second_model is None or pred.confidence >= rule.min_probability:
+            return None
+        return rule.second_model if self.abstain_reason(pred) is None else None
+
     def min_probability(self, pred: Prediction) -> float:
         """The probability a written genre of ``pred`` needs under the manifest's rule: its
         ``min_probability``, or its second opinion's where that model names the voted genre; 0

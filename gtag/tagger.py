@@ -436,8 +436,7 @@ class Tagger:
             if rec.reason:
                 rec.status, rec.genres = SKIPPED_UNCERTAIN, []
                 return
-            if pred.confidence < rule.min_probability and rule.second_model:
-                rec.agreed = rule.second_model  # written because the second opinion agrees
+            rec.agreed = self.predictor.agreed_by(pred)  # written because the second opinion agrees
         if not rec.genres:
             rec.status = SKIPPED_LOW_CONFIDENCE
             return

@@ -67,6 +67,7 @@ def test_the_cnn_is_asked_between_the_thresholds_and_decides_there(tmp_path):
     again = plain.predict_file(clip)
     assert np.allclose(again.probabilities, pred.probabilities) and "cnn" not in again.models
     assert "9 times in 10" in plain.abstain_reason(again)
+    assert asked.agreed_by(pred) == ("cnn" if agrees else None) and plain.agreed_by(again) is None
     assert plain.signature != asked.signature  # a cached prediction knows whether it could hold one
     # sure enough on its own (or hopeless): the CNN is not run
     sure = Predictor(load_models(_models_with_rule(tmp_path / "c", 0.0, 0.0), ["musicnn"], device="cpu", threads=1))
@@ -116,3 +117,18 @@ def test_tag_reports_the_second_opinion_and_writes_what_it_allows(tmp_path, jobs
         else:
             assert r["agreed"] == "cnn" and r["written"] == [r["genre"]]
             assert f"{Path(r['path']).name}: — → {r['genre']} (" in res.output and "cnn agrees, would write" in res.output
+
+
+def test_predict_json_says_when_the_second_opinion_let_it_be_written(tmp_path):
+    from click.testing import CliRunner
+
+    from gtag.cli import main
+
+    clips = [str(need(GTZAN / "audio" / g / f"{g}.00000.ogg")) for g in ("jazz", "metal")]
+    models = _models_with_rule(tmp_path, 0.9999, 0.0)
+    res = CliRunner().invoke(main, ["predict", "--json", "--models", str(models), *clips])
+    assert res.exit_code == 0, res.output
+    for r in json.loads(res.output):
+        cnn = r["models"]["cnn"]["probabilities"]
+        agrees = max(cnn, key=cnn.get) == r["genre"]
+        assert r["would_tag"] is agrees and (r.get("agreed") == "cnn") is agrees
