@@ -268,6 +268,11 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
         write_confidence: bool, cache_path: Path | None, no_cache: bool, backend: str,
         ray_address: str | None) -> None:
     """Predict the genre of every audio file under PATHS and write it into the file's tags."""
+    if backend == "local" and (jobs or 0) != 1:
+        from .workers import start_worker_server
+
+        # the workers' fork server imports while this process does (on another core)
+        start_worker_server(explicit=jobs is not None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .cache import CacheError, PredictionCache, default_cache_path

@@ -207,27 +207,6 @@ class ModelSource:
 
 _WORKER_PREDICTORS: dict[ModelSource, "Predictor"] = {}
 
-# What a worker needs before its first file, imported once by the fork server (see worker_context).
-WORKER_PRELOAD = ["gtag.pipeline", "soundfile", "soxr"]
-
-
-def worker_context():
-    """The multiprocessing context of `--jobs` workers. Never a plain fork of gtag's process: it holds
-    ONNX Runtime sessions and their threads, and ORT is not fork-safe. On Linux, a fork server: a fresh
-    process, started as spawn starts one, imports WORKER_PRELOAD once (numpy, the decoders, gtag; not
-    ONNX Runtime, which gtag imports only to load a model), and each worker is forked from it, so
-    workers do not each pay those imports again. Elsewhere (macOS's system libraries are not fork-safe
-    either, Windows has no fork), spawn."""
-    import multiprocessing
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(WORKER_PRELOAD)
-    return ctx
-
-
 def predict_in_worker(path: str | os.PathLike, source: ModelSource) -> Prediction:
     """Decode, analyse and predict one file in a pool worker. Each worker loads the models once
     (CPU, one thread per session) and keeps them, so `--jobs N` scales the models' cost too, not
