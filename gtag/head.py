@@ -243,10 +243,7 @@ def coverage_precision(confidence: np.ndarray, correct: np.ndarray, threshold: f
 def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float = 0.9) -> float:
     """The lowest confidence threshold whose written tags reach ``target_precision`` on held-out
     tracks (most coverage for that precision); 1.0 when no threshold does."""
-    for t in np.unique(np.round(np.asarray(confidence, float), 3)):
-        if coverage_precision(confidence, correct, float(t))[1] >= target_precision:
-            return float(t)
-    return 1.0
+    return choose_threshold_each(confidence, correct, np.zeros(len(confidence)), target_precision)
 
 
 def choose_threshold_each(confidence: np.ndarray, correct: np.ndarray, sets: np.ndarray,
