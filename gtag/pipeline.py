@@ -147,10 +147,12 @@ def analyse_file(path: str | os.PathLike, config: AnalysisConfig) -> Analysed:
     kept: tuple[spans.Span, ...] = ()
     if KIND_MUSICNN in hops:
         picked = starts[KIND_MUSICNN]
-        if config.keep_spans:  # views of the decoded track, tiled as every kind's windows are
-            kept = tuple(spans.spans_from_signal(audio.fit_to_window(y), picked))
-        if len(picked) < len(every[KIND_MUSICNN]):  # spread windows: only they are transformed
-            batches[KIND_MUSICNN] = features.musicnn_span_patches(spans.spans_from_signal(y, picked), picked)
+        spread = len(picked) < len(every[KIND_MUSICNN])
+        if config.keep_spans or spread:  # views of the decoded track, tiled as every kind's windows are
+            windows = spans.spans_from_signal(audio.fit_to_window(y), picked)
+            kept = tuple(windows) if config.keep_spans else ()
+        if spread:  # spread windows: only they are transformed
+            batches[KIND_MUSICNN] = features.musicnn_span_patches(windows, picked)
         else:
             batches[KIND_MUSICNN] = features.musicnn_patches(y, sr, hops[KIND_MUSICNN])
     for k, b in batches.items():
@@ -349,9 +351,14 @@ class Predictor:
         rule = self._rule
         if rule is None:
             return None
-        second = pred.models.get(rule.second_model) if rule.second_model else None
-        second_genre = pred.labels[int(np.argmax(second))] if second is not None else None
-        return vote.abstain_reason(pred.confidence, pred.signals.get(rule.model, {}), rule, second_genre, pred.genre)
+        return vote.abstain_reason(pred.confidence, pred.signals.get(rule.model, {}), rule,
+                                   self._second_genre(pred), pred.genre)
+
+    def _second_genre(self, pred: Prediction) -> str | None:
+        """The top genre of the rule's second opinion on ``pred`` (None: not asked, or no rule)."""
+        rule = self._rule
+        second = pred.models.get(rule.second_model) if rule is not None and rule.second_model else None
+        return pred.labels[int(np.argmax(second))] if second is not None else None
 
     def agreed_by(self, pred: Prediction) -> str | None:
         """The second-opinion model whose agreeing lets ``pred`` be written below the rule's
@@ -368,9 +375,7 @@ class Predictor:
         rule = self._rule
         if rule is None:
             return 0.0
-        second = pred.models.get(rule.second_model) if rule.second_model else None
-        if (second is not None and rule.second_min_probability is not None
-                and pred.labels[int(np.argmax(second))] == pred.genre):
+        if rule.second_min_probability is not None and self._second_genre(pred) == pred.genre:
             return min(rule.min_probability, rule.second_min_probability)
         return rule.min_probability
 
