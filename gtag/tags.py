@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -523,16 +524,13 @@ def write_genres(
     _check_writable(real, path)
     spec, original = _open(real, path)
 
+    temps: list[Path] = []  # every temporary copy made; the one that becomes the file leaves this list
     try:
-        # Same folder, so the final rename stays on one filesystem and is atomic; the suffix
-        # keeps mutagen's extension-based detection the same for the copy.
-        fd, tmp_name = tempfile.mkstemp(dir=real.parent, prefix=TEMP_PREFIX, suffix=real.suffix)
-    except OSError as exc:
-        raise TagError(f"{path}: cannot create a temporary copy ({_reason(exc)})") from exc
-    tmp = Path(tmp_name)
-    temps = [tmp]  # every temporary copy made; the one that becomes the file leaves this list
-    v23 = _is_id3v23(spec, original)
-    try:
+        # Inside the try whose finally removes every copy in ``temps``: a Ctrl-C at any moment
+        # after the copy exists must not leave it behind in the user's folder.
+        fd, tmp_name = _temp_copy(real, path, temps)
+        tmp = temps[0]
+        v23 = _is_id3v23(spec, original)
         # Everything below works on descriptors, never on a temporary name: the owner of the
         # folder could swap that name for a symlink to a file that gtag (run as root) must
         # neither write, chown nor chmod.
@@ -563,8 +561,7 @@ def write_genres(
             final, final_tmp = fh, tmp
             info_fh = None
             if spec.name == "wav" and _has_info(fh):  # the genre in its RIFF INFO chunk too (gtag.riffinfo)
-                fd2, tmp2_name = tempfile.mkstemp(dir=real.parent, prefix=TEMP_PREFIX, suffix=real.suffix)
-                temps.append(Path(tmp2_name))
+                fd2, _ = _temp_copy(real, path, temps)
                 info_fh = open(fd2, "w+b")
                 try:
                     wrote_info = riffinfo.rewrite_info(fh, info_fh, {"IGNR": _info_genre(genres, separator)})
@@ -599,6 +596,25 @@ def write_genres(
             _leftover(t)
     _fsync_folder(real.parent)
     return fit_genres(f"{spec.name}/id3v2.3" if v23 else spec.name, genres, separator)
+
+
+def _temp_copy(real: Path, path: str | os.PathLike[str], temps: list[Path]) -> tuple[int, str]:
+    """A new empty temporary file beside ``real`` (same folder: the final rename stays on one
+    filesystem and is atomic; same suffix: mutagen's extension-based detection stays the same),
+    recorded in ``temps`` before a stop signal can interrupt: SIGINT and SIGTERM wait while it is
+    made and recorded, so no Ctrl-C can leave a copy the caller does not know of."""
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    mask = hasattr(signal, "pthread_sigmask")  # not on Windows
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if mask else None
+    try:
+        fd, name = tempfile.mkstemp(dir=real.parent, prefix=TEMP_PREFIX, suffix=real.suffix)
+        temps.append(Path(name))
+    except OSError as exc:
+        raise TagError(f"{path}: cannot create a temporary copy ({_reason(exc)})") from exc
+    finally:
+        if mask:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return fd, name
 
 
 def _has_info(fh: BinaryIO) -> bool:

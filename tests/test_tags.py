@@ -401,6 +401,50 @@ def test_crash_while_saving_leaves_original(
     assert _temp_files(tmp_path) == []
 
 
+@pytest.mark.parametrize("step", ["_is_id3v23", "_stored", "_verify", "_copy_metadata", "_verify_riff", "replace"])
+def test_ctrl_c_at_any_step_of_a_write_leaves_no_temporary_copy(
+    step: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Ctrl-C that landed just after the copy was made (before the code that removes it on a
+    # failure had started) left a .gtag-* file in the user's folder (CI saw one after a -j 2 Ctrl-C).
+    from gtag import riffinfo
+
+    path = _copy("formats/classical.wav", tmp_path)
+    riffinfo.write_info(path, {"INAM": "Fixture classical"})  # so the second (INFO) copy is made too
+    original = path.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(*(os, "replace") if step == "replace" else (tags, step), interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_genres(path, ["Jazz"])
+    assert path.read_bytes() == original
+    assert _temp_files(tmp_path) == []
+
+
+def test_a_stop_signal_while_the_copy_is_made_waits_until_it_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+    import tempfile
+
+    path = _copy("formats/classical.flac", tmp_path)
+    original = path.read_bytes()
+    real_mkstemp = tempfile.mkstemp
+
+    def signalled_mkstemp(*args, **kwargs):
+        made = real_mkstemp(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C the moment the file exists, before it is returned
+        return made
+
+    monkeypatch.setattr(tempfile, "mkstemp", signalled_mkstemp)
+    with pytest.raises(KeyboardInterrupt):
+        write_genres(path, ["Jazz"])
+    assert path.read_bytes() == original
+    assert _temp_files(tmp_path) == []
+
+
 def test_crash_at_rename_leaves_original(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _copy("mediafile/full.ogg", tmp_path)
     original = path.read_bytes()
