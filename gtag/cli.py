@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -268,17 +269,13 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
         write_confidence: bool, cache_path: Path | None, no_cache: bool, backend: str,
         ray_address: str | None) -> None:
     """Predict the genre of every audio file under PATHS and write it into the file's tags."""
-    if backend == "local" and (jobs or 0) != 1:
-        from .workers import start_worker_server
-
-        # the workers' fork server imports while this process does (on another core)
-        start_worker_server(explicit=jobs is not None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .cache import CacheError, PredictionCache, default_cache_path
     from .library import walk
     from .tagger import FAILED, Record, TagOptions, Tagger, default_jobs, summarize, write_report
     from .tags import remove_stale_temp_files
+    from .workers import WORKER_PRELOAD, WorkerPool
 
     if report is not None and report.suffix.lower() not in (".json", ".csv"):
         raise click.BadParameter("must end in .json or .csv", param_hint="--report")
@@ -295,20 +292,12 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     stopped = None  # exit code of a run ended by SIGINT / SIGTERM
     report_failed = False
     cache = None
+    pool = None
+    explicit_jobs = jobs
     with signals.stop_on_signals():
         # Everything from model loading to the last file runs here, so a stop signal at any moment
         # ends the run the same way: workers stopped, cache closed, summary printed.
         try:
-            # An explicit --jobs 1 runs on one core, as each worker of --jobs N does (one-thread
-            # sessions): on a busy machine extra ONNX Runtime threads only contend (musicnn: 1.35x).
-            predictor = _predictor(models_dir, model or config.models or (), device,
-                                   threads=1 if jobs == 1 and backend == "local" else 0, max_windows=max_windows)
-            labels = sorted({lab for labs in predictor.labels.values() for lab in labs})
-            unknown = config.policy.unknown(labels)
-            if unknown:  # a typo would otherwise silently whitelist or exclude nothing
-                err.print(f"[red]error:[/] config {escape(str(config.source))}: unknown genre "
-                          f"{escape(', '.join(unknown))} (labels: {', '.join(labels)})")
-                sys.exit(EXIT_USAGE)
             files = list(walk(paths))
             # Temporary copies a killed run left (older than any running gtag's) are gtag's own to remove.
             for folder in sorted({p.parent for p in files}):
@@ -318,6 +307,23 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                               "an interrupted gtag run")
             if jobs is None:  # all usable cores, as memory allows; no more workers than files to share
                 jobs = max(1, min(default_jobs(), len(files)))
+            if backend == "local" and jobs > 1:
+                # The workers start now, forked from this process before it imports ONNX Runtime, so
+                # they load their models while it loads its own (see WorkerPool).
+                for name in WORKER_PRELOAD:
+                    importlib.import_module(name)
+                pool = WorkerPool(jobs, fork=True)
+            # An explicit --jobs 1 runs on one core, as each worker of --jobs N does (one-thread
+            # sessions): on a busy machine extra ONNX Runtime threads only contend (musicnn: 1.35x).
+            predictor = _predictor(models_dir, model or config.models or (), device,
+                                   threads=1 if explicit_jobs == 1 and backend == "local" else 0,
+                                   max_windows=max_windows)
+            labels = sorted({lab for labs in predictor.labels.values() for lab in labs})
+            unknown = config.policy.unknown(labels)
+            if unknown:  # a typo would otherwise silently whitelist or exclude nothing
+                err.print(f"[red]error:[/] config {escape(str(config.source))}: unknown genre "
+                          f"{escape(', '.join(unknown))} (labels: {', '.join(labels)})")
+                sys.exit(EXIT_USAGE)
             opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k,
                               jobs=jobs, write_confidence=write_confidence, backend=backend,
                               ray_address=ray_address, separator=config.separator, policy=config.policy,
@@ -332,7 +338,7 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                                 transient=True)
             with progress:
                 task = progress.add_task("dry run" if dry_run else "tagging", total=len(files), rate="")
-                for rec in Tagger(predictor, opts, cache).run(files):
+                for rec in Tagger(predictor, opts, cache, pool).run(files):
                     if rec.album is not None and (not records or records[-1].album is not rec.album):
                         _print_album(rec.album, progress.console)
                     records.append(rec)
@@ -348,6 +354,8 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
             err.print(f"[yellow]{what}:[/] files done so far are tagged; the rest are untouched. "
                       "Run the same command again to resume.")
         finally:
+            if pool is not None:
+                pool.stop()  # the tagger closed it after the last file; not if the run ended before
             if cache is not None:
                 cache.close()
                 if cache.broken:

@@ -220,10 +220,14 @@ def _broken(fut: Future | None) -> bool:
 class Tagger:
     """Runs the tag job over files; ``run`` yields one Record per file, in order."""
 
-    def __init__(self, predictor: Predictor, opts: TagOptions, cache: PredictionCache | None = None):
+    def __init__(self, predictor: Predictor, opts: TagOptions, cache: PredictionCache | None = None,
+                 pool: WorkerPool | None = None):
+        """``pool``: workers started before the models were loaded (``WorkerPool(jobs, fork=True)``),
+        used by the next ``run`` with more than one job, which closes it; default: a pool made then."""
         self.predictor = predictor
         self.opts = opts
         self.cache = cache
+        self.pool = pool
         self.keep_predictions = False  # --album's prediction pass needs them after each record
 
     def _needs_prediction(self, path: Path, rec: Record) -> bool:
@@ -272,7 +276,7 @@ class Tagger:
                 fut.set_exception(exc)
                 return fut
 
-        pool = make_executor(self.opts)
+        pool, self.pool = self.pool or make_executor(self.opts), None
         # (path, record, future, retries): the future is None when nothing needs computing.
         pending: deque[tuple[Path, Record, Future | None, int]] = deque()
         it = iter(paths)
@@ -350,7 +354,8 @@ class Tagger:
         key_of = {p: key for key, members in groups for p in members}
         # Predict only: every track (force), nothing written (dry run); the decision comes after.
         predict_only = Tagger(self.predictor, replace(self.opts, album=False, force=True, merge=False,
-                                                      dry_run=True), self.cache)
+                                                      dry_run=True), self.cache, self.pool)
+        self.pool = None
         predict_only.keep_predictions = True
         batch: list[tuple[Path, Record]] = []
         for rec in predict_only.run(ordered):

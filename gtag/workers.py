@@ -1,4 +1,4 @@
-"""The local worker pool of `gtag tag`: spawned processes that survive nothing they should not.
+"""The local worker pool of `gtag tag`: worker processes that survive nothing they should not.
 
 - A worker that dies (a decoder or kernel segfault, the kernel's OOM killer) breaks a
   ProcessPoolExecutor for good. ``WorkerPool.post_mortem`` says which file(s) the dead worker was
@@ -13,10 +13,12 @@
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -54,7 +56,7 @@ def _watch_parent(parent_pid: int, gtag_pid: int) -> None:
     threading.Thread(target=watch, name="gtag-parent-watchdog", daemon=True).start()
 
 
-def _init_worker(gtag_pid: int, slots: str, crash_file: str | None = None) -> None:
+def _init_worker(gtag_pid: int, slots: str, crash_file: str | None = None, preload: tuple[str, ...] = ()) -> None:
     global _SLOTS, _CRASH_FILE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -62,6 +64,8 @@ def _init_worker(gtag_pid: int, slots: str, crash_file: str | None = None) -> No
     # Handed over, not read from os.environ: a fork-server worker has the server's environment.
     _CRASH_FILE = crash_file
     _watch_parent(os.getppid(), gtag_pid)
+    for name in preload:  # while the parent is still loading its models, before the first file
+        importlib.import_module(name)
 
 
 def run_task(fn, path, *args):
@@ -97,15 +101,31 @@ def describe_exit(exitcode: int | None) -> str:
 WORKER_PRELOAD = ["gtag.pipeline", "soundfile", "soxr"]
 
 
+# What an early-forked worker imports first (see WorkerPool): what it needs after the fork.
+FORK_PRELOAD = ("onnxruntime",)
+
+
+def fork_is_safe() -> bool:
+    """Whether this process may be forked plainly, workers and all: on Linux, while it runs one thread
+    and has not imported ONNX Runtime. A fork copies only the calling thread, so a lock another
+    thread held stays locked in the child; ONNX Runtime starts a thread when it is imported, and its
+    sessions hold thread pools. Native threads count too (read from /proc, not ``threading``)."""
+    if not sys.platform.startswith("linux") or "onnxruntime" in sys.modules:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
 def worker_context():
-    """The multiprocessing context of `--jobs` workers. Never a plain fork of gtag's process: it holds
-    ONNX Runtime sessions and their threads, and ORT is not fork-safe. On Linux, a fork server: a fresh
+    """The multiprocessing context of `--jobs` workers started where ``fork_is_safe`` is not (a pool
+    rebuilt after a crash: gtag holds ONNX Runtime sessions and their threads by then, and ORT is not
+    fork-safe). On Linux, a fork server: a fresh
     process, started as spawn starts one, imports WORKER_PRELOAD once (numpy, the decoders, gtag; not
     ONNX Runtime, which gtag imports only to load a model), and each worker is forked from it, so
     workers do not each pay those imports again. Elsewhere (macOS's system libraries are not fork-safe
     either, Windows has no fork), spawn."""
-    import sys
-
     if not sys.platform.startswith("linux"):
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
@@ -113,37 +133,36 @@ def worker_context():
     return ctx
 
 
-def start_worker_server(explicit: bool = True) -> None:
-    """Start the fork server now, while this process is still importing and loading its models, so
-    the first `--jobs N` workers do not wait for its start and imports (~0.3 s of one core) after
-    them. Returns at once (the server imports in its own process). Nothing to do without a fork
-    server, nor, unless ``explicit`` (--jobs N given), on one usable core, where the default is one
-    job and no worker."""
-    ctx = worker_context()
-    if ctx.get_start_method() != "forkserver":
-        return
-    if not explicit and len(os.sched_getaffinity(0)) < 2:
-        return
-    from multiprocessing import forkserver
-
-    forkserver.ensure_running()
-
-
 class WorkerPool:
-    """A ProcessPoolExecutor (fork server or spawn) that can say who died, and be stopped at once."""
+    """A ProcessPoolExecutor that can say who died, and be stopped at once.
 
-    def __init__(self, jobs: int):
+    ``fork=True`` asks for the cheapest start: where ``fork_is_safe`` (gtag tag creates its pool
+    before it imports ONNX Runtime), every worker is forked from this process at once, and inherits
+    its imports (numpy, the decoders, gtag) instead of a fork server importing them all again:
+    on 2 cores that server's ~0.4 s of CPU competed with the parent's own start. Otherwise, and for
+    every pool a ``restart`` makes (the parent holds ONNX Runtime by then), ``worker_context``."""
+
+    def __init__(self, jobs: int, fork: bool = False):
         self.jobs = max(1, jobs)
         self._slots = tempfile.mkdtemp(prefix="gtag-workers-")
         self._procs: dict[int, multiprocessing.Process] = {}
-        self._pool = self._start()
+        self._closed = False
+        self.forked = fork and fork_is_safe()
+        self._pool = self._start(self.forked)
 
-    def _start(self) -> ProcessPoolExecutor:
-        # Never a plain fork: the parent already holds ONNX Runtime sessions and their thread pools,
-        # and a forked child that then creates sessions of its own can crash (ORT is not fork-safe).
-        return ProcessPoolExecutor(self.jobs, mp_context=worker_context(),
-                                   initializer=_init_worker,
-                                   initargs=(os.getpid(), self._slots, os.environ.get(CRASH_HOOK_ENV)))
+    def _start(self, fork: bool = False) -> ProcessPoolExecutor:
+        # A plain fork only while fork_is_safe: once the parent holds ONNX Runtime sessions and their
+        # threads, a forked child that creates sessions of its own can crash (ORT is not fork-safe).
+        ctx = multiprocessing.get_context("fork") if fork else worker_context()
+        pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(os.getpid(), self._slots, os.environ.get(CRASH_HOOK_ENV),
+                                             FORK_PRELOAD if fork else ()))
+        if fork:
+            # With fork, the executor forks every worker at its first submit, from the thread that
+            # submits, before it starts its manager thread: now, while this process is one thread.
+            pool.submit(int)
+            self._procs.update(pool._processes or {})
+        return pool
 
     def submit(self, fn, path, *args) -> Future:
         fut = self._pool.submit(run_task, fn, path, *args)
@@ -175,7 +194,11 @@ class WorkerPool:
         self._pool = self._start()
 
     def stop(self) -> None:
-        """Stop now: cancel what is queued, kill running workers, wait until they are gone."""
+        """Stop now: cancel what is queued, kill running workers, wait until they are gone. Does
+        nothing once the pool is closed or stopped."""
+        if self._closed:
+            return
+        self._closed = True
         # shutdown(wait=False) forgets the manager thread and the processes, so take them first:
         # a later shutdown(wait=True) would not wait, and a manager thread still closing its wake-up
         # pipe while the interpreter exits makes concurrent.futures' atexit hook print an
@@ -195,5 +218,9 @@ class WorkerPool:
         shutil.rmtree(self._slots, ignore_errors=True)
 
     def close(self) -> None:
+        """Let the workers finish what was submitted, then end them (nothing once closed or stopped)."""
+        if self._closed:
+            return
+        self._closed = True
         self._pool.shutdown(wait=True)
         shutil.rmtree(self._slots, ignore_errors=True)

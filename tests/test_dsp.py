@@ -173,23 +173,3 @@ def test_the_fork_server_never_loads_onnx_runtime():
     loaded = _modules_after("import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in WORKER_PRELOAD))
     assert set(WORKER_PRELOAD) <= loaded
     assert "onnxruntime" not in {m.split(".")[0] for m in loaded}
-
-
-@pytest.mark.parametrize("cpus, explicit, started", [(2, False, True), (1, False, False), (1, True, True)])
-def test_tag_starts_the_fork_server_early_only_where_workers_will_run(cpus, explicit, started):
-    """`gtag tag` starts the workers' fork server before loading its own models (it imports on another
-    core meanwhile), but not on one core by default, where one job runs without workers."""
-    import subprocess
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        pytest.skip("fork server: Linux only")
-    code = ("import os, multiprocessing.forkserver as fs\n"
-            f"os.sched_getaffinity = lambda pid: set(range({cpus}))\n"
-            "from gtag.workers import start_worker_server\n"
-            f"start_worker_server(explicit={explicit})\n"
-            "pid = fs._forkserver._forkserver_pid\n"
-            "print(pid is not None and os.waitpid(pid, os.WNOHANG) == (0, 0))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(started)

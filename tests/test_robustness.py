@@ -113,9 +113,10 @@ def test_a_dead_worker_costs_one_file(tmp_path: Path, tiny_models: Path, monkeyp
 # --- stop signals (F9, F5) ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["walk", "model loading"])
-def test_ctrl_c_before_tagging_exits_130_with_a_summary(where: str, tmp_path: Path, tiny_models: Path,
+@pytest.mark.parametrize("where, jobs", [("walk", "1"), ("model loading", "1"), ("model loading", "2")])
+def test_ctrl_c_before_tagging_exits_130_with_a_summary(where: str, jobs: str, tmp_path: Path, tiny_models: Path,
                                                         monkeypatch) -> None:
+    # With -j 2 the workers are already running when the models load: they are stopped too.
     import gtag.cli
     import gtag.library
 
@@ -124,12 +125,14 @@ def test_ctrl_c_before_tagging_exits_130_with_a_summary(where: str, tmp_path: Pa
 
     monkeypatch.setattr(gtag.library if where == "walk" else gtag.cli, "walk" if where == "walk" else "load_models",
                         interrupted)
-    lib = make_lib(tmp_path / "lib", wavs={"a.wav": 3})
-    r = CliRunner().invoke(main, ["tag", "--models", str(tiny_models), "--no-cache", str(lib)])
+    lib = make_lib(tmp_path / "lib", wavs={"a.wav": 3, "b.wav": 3})
+    before = set(threading.enumerate())
+    r = CliRunner().invoke(main, ["tag", "--models", str(tiny_models), "--no-cache", "-j", jobs, str(lib)])
     assert r.exit_code == 130
-    assert "interrupted" in r.stderr and "Aborted" not in r.output
+    assert "interrupted" in r.stderr and "Aborted" not in r.output and "Traceback" not in r.output
     assert "summary" in r.stdout
-    assert read_genres(lib / "a.wav") == []
+    assert read_genres(lib / "a.wav") == [] and read_genres(lib / "b.wav") == []
+    assert [t for t in set(threading.enumerate()) - before if t.is_alive()] == []  # no pool left running
 
 
 @pytest.mark.slow
@@ -176,7 +179,9 @@ def test_stop_signal_mid_run_ends_cleanly(sig, code, tmp_path: Path, tiny_models
     try:
         _wait_for(_first_file_done(out), 120, "the first tagged file")
         workers = _children(proc.pid)
-        assert workers  # the pool and its resource tracker
+        # forked from gtag itself: its own children, no fork server or resource tracker between
+        assert len(workers) == 2
+        assert not any(b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes() for p in workers)
         if sig == signal.SIGINT:  # Ctrl-C: the terminal signals the whole process group
             os.killpg(proc.pid, sig)
         else:  # `timeout`, a service manager: the parent only
@@ -227,3 +232,61 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path, tiny_models: Pat
     # the hidden temporary copy behind; the original is never touched before the atomic rename.)
     for f in sorted(long_lib.glob("t*.wav")):
         assert len(read_genres(f)) <= 1, f
+
+
+# --- how the workers start ----------------------------------------------------------------------
+
+_POOL_PROBE = """
+import os, sys, threading, time
+{before}
+from gtag.workers import WorkerPool
+from tests.worker_probe import parent_and_onnx_runtime
+
+pool = WorkerPool(2, fork=True)
+found = [pool.submit(parent_and_onnx_runtime, "x").result(60) for _ in range(4)]
+print(pool.forked, all(ppid == os.getpid() for ppid, _ in found), all(ort for _, ort in found),
+      "onnxruntime" in sys.modules)
+pool.close()
+"""
+
+
+@needs_proc
+@pytest.mark.parametrize("before, forked", [
+    ("", True),  # gtag tag's case: one thread, ONNX Runtime not imported yet
+    ("import onnxruntime", False),  # its import starts a thread; its sessions are not fork-safe
+    ("threading.Thread(target=time.sleep, args=(30,), daemon=True).start()", False),
+])
+def test_workers_are_forked_only_from_a_process_of_one_thread_without_onnx_runtime(before: str, forked: bool) -> None:
+    """`gtag tag --jobs N` forks its workers before it imports ONNX Runtime (they inherit its
+    imports; no fork server imports them again); any other process gets the fork server's workers,
+    which it does not parent. Workers load ONNX Runtime themselves either way; a forked one at once,
+    while the parent loads its models."""
+    out = subprocess.run([sys.executable, "-c", _POOL_PROBE.format(before=before)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    parent_ort = "True" if before.startswith("import onnxruntime") else "False"
+    assert out.stdout.split() == [str(forked), str(forked), str(forked), parent_ort]
+
+
+@pytest.mark.slow
+@needs_proc
+def test_a_dead_forked_worker_costs_one_file_in_a_real_run(tmp_path: Path, tiny_models: Path) -> None:
+    """The same as test_a_dead_worker_costs_one_file, in a real `gtag tag -j 2` process, whose first
+    workers are forked from it: after the crash the pool is rebuilt (from the fork server, since the
+    process holds ONNX Runtime by then) and every other file is tagged."""
+    lib = make_lib(tmp_path / "lib", ["jazz.m4a"], {f"w{i}.wav": 3 for i in range(6)})
+    shutil.copyfile(lib / "jazz.m4a", lib / "crash.m4a")
+    before = snapshot(lib)
+    report = tmp_path / "r.json"
+    proc, out, err = _start(["--models", tiny_models, "--no-cache", "--force", "-j", 2, "--report", report, lib],
+                            tmp_path, **{CRASH_HOOK_ENV: "crash.m4a"})
+    assert proc.wait(300) == 1, err.read_text()
+    errors = [line for line in err.read_text().splitlines() if line.strip()]
+    assert errors == [f"error: {lib / 'crash.m4a'}: analysis process crashed (signal 11, SIGSEGV)"]
+    recs = {Path(d["path"]).name: d for d in json.loads(report.read_text())}
+    assert recs.pop("crash.m4a")["status"] == "failed"
+    assert len(recs) == 7 and {d["status"] for d in recs.values()} <= {"tagged", "unchanged"}
+    for name, d in recs.items():
+        assert read_genres(lib / name) == d["written"]
+    assert snapshot(lib)["crash.m4a"] == before["crash.m4a"]
+    assert temp_files(lib) == []

@@ -12,3 +12,11 @@ def modules_after_predicting(path: str, source) -> list[str]:
 
     predict_in_worker(path, source)
     return sorted(sys.modules)
+
+
+def parent_and_onnx_runtime(path: str) -> tuple[int, bool]:
+    """In a `gtag tag --jobs N` worker (tests/test_robustness.py): the worker's parent process, and
+    whether ONNX Runtime is loaded there before any model is."""
+    import os
+
+    return os.getppid(), "onnxruntime" in sys.modules
