@@ -17,6 +17,8 @@ is kept). Measured in one run, on this machine's cores, nothing pinned:
 - `gtag --help` and `gtag models`, against `python -c pass`;
 - the first run after an install: gtag copied to a fresh folder (no bytecode of its own yet) with
   an empty numba cache, for the default models and for the 57-feature models (librosa, numba).
+  Every other command runs gtag from its bytecode, as an installed gtag does (compiled here first;
+  ``PYTHONDONTWRITEBYTECODE`` is dropped from the commands' environment).
 
 Commands run in rounds (floor, then each command, repeated); a ratio is the median over rounds
 of the command's time over the floor's time in the same round, so a busy machine slows both. Each
@@ -34,6 +36,7 @@ every `gtag predict` / `gtag tag` (0: every window, as gtag analysed before the 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -159,6 +162,19 @@ def fresh_install(folder: Path) -> dict[str, str]:
     return {"PYTHONPATH": str(folder), "NUMBA_CACHE_DIR": str(folder / "numba")}
 
 
+def cpu_description() -> str:
+    """The CPU's model name and the vector extensions musicnn's speed hangs on (Linux; else platform's)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16") if f in flags]
+    return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}; {' '.join(simd)})"
+
+
 def adopt_orphans() -> None:
     """Become the Linux "child subreaper" of what this process starts: gtag's worker processes,
     forked by a fork server that is not gtag's own child to wait for, then come back here to be
@@ -181,9 +197,15 @@ def main() -> None:
     args = ap.parse_args()
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    # A user's gtag runs from bytecode: pip compiles it at install, an editable install writes it on
+    # the first run. A shell that forbids writing it (PYTHONDONTWRITEBYTECODE, set on some CI machines)
+    # would make every measured process compile gtag's modules again (~35 ms each); the first run
+    # after an install is measured on its own below.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    compileall.compile_dir(str(ROOT / "gtag"), quiet=1)
     gtag = gtag_command()
     cap = [] if args.max_windows is None else ["--max-windows", str(args.max_windows)]
-    result: dict = {"date": str(date.today()), "machine": platform.platform(), "cpu": platform.processor(),
+    result: dict = {"date": str(date.today()), "machine": platform.platform(), "cpu": cpu_description(),
                     "cores": os.cpu_count(), "python": platform.python_version(), "command": gtag[-1],
                     "max_windows": "gtag's default" if args.max_windows is None else args.max_windows,
                     "load_avg_start": round(os.getloadavg()[0], 2)}
@@ -255,7 +277,7 @@ def main() -> None:
 
 def report(r: dict) -> None:
     s = r["startup"]
-    print(f"{r['date']}, {r['machine']}, {r['cores']} cores; whole processes, medians of rounds; --max-windows: "
+    print(f"{r['date']}, {r['machine']}, {r.get('cpu')}, {r['cores']} cores; whole processes, medians of rounds; --max-windows: "
           f"{r.get('max_windows')}; load average {r.get('load_avg_start')} at the start, {r.get('load_avg_end')} at the end\n")
     print(f"start-up: python -c pass {s['python -c pass']:.2f} s, gtag --help {s['gtag --help']:.2f} s, "
           f"gtag models {s['gtag models']:.2f} s (target < 0.3 s)")

@@ -43,7 +43,6 @@ import shutil
 import sys
 import tempfile
 import threading
-from importlib import metadata
 from pathlib import Path
 
 LOCK_NAME = ".gtag-numba.lock"
@@ -53,6 +52,8 @@ _held = {"depth": 0, "exclusive": False, "fd": None}
 
 
 def _version(dist: str) -> str:
+    from importlib import metadata  # ~10 ms of imports, needed only when librosa is
+
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:

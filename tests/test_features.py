@@ -111,3 +111,36 @@ def test_long_tracks_are_analysed_in_blocks_with_the_same_result(clip, monkeypat
     scale = np.abs(whole.features).mean(0) + 1e-9
     assert np.median(np.abs(blocked.features - whole.features) / scale) < 0.005
     assert np.mean(np.abs(blocked.log_mel - whole.log_mel)) < 0.01  # only block-edge frames differ
+
+
+def _float16_grid() -> np.ndarray:
+    """Every finite float16 as float32, the float32s either side of each, and the exact midpoints
+    between neighbours (the ties) with their float32 neighbours: where a rounding rule can slip."""
+    h = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    h = np.unique(h[np.isfinite(h)])
+    mids = ((h[:-1].astype(np.float64) + h[1:]) / 2).astype(np.float32)
+    pts = np.concatenate([h, mids])
+    return np.concatenate([pts, np.nextafter(pts, np.float32(np.inf)), np.nextafter(pts, np.float32(-np.inf))])
+
+
+@pytest.mark.parametrize("name, values", [
+    ("float16 grid and ties", _float16_grid()),
+    ("float32 bit patterns", np.arange(0, 2**32, 1009, dtype=np.uint64).astype(np.uint32).view(np.float32)),
+    ("mel-like powers", (np.random.default_rng(0).random(200_000, dtype=np.float32) ** 8) * 3e4),
+    ("signed zeros and the edges", np.array([0.0, -0.0, 2**-14, 2**-24, 2**-25, 3 * 2**-26, 65504.0, -65504.0],
+                                            dtype=np.float32)),
+])
+def test_float16_rounding_is_numpys_cast_bit_for_bit(name, values):
+    # musicnn's inputs pass through float16 (its stored mel): the fast rounding must not move one of them.
+    x = values[np.isfinite(values) & (np.abs(values) <= np.finfo(np.float16).max)]
+    want = x.astype(np.float16).astype(np.float32)
+    got = features.round_to_float16(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_float16_rounding_keeps_nan_and_the_array_shape():
+    x = np.array([[np.nan, 1.0001], [2.0, np.float32(2**-20)]], dtype=np.float32)
+    got = features.round_to_float16(x)
+    assert got.shape == (2, 2) and np.isnan(got[0, 0])
+    assert np.array_equal(got[~np.isnan(got)], x[~np.isnan(x)].astype(np.float16).astype(np.float32))
