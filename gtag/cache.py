@@ -183,6 +183,7 @@ class EmbeddingCache:
 
     def __init__(self, path: Path):
         self.db = connect(path, lambda db: db.execute(EMBED_SCHEMA))
+        self._offered: list[tuple[str, str]] = []  # every put's key, recorded before it is written
 
     def get(self, content: str, backbone: str):
         import numpy as np
@@ -205,6 +206,7 @@ class EmbeddingCache:
         import numpy as np
 
         e = np.asarray(emb, np.float16)
+        self._offered.append((content, backbone))
         try:
             self.db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
                             (content, backbone, e.shape[0], e.shape[1], e.tobytes()))
@@ -212,6 +214,22 @@ class EmbeddingCache:
         except sqlite3.Error:
             pass  # a full disk: the embedding is recomputed next time
         return e.astype(np.float32)
+
+    def stored_since_open(self) -> int:
+        """How many of the embeddings put since this cache was opened it holds now. Read back from
+        the database, not counted along: a Ctrl-C can land between a write and any count of it
+        (`gtag learn` says on Ctrl-C how many a re-run will not have to compute)."""
+        found = 0
+        try:
+            self.db.commit()  # a Ctrl-C between a put's insert and its commit: the row is whole, keep it
+        except sqlite3.Error:
+            pass
+        for key in set(self._offered):
+            try:
+                found += self.db.execute("SELECT 1 FROM embeddings WHERE content=? AND backbone=?", key).fetchone() is not None
+            except sqlite3.Error:
+                pass
+        return found
 
     def close(self) -> None:
         self.db.close()

@@ -369,6 +369,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
                         new += fresh
                     progress.update(task, advance=1)
     except KeyboardInterrupt:
+        new = cache.stored_since_open()  # not the loop's count: Ctrl-C may land between a write and it
         err.print(f"[yellow]interrupted:[/] {new} new embeddings are cached; run the same command again to resume.")
         return 130
     finally:

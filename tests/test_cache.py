@@ -110,3 +110,43 @@ def test_default_path_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.delenv("GTAG_CACHE")
     path = default_cache_path()
     assert path.name == "cache.sqlite3" and "gtag" in path.parts
+
+
+class _CommitCutByCtrlC:
+    """A connection whose next commit is cut by a Ctrl-C, as one landing between a put's insert and
+    its commit would."""
+
+    def __init__(self, db):
+        self.db, self.cut = db, True
+
+    def commit(self):
+        if self.cut:
+            self.cut = False
+            raise KeyboardInterrupt
+        return self.db.commit()
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_embedding_cache_counts_what_it_holds_since_it_was_opened(tmp_path: Path) -> None:
+    import numpy as np
+
+    from gtag.cache import EmbeddingCache
+
+    emb = np.ones((4, 8), np.float32)
+    first = EmbeddingCache(tmp_path / "c.sqlite3")
+    first.put("a", "bb", emb)
+    first.close()
+    cache = EmbeddingCache(tmp_path / "c.sqlite3")
+    assert cache.stored_since_open() == 0  # "a" was stored by an earlier run
+    cache.put("b", "bb", emb)
+    cache.db = _CommitCutByCtrlC(cache.db)
+    with pytest.raises(KeyboardInterrupt):
+        cache.put("c", "bb", emb)
+    assert cache.stored_since_open() == 2  # "b", and "c" whose insert the Ctrl-C cut before its commit
+    cache.db = cache.db.db
+    cache.close()
+    again = EmbeddingCache(tmp_path / "c.sqlite3")
+    assert all(again.get(k, "bb") is not None for k in "abc")
+    again.close()

@@ -180,6 +180,44 @@ def test_ctrl_c_while_embedding_keeps_what_is_done_and_a_rerun_resumes(tmp_path,
     assert f"embedded {10 - done} new tracks; {done} came from the cache" in r.output
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_right_after_a_write_is_counted(tmp_path, monkeypatch, jobs):
+    """The count `gtag learn` gives on Ctrl-C is what a re-run finds cached, wherever the Ctrl-C
+    lands: here just after the third embedding was written, before anything counted it (a race the
+    threaded run met at random)."""
+    from click.testing import CliRunner
+
+    from gtag.cache import EmbeddingCache
+    from gtag.cli import main
+
+    music = need(LIBRARY / "music")
+    lib = tmp_path / "lib"
+    for folder in ("classical", "rock"):
+        (lib / folder).mkdir(parents=True)
+        for f in sorted((music / folder).glob("*.mp3"))[:3]:
+            shutil.copyfile(f, lib / folder / f.name)
+    monkeypatch.setenv("GTAG_CACHE", str(tmp_path / "cache.sqlite3"))
+    monkeypatch.setenv("GTAG_USER_MODELS", str(tmp_path / "models"))
+    real_put, puts = EmbeddingCache.put, []
+
+    def put_then_ctrl_c(self, *a, **k):
+        out = real_put(self, *a, **k)
+        puts.append(1)
+        if len(puts) == 3:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(EmbeddingCache, "put", put_then_ctrl_c)
+    args = ["learn", str(lib), "--name", "mine", "--min-tracks", "2", "--jobs", jobs]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 130, r.output
+    assert "interrupted: 3 new embeddings are cached" in r.output
+    monkeypatch.setattr(EmbeddingCache, "put", real_put)
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "embedded 3 new tracks; 3 came from the cache" in r.output
+
+
 def test_an_unusable_cache_is_one_line_and_exit_2(tmp_path):
     from click.testing import CliRunner
 
