@@ -140,6 +140,20 @@ def test_learn_from_two_thirds_then_tag_the_stripped_third(tmp_path, monkeypatch
         assert read_genres(p) == written[p]
 
 
+def _learning_library(tmp_path: Path, monkeypatch, per_genre: int) -> Path:
+    """``per_genre`` real classical and rock tracks copied to tmp_path/lib; gtag's cache and user
+    models folder in tmp_path too."""
+    music = need(LIBRARY / "music")
+    lib = tmp_path / "lib"
+    for folder in ("classical", "rock"):
+        (lib / folder).mkdir(parents=True)
+        for f in sorted((music / folder).glob("*.mp3"))[:per_genre]:
+            shutil.copyfile(f, lib / folder / f.name)
+    monkeypatch.setenv("GTAG_CACHE", str(tmp_path / "cache.sqlite3"))
+    monkeypatch.setenv("GTAG_USER_MODELS", str(tmp_path / "models"))
+    return lib
+
+
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_ctrl_c_while_embedding_keeps_what_is_done_and_a_rerun_resumes(tmp_path, monkeypatch, jobs):
     import os
@@ -151,14 +165,7 @@ def test_ctrl_c_while_embedding_keeps_what_is_done_and_a_rerun_resumes(tmp_path,
     from gtag.cli import main
     from gtag.embed import Backbone
 
-    music = need(LIBRARY / "music")
-    lib = tmp_path / "lib"
-    for folder in ("classical", "rock"):
-        (lib / folder).mkdir(parents=True)
-        for f in sorted((music / folder).glob("*.mp3"))[:5]:
-            shutil.copyfile(f, lib / folder / f.name)
-    monkeypatch.setenv("GTAG_CACHE", str(tmp_path / "cache.sqlite3"))
-    monkeypatch.setenv("GTAG_USER_MODELS", str(tmp_path / "models"))
+    lib = _learning_library(tmp_path, monkeypatch, 5)
     real, calls = Backbone.embed_file, []
 
     def ctrl_c_on_the_sixth(self, path, *a, **k):
@@ -190,14 +197,7 @@ def test_ctrl_c_right_after_a_write_is_counted(tmp_path, monkeypatch, jobs):
     from gtag.cache import EmbeddingCache
     from gtag.cli import main
 
-    music = need(LIBRARY / "music")
-    lib = tmp_path / "lib"
-    for folder in ("classical", "rock"):
-        (lib / folder).mkdir(parents=True)
-        for f in sorted((music / folder).glob("*.mp3"))[:3]:
-            shutil.copyfile(f, lib / folder / f.name)
-    monkeypatch.setenv("GTAG_CACHE", str(tmp_path / "cache.sqlite3"))
-    monkeypatch.setenv("GTAG_USER_MODELS", str(tmp_path / "models"))
+    lib = _learning_library(tmp_path, monkeypatch, 3)
     real_put, puts = EmbeddingCache.put, []
 
     def put_then_ctrl_c(self, *a, **k):
