@@ -430,8 +430,15 @@ _CHUNK_ROOM = 1 << 16
 
 def predict_write_failure(path: str | os.PathLike[str]) -> str | None:
     """Why writing a tag to ``path`` would certainly fail, found without writing (so a dry run can
-    say it), or None. Today: a WAV or AIFF whose header claims a size so close to 4 GB that a tag
-    chunk would overflow its 32-bit size field."""
+    say it), or None: a read-only file or folder (refused as ``write_genres`` refuses it), or a WAV
+    or AIFF whose header claims a size so close to 4 GB that a tag chunk would overflow its 32-bit
+    size field."""
+    try:
+        _check_writable(Path(os.path.realpath(path)), path)
+    except TagError as exc:
+        return str(exc)
+    except OSError:
+        return None  # the write reports it, in its own words
     try:
         with open(path, "rb") as f:
             head = f.read(12)

@@ -407,6 +407,28 @@ def test_bad_files_fail_alone(jobs: int, tmp_path: Path, gtag_tag) -> None:
     assert temp_files(lib) == []
 
 
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_dry_run_says_a_read_only_file_would_fail(what: str, tmp_path: Path, gtag_tag) -> None:
+    # A dry run is the preview of the real run: "would write" on a file the real run refuses misleads.
+    lib = make_lib(tmp_path / "lib", wavs={"good.wav": 4})
+    make_lib(lib / "locked", wavs={"song.wav": 4})
+    locked = lib / "locked" / "song.wav"
+    (locked if what == "file" else locked.parent).chmod(0o555 if what == "folder" else 0o444)
+    try:
+        before = snapshot(lib)
+        dry = gtag_tag("--dry-run", "--no-cache", lib)
+        assert snapshot(lib) == before
+        real = gtag_tag("--no-cache", lib)
+    finally:
+        locked.parent.chmod(0o755)
+    for run in (dry, real):
+        rec = run.rec("song.wav")
+        assert rec["status"] == "failed" and "read-only" in rec["error"] and rec["written"] == []
+        assert run.code == 1 and "read-only" in run.stderr
+    assert dry.rec("good.wav")["status"] == "would tag" and real.rec("good.wav")["status"] == "tagged"
+    assert dry.rec("song.wav")["error"] == real.rec("song.wav")["error"]
+
+
 def test_only_good_files_exit_0(tmp_path: Path, gtag_tag) -> None:
     lib = make_lib(tmp_path / "lib", ["jazz.m4a"], {"a.wav": 3, "b.wav": 2})
     run = gtag_tag(lib)
