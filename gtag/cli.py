@@ -28,7 +28,7 @@ try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import trace
 
     from . import __version__, signals
     from .config import DEFAULT_MAX_WINDOWS
-    from .models import ModelError, default_models_dir, load_models, read_manifest
+    from .models import ModelError, default_models_dir, load_models, read_manifest, select_models
 except KeyboardInterrupt:
     sys.exit(130)
 
@@ -63,6 +63,16 @@ def resolve_models_dir(value: str | None) -> str | None:
 def _split_models(values: tuple[str, ...]) -> list[str] | None:
     names = [n.strip() for v in values for n in v.split(",") if n.strip()]
     return names or None
+
+
+def _check_models(models_dir: str | None, model: tuple[str, ...]) -> None:
+    """The models a command will load exist in their manifest: checked before any slow work (the
+    walk of a large library), without loading them. One error line and exit 3 otherwise."""
+    try:
+        select_models(resolve_models_dir(models_dir), _split_models(model))
+    except ModelError as exc:
+        err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
+        sys.exit(EXIT_NO_MODELS)
 
 
 def _predictor(models_dir: str | None, model: tuple[str, ...], device: str, threads: int = 0,
@@ -298,6 +308,7 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
         # Everything from model loading to the last file runs here, so a stop signal at any moment
         # ends the run the same way: workers stopped, cache closed, summary printed.
         try:
+            _check_models(models_dir, model or config.models or ())
             files = list(walk(paths))
             # Temporary copies a killed run left (older than any running gtag's) are gtag's own to remove.
             for folder in sorted({p.parent for p in files}):

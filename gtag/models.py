@@ -362,13 +362,19 @@ def load_models(
     Without ``names``: the models of the ensemble, i.e. those with a weight above zero (all of them
     if every weight is zero); a model the ensemble leaves out costs time and changes no vote."""
     root = Path(models_dir) if models_dir else default_models_dir()
-    specs = read_manifest(root)
-    if not names:
-        specs = [s for s in specs if s.weight > 0] or specs
-    if names:
-        by_name = {s.name: s for s in specs}
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            raise ModelError(f"unknown model(s) {unknown}; available: {sorted(by_name)}")
-        specs = [by_name[n] for n in names]
+    specs = select_models(root, names)
     return [OnnxModel(s, root / s.file, device=device, threads=threads, cpu_variant=cpu_variant) for s in specs]
+
+
+def select_models(models_dir: str | os.PathLike | None = None, names: list[str] | None = None) -> list[ModelSpec]:
+    """The manifest entries ``load_models`` loads (``names``, else the ensemble), found without
+    ONNX Runtime or reading a model file: `gtag tag` calls it before walking a library, so a
+    mistyped ``--model`` or a folder without a manifest is one line at once, not after the walk."""
+    specs = read_manifest(Path(models_dir) if models_dir else default_models_dir())
+    if not names:
+        return [s for s in specs if s.weight > 0] or specs
+    by_name = {s.name: s for s in specs}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ModelError(f"unknown model(s) {unknown}; available: {sorted(by_name)}")
+    return [by_name[n] for n in names]

@@ -429,6 +429,31 @@ def test_a_dry_run_says_a_read_only_file_would_fail(what: str, tmp_path: Path, g
     assert dry.rec("song.wav")["error"] == real.rec("song.wav")["error"]
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--model", "musicn"], "unknown model(s) ['musicn']"),
+    (["--models", "no-such-learned-model"], "no model learned under that name"),
+    (["--models", "{empty}"], "no manifest.json in"),
+])
+def test_a_wrong_model_is_one_line_before_the_library_is_walked(args, says, tmp_path: Path, monkeypatch) -> None:
+    # A large library takes a while to walk: a typo in --model must not wait for it.
+    from click.testing import CliRunner
+
+    from gtag import library
+    from gtag.cli import main
+
+    walked = []
+    monkeypatch.setattr(library, "walk", lambda paths: walked.append(paths) or iter(()))
+    monkeypatch.setenv("GTAG_USER_MODELS", str(tmp_path / "learned"))
+    (tmp_path / "empty").mkdir()
+    lib = make_lib(tmp_path / "lib", wavs={"a.wav": 3})
+    argv = ["tag", "--dry-run", "--no-cache", *[a.format(empty=tmp_path / "empty") for a in args], str(lib)]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 3, result.output
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: ") and says in line
+    assert walked == []
+
+
 def test_only_good_files_exit_0(tmp_path: Path, gtag_tag) -> None:
     lib = make_lib(tmp_path / "lib", ["jazz.m4a"], {"a.wav": 3, "b.wav": 2})
     run = gtag_tag(lib)
