@@ -99,8 +99,8 @@ def test_tag_reports_the_second_opinion_and_writes_what_it_allows(tmp_path, jobs
     clips = [need(GTZAN / "audio" / g / f"{g}.00000.ogg") for g in ("jazz", "blues", "metal")]
     music_dir = tmp_path / "music"
     music_dir.mkdir()
-    for c in clips:
-        shutil.copy(c, music_dir / c.name)
+    for c in clips:  # copyfile, not copy: the shared clips are read-only, and a dry run reports that
+        shutil.copyfile(c, music_dir / c.name)
     models = _models_with_rule(tmp_path, 0.9999, 0.0)
     report = tmp_path / "r.json"
     res = CliRunner().invoke(main, ["tag", str(music_dir), "--dry-run", "--no-cache", "--models", str(models),

@@ -425,6 +425,9 @@ def test_a_dry_run_says_a_read_only_file_would_fail(what: str, tmp_path: Path, g
         rec = run.rec("song.wav")
         assert rec["status"] == "failed" and "read-only" in rec["error"] and rec["written"] == []
         assert run.code == 1 and "read-only" in run.stderr
+        # the genre it would have written is still shown, so a read-only library can be previewed
+        [line] = [line for line in run.stderr.splitlines() if "song.wav" in line]
+        assert f"gtag hears {rec['genre']}" in line and rec["genre"]
     assert dry.rec("good.wav")["status"] == "would tag" and real.rec("good.wav")["status"] == "tagged"
     assert dry.rec("song.wav")["error"] == real.rec("song.wav")["error"]
 
