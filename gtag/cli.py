@@ -424,7 +424,8 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
     before = escape(one_line("; ".join(rec.existing) or "—"))
     if rec.status == FAILED:
         # A write that failed (read-only...) after a genre was chosen: say which, as the report does.
-        chosen = f" [dim](gtag hears {escape('; '.join(rec.genres))}, {rec.confidence:.0%})[/]" if rec.genres else ""
+        heard = rec.genres and rec.confidence is not None
+        chosen = f" [dim](gtag hears {escape('; '.join(rec.genres))}, {rec.confidence:.0%})[/]" if heard else ""
         err.print(f"[red]error:[/] {escape(one_line(rec.error or ''))}{chosen}")
     elif rec.status in (SKIPPED_NOT_REGULAR, SKIPPED_CHANGED):
         err.print(f"[yellow]skipped:[/] {escape(one_line(rec.error or rec.path))}")
