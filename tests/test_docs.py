@@ -285,6 +285,21 @@ def test_relative_links_resolve(page: Path) -> None:
     assert not broken, f"{page.relative_to(ROOT)}: links that lead nowhere: {broken}"
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_tables_are_whole(page: Path) -> None:
+    """A table row after a break starts a new table, which needs its own header: a stray blank line
+    inside a table shows its remaining rows as plain text."""
+    lines, fence, broken = page.read_text(encoding="utf-8").splitlines(), False, []
+    for i, line in enumerate(lines):
+        if FENCE.match(line):
+            fence = not fence
+        starts = line.startswith("|") and not (i and lines[i - 1].startswith("|"))
+        if not fence and starts and not re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", lines[i + 1:i + 2][0].strip()
+                                                      if i + 1 < len(lines) else ""):
+            broken.append(i + 1)
+    assert not broken, f"{page.relative_to(ROOT)}: table rows without a header above them, lines {broken}"
+
+
 def test_readme_is_a_front_door() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= README_MAX_LINES
