@@ -184,7 +184,18 @@ def setup_library(home: Path) -> None:
     _untag(_copy(rock[8], home / "Incoming" / "rock.mp3"))
 
 
-SETUPS = {"music": setup_music, "albums": setup_albums, "library": setup_library}
+def setup_readonly(home: Path) -> None:
+    """~/Music/song.mp3: an untagged blues excerpt (the session makes it read-only)."""
+    _copy(FIXTURES / "formats" / "blues_v23_untagged.mp3", home / "Music" / "song.mp3")
+
+
+def setup_gtzan(home: Path) -> None:
+    """~/metal.00000.ogg: GTZAN's first metal clip (30 s)."""
+    _copy(SHARED / "gtzan" / "audio" / "metal" / "metal.00000.ogg", home / "metal.00000.ogg")
+
+
+SETUPS = {"music": setup_music, "albums": setup_albums, "library": setup_library,
+          "readonly": setup_readonly, "gtzan": setup_gtzan}
 
 
 # ---------------------------------------------------------------- the checks
