@@ -123,7 +123,7 @@ class Record:
     reason: str | None = None  # why no genre was written (skipped: uncertain)
     agreed: str | None = None  # the abstain rule's second model, when its agreeing let the genre be written
     # The taxonomy's decision: written path (genre first) and who named the genre (head, tags, head+tags)
-    path: list[str] = field(default_factory=list)
+    levels: list[str] = field(default_factory=list)
     source: str | None = None
     nodes: dict[str, float] = field(default_factory=dict)  # taxonomy node -> probability from the MSD tags
     album: dict | None = None  # --album: the album's key, tracks, vote and confidence
@@ -147,8 +147,8 @@ class Record:
             d["agreed"] = self.agreed
         if self.nodes:
             d["nodes"] = self.nodes
-        if self.path:
-            d["path"], d["source"] = self.path, self.source
+        if self.levels:
+            d["levels"], d["source"] = self.levels, self.source
         if self.album is not None:
             d["album"] = self.album
         return d
@@ -452,7 +452,7 @@ class Tagger:
             if not decision.path:
                 rec.status, rec.genres, rec.reason = SKIPPED_UNCERTAIN, [], decision.reason
                 return
-            rec.path, rec.source = list(decision.path), decision.source
+            rec.levels, rec.source = list(decision.path), decision.source
             rec.genre = self._name(decision.path[0])
             rec.confidence = round(float(decision.confidence), 4)
             rec.genres = [self._name(n) for n in decision.path]
@@ -468,7 +468,7 @@ class Tagger:
             rec.status = SKIPPED_LOW_CONFIDENCE
             return
         chosen = genres.merge(rec.existing, rec.genres) if self.opts.merge else rec.genres
-        if len(rec.path) > 1 and not self.opts.merge and len(tags.fit_genres(rec.format or "", chosen, self.opts.separator)) < len(chosen):
+        if len(rec.levels) > 1 and not self.opts.merge and len(tags.fit_genres(rec.format or "", chosen, self.opts.separator)) < len(chosen):
             chosen = chosen[-1:]  # one genre fits (ID3v2.3): the style, which names its genre too
         # What the container holds: ID3v2.3 without a separator keeps the top genre only.
         rec.written = tags.fit_genres(rec.format or "", chosen, self.opts.separator)
