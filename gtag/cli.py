@@ -169,7 +169,8 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
                          "nodes": {n: round(p, 6) for n, p in predictor.node_scores(pred).items()}}
             results.append(dict(pred.to_json(), would_tag=reason is None, **({"reason": reason} if reason else {}),
                                 **({"agreed": agreed} if agreed else {}), **extra,
-                                tags={n: {t: round(x, 6) for t, x in v} for n, v in pred.tags.items()}))
+                                **({"tags": {n: {t: round(x, 6) for t, x in v} for n, v in pred.tags.items()}}
+                                   if pred.tags else {})))
         else:
             _print_prediction(pred, top, reason, agreed, decision)
     if as_json:
@@ -573,6 +574,19 @@ def list_models(models_dir: str | None) -> None:
         if isinstance(variant, dict):
             out.print(f"    on CPU: {escape(str(variant.get('file')))} ({escape(str(variant.get('what', '')))})")
     out.print(f"labels: {', '.join(specs[0].labels)}")
+    _print_taxonomy(specs)
+
+
+def _print_taxonomy(specs) -> None:
+    """The taxonomy's node scorers, as the model card of the first model that has them."""
+    from .modelcard import taxonomy_card
+    from .taxonomy import default_taxonomy
+
+    for s in specs:
+        if isinstance(s.extra.get("taxonomy"), dict):
+            for line in taxonomy_card(s.extra["taxonomy"], default_taxonomy()):
+                out.print(escape(line))
+            return
 
 
 def _metric(m: dict, key: str, field: str) -> str:
