@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -28,6 +29,7 @@ try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import trace
 
     from . import __version__, signals
     from .config import DEFAULT_MAX_WINDOWS
+    from .exitcodes import Exit
     from .models import ModelError, default_models_dir, load_models, read_manifest, select_models
 except KeyboardInterrupt:
     sys.exit(130)
@@ -35,13 +37,14 @@ except KeyboardInterrupt:
 # Imports stay light here: `gtag --help` and `gtag models` need neither numpy nor ONNX Runtime, and
 # every command imports what it uses inside its function.
 
-# Exit codes (documented in the README).
-EXIT_OK = 0  # every file succeeded
-EXIT_SOME_FAILED = 1  # at least one file failed; the others were processed
-EXIT_USAGE = 2  # bad arguments (click's own code)
-EXIT_NO_MODELS = 3  # models missing, corrupt or unloadable: nothing was processed
-EXIT_INTERRUPTED = signals.EXIT_INTERRUPTED  # 130: Ctrl-C (SIGINT); the summary of what was done is printed
-EXIT_TERMINATED = signals.EXIT_TERMINATED  # 143: SIGTERM; the same clean stop
+# Exit codes: the one table in gtag.exitcodes (docs/exit-codes.md); these names are kept for scripts.
+EXIT_OK = Exit.OK
+EXIT_SOME_FAILED = Exit.FAILED
+EXIT_USAGE = Exit.USAGE  # click's own code for bad arguments
+EXIT_NO_MODELS = Exit.NO_MODELS
+EXIT_NO_AUDIO = Exit.NO_AUDIO
+EXIT_INTERRUPTED = Exit.INTERRUPTED
+EXIT_TERMINATED = Exit.TERMINATED
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -138,6 +141,7 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
             max_windows: int, as_json: bool, top: int) -> None:
     """Show the predicted genre of each FILE, per model and voted, with probabilities."""
     from .audio import AudioLoadError
+    from .messages import file_failure
 
     # One ONNX Runtime thread per session: on musicnn's 8-window chunks a second thread was no faster
     # (0.49 s against 0.47 s for a 3-minute track) and cost 1.25x the CPU.
@@ -149,7 +153,7 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
             pred = predictor.predict_file(path)
         except (AudioLoadError, ValueError, OSError) as exc:
             failed += 1
-            msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            msg = file_failure(path, exc)  # the words gtag tag and gtag learn use for this file
             results.append({"path": str(path), "error": msg})
             if not as_json:
                 err.print(f"[red]error:[/] {escape(one_line(msg))}")
@@ -310,6 +314,11 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
         try:
             _check_models(models_dir, model or config.models or ())
             files = list(walk(paths))
+            if not _found_audio(paths, files):
+                if report is not None:  # this run's (empty) report, never a stale one; its folder was checked
+                    with contextlib.suppress(OSError):
+                        write_report([], report, top_k)
+                sys.exit(EXIT_NO_AUDIO)
             # Temporary copies a killed run left (older than any running gtag's) are gtag's own to remove.
             for folder in sorted({p.parent for p in files}):
                 for stale in remove_stale_temp_files(folder, dry_run=dry_run):
@@ -384,6 +393,19 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     sys.exit(EXIT_SOME_FAILED if report_failed or any(r.status == FAILED for r in records) else EXIT_OK)
 
 
+def _found_audio(paths, files: list[Path]) -> bool:
+    """Say which of ``paths`` hold no audio file; False (one error line) when none of them does."""
+    from .messages import missing_audio
+
+    error, notes = missing_audio(paths, files)
+    if error is not None:
+        err.print(f"[red]error:[/] {escape(one_line(error))}")
+        return False
+    for note in notes:
+        err.print(f"[yellow]note:[/] {escape(one_line(note))}")
+    return True
+
+
 def one_line(text: str) -> str:
     """``text`` safe to print as one line: control characters (a newline in a file name) written
     as escapes, and the bytes of a non-UTF-8 name as \\xNN instead of an encoding error."""
@@ -409,14 +431,14 @@ def _print_album(album: dict, console: Console) -> None:
     """The album vote, shown once before its tracks."""
     ranked = sorted(album["probabilities"].items(), key=lambda kv: -kv[1])[:3]
     shown = ", ".join(f"{lab} {p:.0%}" for lab, p in ranked)
-    chosen = "; ".join(album["genres"]) or "nothing (low confidence)"
+    chosen = "; ".join(album["genres"]) or f"nothing ({album.get('reason') or 'low confidence'})"
     console.print(f"[bold]album {escape(album['key'])}[/] ({album['voters']} of {album['tracks']} tracks voted): "
                   f"[green]{escape(chosen)}[/] [dim]({shown})[/]")
 
 
 def _print_record(rec, dry_run: bool, console: Console) -> None:
-    from .tagger import (FAILED, SKIPPED_CHANGED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE, SKIPPED_NOT_REGULAR,
-                         SKIPPED_SILENT, SKIPPED_UNCERTAIN, TAGGED, UNCHANGED, WOULD_TAG)
+    from .tagger import (FAILED, SKIPPED_CHANGED, SKIPPED_EXCLUDED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE,
+                         SKIPPED_NOT_REGULAR, SKIPPED_SILENT, SKIPPED_UNCERTAIN, TAGGED, UNCHANGED, WOULD_TAG)
 
     # Paths, tag values and errors are shown as they are: a file named "song [live].mp3" must
     # not be read as rich markup, and one named "a\nb.mp3" must not split its line.
@@ -439,7 +461,9 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
         console.print(f"{path}: [yellow]uncertain[/] (best guess {escape(rec.genre or '?')} {rec.confidence:.0%}: "
                       f"{escape(rec.reason or '')}), left as {before}")
     elif rec.status == SKIPPED_LOW_CONFIDENCE:
-        console.print(f"{path}: [yellow]low confidence[/] ({rec.genre} {rec.confidence:.0%}), left as {before}")
+        console.print(f"{path}: [yellow]low confidence[/] ({escape(rec.reason or '')}), left as {before}")
+    elif rec.status == SKIPPED_EXCLUDED:  # the rule that applied: the config refused the top genre
+        console.print(f"{path}: [yellow]excluded by config[/] ({escape(rec.reason or '')}), left as {before}")
     elif rec.status == SKIPPED_HAS_GENRE and dry_run:
         console.print(f"[dim]{path}: has genre {before}, skipped (use --force to retag)[/]")
     elif rec.status == UNCHANGED and dry_run:

@@ -19,8 +19,10 @@ import contextlib
 import signal
 import threading
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
-EXIT_TERMINATED = 143  # 128 + SIGTERM
+from .exitcodes import Exit
+
+EXIT_INTERRUPTED = Exit.INTERRUPTED  # 130 = 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = Exit.TERMINATED  # 143 = 128 + SIGTERM
 
 
 class Terminated(KeyboardInterrupt):
