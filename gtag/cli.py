@@ -22,7 +22,6 @@ try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import trace
     from pathlib import Path
 
     import click
-    from rich import box
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -30,7 +29,7 @@ try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import trace
     from . import __version__, signals
     from .config import DEFAULT_MAX_WINDOWS
     from .exitcodes import Exit
-    from .models import ModelError, default_models_dir, load_models, read_manifest, select_models
+    from .models import ModelError, load_models, select_models
 except KeyboardInterrupt:
     sys.exit(130)
 
@@ -511,72 +510,24 @@ def learn(paths: tuple[Path, ...], name: str, min_tracks: int | None, map_file: 
 
 @main.command(name="models")
 @click.option("--models", "models_dir", metavar="NAME|DIR", default=None,
-              help="A learned model's name or a folder with manifest.json (default: the shipped models).")
-def list_models(models_dir: str | None) -> None:
-    """List the available models with their kind, labels, metrics and size."""
+              help="Only this folder: a learned model's name or a folder with manifest.json "
+                   "(default: the shipped models and every model learned with gtag learn).")
+@click.option("--json", "as_json", is_flag=True, help="Print the same as JSON, for scripts.")
+def list_models(models_dir: str | None, as_json: bool) -> None:
+    """List the shipped and learned models: where they live, labels, vote weight and metrics."""
+    from .catalog import collect, render
+
     try:
-        resolved = resolve_models_dir(models_dir)
-        root = Path(resolved) if resolved else default_models_dir()
-        specs = read_manifest(root)
+        cat = collect(resolve_models_dir(models_dir))
     except ModelError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
         sys.exit(EXIT_NO_MODELS)
-    # Two-line headers and no column rules: the table fits an 80-column terminal (kind and hop are
-    # on each model's line below it).
-    table = Table(title=f"models in {root}", box=box.SIMPLE_HEAD)
-    for col in ("name", "valid\nacc", "CV\nacc", "real\nclassical", "real\nrock", "electronic\ntagged",
-                "weight", "size"):
-        table.add_column(col, no_wrap=col != "name", justify="left" if col == "name" else "right")
-    for s in specs:
-        m = s.metrics
-        size = (root / s.file).stat().st_size if (root / s.file).is_file() else 0
-        lib = m.get("library_cv") or m.get("library") or {}
-        table.add_row(
-            escape(s.name),
-            _metric(m, "valid_track", "accuracy"), _metric(m, "cv_track", "accuracy"),
-            _metric(lib, "classical", "called_by_folder_genre"), _metric(lib, "rock", "called_by_folder_genre"),
-            _metric(lib, "electronic", "written_any"),
-            f"{s.weight:.2f}", f"{size / 1e6:.1f} MB" if size else "missing",
-        )
-    out.print(table)
-    out.print("[dim]valid acc: track accuracy on GTZAN valid tracks never trained on; CV acc: cross-validated "
-              "track accuracy (grouped by track for GTZAN models, by artist for learned ones); real classical / rock: share "
-              "of real library tracks (../shared/library, artists never trained on) whose top genre is theirs; "
-              "electronic tagged: share of real electronic tracks (no GTZAN genre fits) that would get a genre "
-              "(lower is better); weight: share of the default vote (0: run only when picked with --model)[/]")
-    for s in specs:
-        ab = s.extra.get("abstain")
-        if isinstance(ab, dict):
-            parts = [f"probability below {ab['min_probability']:g}" if isinstance(ab.get("min_probability"), (int, float)) else "",
-                     f"'none of these' above {ab['max_unknown']:g}" if isinstance(ab.get("max_unknown"), (int, float)) else "",
-                     f"distance above {ab['max_distance']:g}" if isinstance(ab.get("max_distance"), (int, float)) else ""]
-            out.print(f"{escape(s.name)} abstains when: " + ", ".join(p for p in parts if p))
-            second = ab.get("second_opinion")
-            if isinstance(second, dict) and isinstance(second.get("model"), str) \
-                    and isinstance(second.get("min_probability"), (int, float)):
-                out.print(f"  unless {escape(second['model'])} (not voting) names the same genre: then from "
-                          f"probability {second['min_probability']:g}")
-            for t in ab.get("tradeoff", []) if isinstance(ab.get("tradeoff"), list) else []:
-                if isinstance(t, dict) and t.get("min_probability") in (0.0, 0.5, 0.7):
-                    out.print(f"  [dim]at probability ≥ {t['min_probability']:.1f}: tags {t['coverage']:.0%} of "
-                              f"held-out tracks, right {t['precision']:.0%} of the time[/]")
-    # the vote's figures, as recorded with its heaviest model
-    ens = next((s.extra["ensemble"] for s in sorted(specs, key=lambda s: -s.weight)
-                if isinstance(s.extra.get("ensemble"), dict)), None)
-    if ens and isinstance(ens.get("valid_track_accuracy"), (int, float)):
-        out.print(f"ensemble: valid track accuracy {ens['valid_track_accuracy']:.3f} "
-                  f"(best single model: {escape(str(ens.get('best_single', '?')))})")
-    for s in specs:
-        out.print(f"  {escape(s.name)} ({s.kind}, {s.hop_seconds:g} s hop): {escape(s.description)}")
-        variant = s.extra.get("cpu_variant")
-        if isinstance(variant, dict):
-            out.print(f"    on CPU: {escape(str(variant.get('file')))} ({escape(str(variant.get('what', '')))})")
-    out.print(f"labels: {', '.join(specs[0].labels)}")
-
-
-def _metric(m: dict, key: str, field: str) -> str:
-    v = m.get(key, {}).get(field)
-    return f"{v:.3f}" if isinstance(v, (int, float)) else "–"
+    if as_json:
+        click.echo(json.dumps(cat, indent=2))
+    else:
+        render(cat, out, err)
+    # a folder whose manifest gtag cannot read: it is listed with its error, and the exit code says so
+    sys.exit(EXIT_NO_MODELS if any(c.get("error") for c in cat["collections"]) else EXIT_OK)
 
 
 if __name__ == "__main__":
