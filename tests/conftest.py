@@ -92,8 +92,9 @@ def tiny_models(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_user_config(tmp_path_factory, monkeypatch):
-    """Tests never read the user's own gtag config file."""
+    """Tests never read the user's own gtag config file, nor list the models they learned."""
     monkeypatch.setenv("GTAG_CONFIG", str(tmp_path_factory.getbasetemp() / "no-such-config.toml"))
+    monkeypatch.setenv("GTAG_USER_MODELS", str(tmp_path_factory.getbasetemp() / "no-learned-models"))
 
 
 @pytest.fixture(autouse=True)
