@@ -25,6 +25,7 @@ from .cache import PredictionCache, file_identity
 from .config import DEFAULT_NAMES, GenrePolicy
 from .library import not_regular
 from .messages import file_failure, low_confidence_reason, not_a_regular_file, refusal_reason
+from .taxonomy import STYLE
 from .pipeline import Prediction, Predictor, analyse_file, cache_record, predict_in_worker, prediction_from_cache
 from .workers import WorkerPool
 
@@ -102,6 +103,7 @@ class TagOptions:
     policy: GenrePolicy = field(default_factory=GenrePolicy)  # names, whitelist, exclude list
     merge: bool = False  # add to the genres a file has (no doubles) instead of skipping it
     album: bool = False  # tracks of one album vote together and get the same genre(s)
+    depth: str = STYLE  # how deep in the taxonomy to write: "genre", or "style" where one is sure
 
 
 @dataclass
@@ -122,6 +124,10 @@ class Record:
     error: str | None = None
     reason: str | None = None  # why no genre was written (skipped: uncertain, low confidence, excluded by config)
     agreed: str | None = None  # the abstain rule's second model, when its agreeing let the genre be written
+    # The taxonomy's decision: written path (genre first) and who named the genre (head, tags, head+tags)
+    levels: list[str] = field(default_factory=list)
+    source: str | None = None
+    nodes: dict[str, float] = field(default_factory=dict)  # taxonomy node -> probability from the MSD tags
     album: dict | None = None  # --album: the album's key, tracks, vote and confidence
     prediction: Prediction | None = field(default=None, repr=False, compare=False)  # not reported
     # (dev, inode, size, mtime_ns) before analysis: the content the prediction is about. Not reported.
@@ -141,6 +147,10 @@ class Record:
             d["reason"] = self.reason
         if self.agreed:
             d["agreed"] = self.agreed
+        if self.nodes:
+            d["nodes"] = self.nodes
+        if self.levels:
+            d["levels"], d["source"] = self.levels, self.source
         if self.album is not None:
             d["album"] = self.album
         return d
@@ -449,7 +459,19 @@ class Tagger:
         """Apply the policy to ``pred`` (the file's own, or its album's) and write when needed."""
         rule = self.predictor.abstain_rule if self.opts.min_confidence is None else None
         _fill(rec, pred, self.opts, self._min_probability(pred))
-        if rule is not None:
+        decision = self.predictor.decide(pred, self.opts.depth, self.opts.policy.enable, self._allowed) if rule else None
+        if decision is not None:  # genre > style, level by level (gtag.hierarchy)
+            rec.nodes = {n: round(p, 4) for n, p in self.predictor.node_scores(pred).items()}
+            if not decision.path:
+                rec.status, rec.genres, rec.reason = SKIPPED_UNCERTAIN, [], decision.reason
+                return
+            rec.levels, rec.source = list(decision.path), decision.source
+            rec.genre = self._name(decision.path[0])
+            rec.confidence = round(float(decision.confidence), 4)
+            rec.genres = [self._name(n) for n in decision.path]
+            if decision.source != "tags":
+                rec.agreed = self.predictor.agreed_by(pred)
+        elif rule is not None:
             rec.reason = self.predictor.abstain_reason(pred)
             if rec.reason:
                 rec.status, rec.genres = SKIPPED_UNCERTAIN, []
@@ -459,6 +481,8 @@ class Tagger:
             rec.status, rec.reason = _no_genre(pred, self.opts, self._min_probability(pred))
             return
         chosen = genres.merge(rec.existing, rec.genres) if self.opts.merge else rec.genres
+        if len(rec.levels) > 1 and not self.opts.merge and len(tags.fit_genres(rec.format or "", chosen, self.opts.separator)) < len(chosen):
+            chosen = chosen[-1:]  # one genre fits (ID3v2.3): the style, which names its genre too
         # What the container holds: ID3v2.3 without a separator keeps the top genre only.
         rec.written = tags.fit_genres(rec.format or "", chosen, self.opts.separator)
         if self.opts.merge and len(rec.written) < len(chosen):
@@ -488,6 +512,22 @@ class Tagger:
         rec.status = TAGGED
         if self.cache is not None:  # same audio, new size/mtime: keep the re-run instant
             self.cache.put(path, cache_record(rec.prediction or pred))
+
+    def _name(self, node: str) -> str:
+        """The written name of a taxonomy node (the config's [names] may rename it)."""
+        from .taxonomy import default_taxonomy
+
+        n = default_taxonomy().nodes.get(node)
+        return self.opts.policy.node_name(node, n.gtzan if n is not None else None)
+
+    def _allowed(self, node: str) -> bool:
+        """The config's whitelist / exclude list, asked of a taxonomy node (by its label or name)."""
+        from .taxonomy import default_taxonomy
+
+        n = default_taxonomy().nodes.get(node)
+        if n is not None and n.gtzan and not self.opts.policy.allowed(n.gtzan):
+            return False
+        return self.opts.policy.allowed(node) and self.opts.policy.allowed(self._name(node))
 
     @staticmethod
     def _changed(path: Path, rec: Record) -> bool:
