@@ -359,7 +359,8 @@ def load_audio(
         if not np.all(np.isfinite(y)):
             y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
         return Audio(y, sr, float(total), truncated=y.size / sr + 1.0 < total)
-    raise AudioLoadError(f"{p}: cannot decode audio ({'; '.join(errors)})")
+    # The words the tag reader uses for a file it cannot open (gtag.messages): one failure, one phrase.
+    raise AudioLoadError(f"{p}: unreadable or corrupt audio file ({'; '.join(errors)})")
 
 
 def window_starts(n_samples: int, window: int = WINDOW_SAMPLES, hop: int = HOP_SAMPLES) -> np.ndarray:

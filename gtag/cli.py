@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -21,27 +22,28 @@ try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import trace
     from pathlib import Path
 
     import click
-    from rich import box
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from . import __version__, signals
     from .config import DEFAULT_MAX_WINDOWS
-    from .models import ModelError, default_models_dir, load_models, read_manifest, select_models
+    from .exitcodes import Exit
+    from .models import ModelError, load_models, select_models
 except KeyboardInterrupt:
     sys.exit(130)
 
 # Imports stay light here: `gtag --help` and `gtag models` need neither numpy nor ONNX Runtime, and
 # every command imports what it uses inside its function.
 
-# Exit codes (documented in the README).
-EXIT_OK = 0  # every file succeeded
-EXIT_SOME_FAILED = 1  # at least one file failed; the others were processed
-EXIT_USAGE = 2  # bad arguments (click's own code)
-EXIT_NO_MODELS = 3  # models missing, corrupt or unloadable: nothing was processed
-EXIT_INTERRUPTED = signals.EXIT_INTERRUPTED  # 130: Ctrl-C (SIGINT); the summary of what was done is printed
-EXIT_TERMINATED = signals.EXIT_TERMINATED  # 143: SIGTERM; the same clean stop
+# Exit codes: the one table in gtag.exitcodes (docs/exit-codes.md); these names are kept for scripts.
+EXIT_OK = Exit.OK
+EXIT_SOME_FAILED = Exit.FAILED
+EXIT_USAGE = Exit.USAGE  # click's own code for bad arguments
+EXIT_NO_MODELS = Exit.NO_MODELS
+EXIT_NO_AUDIO = Exit.NO_AUDIO
+EXIT_INTERRUPTED = Exit.INTERRUPTED
+EXIT_TERMINATED = Exit.TERMINATED
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -140,6 +142,7 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
             max_windows: int, as_json: bool, top: int, depth: str) -> None:
     """Show the predicted genre of each FILE, per model and voted, with probabilities."""
     from .audio import AudioLoadError
+    from .messages import file_failure
 
     # One ONNX Runtime thread per session: on musicnn's 8-window chunks a second thread was no faster
     # (0.49 s against 0.47 s for a 3-minute track) and cost 1.25x the CPU.
@@ -151,7 +154,7 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
             pred = predictor.predict_file(path)
         except (AudioLoadError, ValueError, OSError) as exc:
             failed += 1
-            msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            msg = file_failure(path, exc)  # the words gtag tag and gtag learn use for this file
             results.append({"path": str(path), "error": msg})
             if not as_json:
                 err.print(f"[red]error:[/] {escape(one_line(msg))}")
@@ -331,6 +334,11 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
         try:
             _check_models(models_dir, model or config.models or ())
             files = list(walk(paths))
+            if not _found_audio(paths, files):
+                if report is not None:  # this run's (empty) report, never a stale one; its folder was checked
+                    with contextlib.suppress(OSError):
+                        write_report([], report, top_k)
+                sys.exit(EXIT_NO_AUDIO)
             # Temporary copies a killed run left (older than any running gtag's) are gtag's own to remove.
             for folder in sorted({p.parent for p in files}):
                 for stale in remove_stale_temp_files(folder, dry_run=dry_run):
@@ -409,6 +417,19 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     sys.exit(EXIT_SOME_FAILED if report_failed or any(r.status == FAILED for r in records) else EXIT_OK)
 
 
+def _found_audio(paths, files: list[Path]) -> bool:
+    """Say which of ``paths`` hold no audio file; False (one error line) when none of them does."""
+    from .messages import missing_audio
+
+    error, notes = missing_audio(paths, files)
+    if error is not None:
+        err.print(f"[red]error:[/] {escape(one_line(error))}")
+        return False
+    for note in notes:
+        err.print(f"[yellow]note:[/] {escape(one_line(note))}")
+    return True
+
+
 def one_line(text: str) -> str:
     """``text`` safe to print as one line: control characters (a newline in a file name) written
     as escapes, and the bytes of a non-UTF-8 name as \\xNN instead of an encoding error."""
@@ -434,14 +455,14 @@ def _print_album(album: dict, console: Console) -> None:
     """The album vote, shown once before its tracks."""
     ranked = sorted(album["probabilities"].items(), key=lambda kv: -kv[1])[:3]
     shown = ", ".join(f"{lab} {p:.0%}" for lab, p in ranked)
-    chosen = "; ".join(album["genres"]) or "nothing (low confidence)"
+    chosen = "; ".join(album["genres"]) or f"nothing ({album.get('reason') or 'low confidence'})"
     console.print(f"[bold]album {escape(album['key'])}[/] ({album['voters']} of {album['tracks']} tracks voted): "
                   f"[green]{escape(chosen)}[/] [dim]({shown})[/]")
 
 
 def _print_record(rec, dry_run: bool, console: Console) -> None:
-    from .tagger import (FAILED, SKIPPED_CHANGED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE, SKIPPED_NOT_REGULAR,
-                         SKIPPED_SILENT, SKIPPED_UNCERTAIN, TAGGED, UNCHANGED, WOULD_TAG)
+    from .tagger import (FAILED, SKIPPED_CHANGED, SKIPPED_EXCLUDED, SKIPPED_HAS_GENRE, SKIPPED_LOW_CONFIDENCE,
+                         SKIPPED_NOT_REGULAR, SKIPPED_SILENT, SKIPPED_UNCERTAIN, TAGGED, UNCHANGED, WOULD_TAG)
 
     # Paths, tag values and errors are shown as they are: a file named "song [live].mp3" must
     # not be read as rich markup, and one named "a\nb.mp3" must not split its line.
@@ -465,7 +486,9 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
         console.print(f"{path}: [yellow]uncertain[/] (best guess {escape(rec.genre or '?')} {rec.confidence:.0%}: "
                       f"{escape(rec.reason or '')}), left as {before}")
     elif rec.status == SKIPPED_LOW_CONFIDENCE:
-        console.print(f"{path}: [yellow]low confidence[/] ({rec.genre} {rec.confidence:.0%}), left as {before}")
+        console.print(f"{path}: [yellow]low confidence[/] ({escape(rec.reason or '')}), left as {before}")
+    elif rec.status == SKIPPED_EXCLUDED:  # the rule that applied: the config refused the top genre
+        console.print(f"{path}: [yellow]excluded by config[/] ({escape(rec.reason or '')}), left as {before}")
     elif rec.status == SKIPPED_HAS_GENRE and dry_run:
         console.print(f"[dim]{path}: has genre {before}, skipped (use --force to retag)[/]")
     elif rec.status == UNCHANGED and dry_run:
@@ -513,85 +536,24 @@ def learn(paths: tuple[Path, ...], name: str, min_tracks: int | None, map_file: 
 
 @main.command(name="models")
 @click.option("--models", "models_dir", metavar="NAME|DIR", default=None,
-              help="A learned model's name or a folder with manifest.json (default: the shipped models).")
-def list_models(models_dir: str | None) -> None:
-    """List the available models with their kind, labels, metrics and size."""
+              help="Only this folder: a learned model's name or a folder with manifest.json "
+                   "(default: the shipped models and every model learned with gtag learn).")
+@click.option("--json", "as_json", is_flag=True, help="Print the same as JSON, for scripts.")
+def list_models(models_dir: str | None, as_json: bool) -> None:
+    """List the shipped and learned models: where they live, labels, vote weight and metrics."""
+    from .catalog import collect, render
+
     try:
-        resolved = resolve_models_dir(models_dir)
-        root = Path(resolved) if resolved else default_models_dir()
-        specs = read_manifest(root)
+        cat = collect(resolve_models_dir(models_dir))
     except ModelError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
         sys.exit(EXIT_NO_MODELS)
-    # Two-line headers and no column rules: the table fits an 80-column terminal (kind and hop are
-    # on each model's line below it).
-    table = Table(title=f"models in {root}", box=box.SIMPLE_HEAD)
-    for col in ("name", "valid\nacc", "CV\nacc", "real\nclassical", "real\nrock", "electronic\ntagged",
-                "weight", "size"):
-        table.add_column(col, no_wrap=col != "name", justify="left" if col == "name" else "right")
-    for s in specs:
-        m = s.metrics
-        size = (root / s.file).stat().st_size if (root / s.file).is_file() else 0
-        lib = m.get("library_cv") or m.get("library") or {}
-        table.add_row(
-            escape(s.name),
-            _metric(m, "valid_track", "accuracy"), _metric(m, "cv_track", "accuracy"),
-            _metric(lib, "classical", "called_by_folder_genre"), _metric(lib, "rock", "called_by_folder_genre"),
-            _metric(lib, "electronic", "written_any"),
-            f"{s.weight:.2f}", f"{size / 1e6:.1f} MB" if size else "missing",
-        )
-    out.print(table)
-    out.print("[dim]valid acc: track accuracy on GTZAN valid tracks never trained on; CV acc: cross-validated "
-              "track accuracy (grouped by track for GTZAN models, by artist for learned ones); real classical / rock: share "
-              "of real library tracks (../shared/library, artists never trained on) whose top genre is theirs; "
-              "electronic tagged: share of real electronic tracks (no GTZAN genre fits) that would get a genre "
-              "(lower is better); weight: share of the default vote (0: run only when picked with --model)[/]")
-    for s in specs:
-        ab = s.extra.get("abstain")
-        if isinstance(ab, dict):
-            parts = [f"probability below {ab['min_probability']:g}" if isinstance(ab.get("min_probability"), (int, float)) else "",
-                     f"'none of these' above {ab['max_unknown']:g}" if isinstance(ab.get("max_unknown"), (int, float)) else "",
-                     f"distance above {ab['max_distance']:g}" if isinstance(ab.get("max_distance"), (int, float)) else ""]
-            out.print(f"{escape(s.name)} abstains when: " + ", ".join(p for p in parts if p))
-            second = ab.get("second_opinion")
-            if isinstance(second, dict) and isinstance(second.get("model"), str) \
-                    and isinstance(second.get("min_probability"), (int, float)):
-                out.print(f"  unless {escape(second['model'])} (not voting) names the same genre: then from "
-                          f"probability {second['min_probability']:g}")
-            for t in ab.get("tradeoff", []) if isinstance(ab.get("tradeoff"), list) else []:
-                if isinstance(t, dict) and t.get("min_probability") in (0.0, 0.5, 0.7):
-                    out.print(f"  [dim]at probability ≥ {t['min_probability']:.1f}: tags {t['coverage']:.0%} of "
-                              f"held-out tracks, right {t['precision']:.0%} of the time[/]")
-    # the vote's figures, as recorded with its heaviest model
-    ens = next((s.extra["ensemble"] for s in sorted(specs, key=lambda s: -s.weight)
-                if isinstance(s.extra.get("ensemble"), dict)), None)
-    if ens and isinstance(ens.get("valid_track_accuracy"), (int, float)):
-        out.print(f"ensemble: valid track accuracy {ens['valid_track_accuracy']:.3f} "
-                  f"(best single model: {escape(str(ens.get('best_single', '?')))})")
-    for s in specs:
-        out.print(f"  {escape(s.name)} ({s.kind}, {s.hop_seconds:g} s hop): {escape(s.description)}")
-        variant = s.extra.get("cpu_variant")
-        if isinstance(variant, dict):
-            out.print(f"    on CPU: {escape(str(variant.get('file')))} ({escape(str(variant.get('what', '')))})")
-    out.print(f"labels: {', '.join(specs[0].labels)}")
-    _print_taxonomy(specs)
-
-
-def _print_taxonomy(specs) -> None:
-    """The taxonomy's node scorers, as the model card of the first model that has them."""
-    from .modelcard import taxonomy_card
-    from .taxonomy import default_taxonomy
-
-    for s in specs:
-        if isinstance(s.extra.get("taxonomy"), dict):
-            for line in taxonomy_card(s.extra["taxonomy"], default_taxonomy()):
-                out.print(escape(line))
-            return
-
-
-def _metric(m: dict, key: str, field: str) -> str:
-    v = m.get(key, {}).get(field)
-    return f"{v:.3f}" if isinstance(v, (int, float)) else "–"
+    if as_json:
+        click.echo(json.dumps(cat, indent=2))
+    else:
+        render(cat, out, err)
+    # a folder whose manifest gtag cannot read: it is listed with its error, and the exit code says so
+    sys.exit(EXIT_NO_MODELS if any(c.get("error") for c in cat["collections"]) else EXIT_OK)
 
 
 if __name__ == "__main__":

@@ -70,10 +70,17 @@ class GenrePolicy:
 
     def allowed(self, label: str) -> bool:
         """Whether gtag may write ``label``: matched by label or written name, in any spelling."""
+        return self.refusal(label) is None
+
+    def refusal(self, label: str) -> str | None:
+        """Which list refuses ``label``: ``"exclude"`` (excluded wins over the whitelist), ``"only"``
+        (a whitelist without it), or None when gtag may write it."""
         keys = {normalise(label), normalise(self.name(label))}
+        if keys & self.exclude:
+            return "exclude"
         if self.only and not keys & self.only:
-            return False
-        return not keys & self.exclude
+            return "only"
+        return None
 
     def unknown(self, labels: Iterable[str]) -> list[str]:
         """Config entries that match none of ``labels`` (typos, or labels of other models)."""

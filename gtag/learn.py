@@ -96,6 +96,7 @@ def group_of(path: Path, album_artist: str | None, artist: str | None) -> str:
 
 def read_library(paths: Iterable[Path], on_error: Callable[[str], None] = lambda m: None) -> list[LibraryTrack]:
     """Genres and group of every file (unreadable ones reported through ``on_error`` and left out)."""
+    from .messages import file_failure
     from .tags import TagError, read_track_info
 
     out = []
@@ -103,7 +104,7 @@ def read_library(paths: Iterable[Path], on_error: Callable[[str], None] = lambda
         try:
             genres, album_artist, artist = read_track_info(p)
         except TagError as exc:
-            on_error(str(exc))
+            on_error(file_failure(p, exc))  # the words gtag tag and gtag predict use for this file
             continue
         out.append(LibraryTrack(Path(p), tuple(genres), group_of(Path(p), album_artist, artist)))
     return out
@@ -299,8 +300,8 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 
 def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, out_dir: Path | None,
               cache_path: Path | None, models_dir: str | None, out, err, jobs: int = 1) -> int:
-    """`gtag learn`: returns the exit code (0 written, 1 nothing learnable, 2 bad input, 3 no backbone,
-    130 interrupted)."""
+    """`gtag learn`: returns the exit code (gtag.exitcodes: 0 written, 1 nothing learnable, 2 bad input,
+    3 no backbone, 4 no audio files, 130 interrupted)."""
     from contextlib import closing
 
     from rich.markup import escape
@@ -309,19 +310,27 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     from .audio import AudioLoadError
     from .cache import CacheError, EmbeddingCache, default_cache_path
     from .embed import Backbone, cached_embeddings
+    from .exitcodes import Exit
     from .library import walk
+    from .messages import file_failure, missing_audio
     from .models import ModelError
 
     if not re.fullmatch(NAME_PATTERN, name):
         err.print(f"[red]error:[/] --name {escape(name)!s}: use letters, digits, '.', '_' or '-'")
-        return 2
+        return Exit.USAGE
     try:
         user_map = read_map(map_file) if map_file else {}
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
-        return 2
+        return Exit.USAGE
     min_tracks = min_tracks or DEFAULT_MIN_TRACKS
     files = list(walk(paths))
+    no_audio, notes = missing_audio(paths, files)
+    if no_audio is not None:
+        err.print(f"[red]error:[/] {escape(no_audio)}")
+        return Exit.NO_AUDIO
+    for note in notes:
+        err.print(f"[yellow]note:[/] {escape(note)}")
     tracks = read_library(files, on_error=lambda m: err.print(f"[red]error:[/] {escape(m)}"))
     lab = label_tracks(tracks, min_tracks, user_map)
     out.print(f"{len(files)} audio files, {len(tracks)} with readable tags, {lab.untagged} without a genre")
@@ -333,17 +342,17 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     if len(lab.labels) < 2:
         err.print(f"[red]error:[/] need at least two genres with {min_tracks} or more tagged tracks each; "
                   f"found {len(lab.labels)} ({escape(', '.join(lab.labels)) or 'none'})")
-        return 1
+        return Exit.FAILED
     try:
         bb = Backbone(models_dir, threads=1 if jobs > 1 else 0)
     except ModelError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
-        return 3
+        return Exit.NO_MODELS
     try:
         cache = EmbeddingCache(cache_path or default_cache_path())
     except CacheError as exc:  # learn has no --no-cache: the cache is how it resumes
         err.print(f"[red]error:[/] {escape(str(exc).replace('--no-cache, or ', ''))}")
-        return 2
+        return Exit.USAGE
     embs: list[np.ndarray | None] = [None] * len(lab.tracks)
     new = 0
     progress = Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -351,8 +360,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     reported = (AudioLoadError, ValueError, OSError)  # one line each, and the run goes on
 
     def report(path: Path, exc: Exception) -> None:
-        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-        progress.console.print(f"[red]error:[/] {escape(msg)}")
+        progress.console.print(f"[red]error:[/] {escape(file_failure(path, exc))}")
 
     try:
         with progress:
@@ -371,7 +379,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     except KeyboardInterrupt:
         new = cache.stored_since_open()  # not the loop's count: Ctrl-C may land between a write and it
         err.print(f"[yellow]interrupted:[/] {new} new embeddings are cached; run the same command again to resume.")
-        return 130
+        return Exit.INTERRUPTED
     finally:
         cache.close()
     ok = [i for i, e in enumerate(embs) if e is not None]
@@ -380,7 +388,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     y = lab.y[ok]
     if len(set(y.tolist())) < 2:
         err.print("[red]error:[/] fewer than two genres left after decoding")
-        return 1
+        return Exit.FAILED
     windows = [embs[i] for i in ok]
     groups = [t.group for t in kept]
     report = cross_validate(windows, y, groups, lab.labels, HEAD_C)
@@ -403,7 +411,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
                      "temperature": report["temperature"]}},
     })
     out.print(f"wrote {escape(str(manifest.parent))}; tag with: [bold]gtag tag --models {escape(name)} PATH[/]")
-    return 0
+    return Exit.OK
 
 
 def _print_report(report: dict[str, Any], labels: tuple[str, ...], out) -> None:

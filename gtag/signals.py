@@ -6,6 +6,11 @@ also recorded, and the tagger checks the record between files: a library that sw
 KeyboardInterrupt (numba printing it as "ignored" during a compile) cannot make the run go on.
 Once the command has acknowledged the stop, further signals are recorded but do not interrupt
 the clean-up and the summary.
+
+A stop signal that was ignored when gtag started stays ignored. That is the Unix convention: a
+shell without job control (a script's `cmd &`) starts a background job with SIGINT ignored, so a
+Ctrl-C meant for the foreground does not stop it; Python itself keeps such a SIG_IGN, so every
+command behaves alike. SIGTERM still stops such a run cleanly.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import contextlib
 import signal
 import threading
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
-EXIT_TERMINATED = 143  # 128 + SIGTERM
+from .exitcodes import Exit
+
+EXIT_INTERRUPTED = Exit.INTERRUPTED  # 130 = 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = Exit.TERMINATED  # 143 = 128 + SIGTERM
 
 
 class Terminated(KeyboardInterrupt):
@@ -42,7 +49,8 @@ def stop_on_signals():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)
+           if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:

@@ -24,6 +24,7 @@ from .audio import AudioLoadError, SilentAudio
 from .cache import PredictionCache, file_identity
 from .config import DEFAULT_NAMES, GenrePolicy
 from .library import not_regular
+from .messages import file_failure, low_confidence_reason, not_a_regular_file, refusal_reason
 from .taxonomy import STYLE
 from .pipeline import Prediction, Predictor, analyse_file, cache_record, predict_in_worker, prediction_from_cache
 from .workers import WorkerPool
@@ -36,6 +37,7 @@ TAGGED = "tagged"
 WOULD_TAG = "would tag"  # dry run
 SKIPPED_HAS_GENRE = "skipped: has genre"
 SKIPPED_LOW_CONFIDENCE = "skipped: low confidence"  # below an explicit --min-confidence
+SKIPPED_EXCLUDED = "skipped: excluded by config"  # the top genre is refused by exclude / only, no other one reaches the bar
 SKIPPED_UNCERTAIN = "skipped: uncertain"  # the models' own abstain rule: no tag beats a wrong tag
 SKIPPED_NOT_REGULAR = "skipped: not a regular file"  # a FIFO, a device, a socket: never opened
 SKIPPED_CHANGED = "skipped: changed during analysis"  # left for the next run
@@ -120,7 +122,7 @@ class Record:
     format: str | None = None
     cached: bool = False
     error: str | None = None
-    reason: str | None = None  # why no genre was written (skipped: uncertain)
+    reason: str | None = None  # why no genre was written (skipped: uncertain, low confidence, excluded by config)
     agreed: str | None = None  # the abstain rule's second model, when its agreeing let the genre be written
     # The taxonomy's decision: written path (genre first) and who named the genre (head, tags, head+tags)
     levels: list[str] = field(default_factory=list)
@@ -174,8 +176,17 @@ def _fill(rec: Record, pred: Prediction, opts: TagOptions, min_confidence: float
 
 
 def _short_error(exc: BaseException, path: Path) -> str:
-    msg = str(exc).strip() or type(exc).__name__
-    return msg if str(path) in msg else f"{path}: {msg}"
+    return file_failure(path, exc)  # the words predict, learn and the report use too
+
+
+def _no_genre(pred: Prediction, opts: TagOptions, min_probability: float) -> tuple[str, str]:
+    """Status and reason of a prediction from which no genre is chosen: the config refused the top
+    genre (and no allowed one reaches the bar), or the top genre is not probable enough."""
+    refused = refusal_reason(pred.top(len(pred.labels)), min_probability, opts.policy)
+    if refused is not None:
+        return SKIPPED_EXCLUDED, refused
+    return SKIPPED_LOW_CONFIDENCE, low_confidence_reason(opts.policy.name(pred.genre), pred.confidence,
+                                                         min_probability)
 
 
 class RayExecutor:
@@ -244,7 +255,7 @@ class Tagger:
         """Read the existing tag first: a file that keeps its genre needs no analysis at all."""
         what = not_regular(path)
         if what is not None:
-            rec.status, rec.error = SKIPPED_NOT_REGULAR, f"{path}: {what}, not a regular file"
+            rec.status, rec.error = SKIPPED_NOT_REGULAR, f"{path}: {not_a_regular_file(what)}"
             return False
         rec.before = file_identity(path)
         try:
@@ -386,6 +397,8 @@ class Tagger:
             reason = self.predictor.abstain_reason(vote) if opts.min_confidence is None else None
             chosen = [] if reason else [opts.policy.name(g) for g in
                                         choose_genres(vote, self._min_probability(vote), opts.top_k, opts.policy)]
+            if not reason and not chosen:
+                reason = _no_genre(vote, opts, self._min_probability(vote))[1]
             summary = {"key": key, "tracks": len(batch), "voters": len(preds),
                        "genre": self.opts.policy.name(vote.genre), "genres": chosen,
                        "confidence": round(vote.confidence, 4), **({"reason": reason} if reason else {}),
@@ -465,7 +478,7 @@ class Tagger:
                 return
             rec.agreed = self.predictor.agreed_by(pred)  # written because the second opinion agrees
         if not rec.genres:
-            rec.status = SKIPPED_LOW_CONFIDENCE
+            rec.status, rec.reason = _no_genre(pred, self.opts, self._min_probability(pred))
             return
         chosen = genres.merge(rec.existing, rec.genres) if self.opts.merge else rec.genres
         if len(rec.levels) > 1 and not self.opts.merge and len(tags.fit_genres(rec.format or "", chosen, self.opts.separator)) < len(chosen):

@@ -18,6 +18,7 @@ import shutil
 import signal
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -610,17 +611,25 @@ def _temp_copy(real: Path, path: str | os.PathLike[str], temps: list[Path]) -> t
     filesystem and is atomic; same suffix: mutagen's extension-based detection stays the same),
     recorded in ``temps`` before a stop signal can interrupt: SIGINT and SIGTERM wait while it is
     made and recorded, so no Ctrl-C can leave a copy the caller does not know of."""
-    blocked = {signal.SIGINT, signal.SIGTERM}
-    mask = hasattr(signal, "pthread_sigmask")  # not on Windows
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if mask else None
+    held: list[int] = []
+    # Python runs signal handlers in the main thread only, so holding them there is enough. A
+    # signal mask is not: the kernel gives a process-directed signal to any thread that does not
+    # block it (an OpenBLAS or ONNX Runtime thread) and Python then runs the handler at once.
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(s) not in (signal.SIG_IGN, None):
+                old[s] = signal.signal(s, lambda signum, frame: held.append(signum))
     try:
         fd, name = tempfile.mkstemp(dir=real.parent, prefix=TEMP_PREFIX, suffix=real.suffix)
         temps.append(Path(name))
     except OSError as exc:
         raise TagError(f"{path}: cannot create a temporary copy ({_reason(exc)})") from exc
     finally:
-        if mask:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, h in old.items():
+            signal.signal(s, h)
+        for s in dict.fromkeys(held):  # delivered now, to the handler the caller had
+            signal.raise_signal(s)
     return fd, name
 
 

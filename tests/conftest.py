@@ -92,5 +92,21 @@ def tiny_models(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_user_config(tmp_path_factory, monkeypatch):
-    """Tests never read the user's own gtag config file."""
+    """Tests never read the user's own gtag config file, nor list the models they learned."""
     monkeypatch.setenv("GTAG_CONFIG", str(tmp_path_factory.getbasetemp() / "no-such-config.toml"))
+    monkeypatch.setenv("GTAG_USER_MODELS", str(tmp_path_factory.getbasetemp() / "no-learned-models"))
+
+
+@pytest.fixture(autouse=True)
+def _signals_as_from_a_terminal():
+    """Every test runs with the stop signals a terminal gives (SIGINT raises KeyboardInterrupt,
+    SIGTERM terminates), however pytest was launched: a background job (a script's `cmd &`) starts
+    with SIGINT ignored, which Python and gtag keep. The gtag processes a test starts
+    inherit this too (exec resets a handled signal to its default, but keeps an ignored one)."""
+    import signal
+
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    old = {s: signal.signal(s, h) for s, h in defaults.items() if signal.getsignal(s) is signal.SIG_IGN}
+    yield
+    for s, h in old.items():
+        signal.signal(s, h)

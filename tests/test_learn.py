@@ -110,6 +110,12 @@ def test_learn_from_two_thirds_then_tag_the_stripped_third(tmp_path, monkeypatch
     entry = manifest["models"][0]
     assert {"balanced_accuracy", "per_genre", "confusion"} <= set(entry["metrics"]["cv_track"])
     assert entry["abstain"]["min_probability"] >= 0
+    # `gtag models` lists it where --models finds it, with its genres and figures
+    listed = json.loads(runner.invoke(main, ["models", "--json"]).stdout)
+    [learned] = [c for c in listed["collections"] if c["source"] == "learned"]
+    assert (learned["name"], learned["folder"]) == ("mine", str(tmp_path / "models" / "mine"))
+    assert learned["models"][0]["labels"] == entry["labels"]
+    assert learned["models"][0]["metrics"]["cv_accuracy"] == entry["metrics"]["cv_track"]["accuracy"]
     # learning again from the cache gives the very same model as the first run's fresh embeddings,
     # and embedding them afresh one file at a time the same figures (the first run used two threads)
     model = tmp_path / "models" / "mine" / entry["file"]

@@ -167,6 +167,34 @@ def test_a_swallowed_ctrl_c_still_stops_the_run(tmp_path: Path, tiny_models: Pat
     assert "summary" in r.stdout
 
 
+def test_a_ctrl_c_ignored_when_gtag_started_stays_ignored(tmp_path: Path, tiny_models: Path, monkeypatch) -> None:
+    """A background job (`gtag tag &` in a script) starts with SIGINT ignored, so that a Ctrl-C meant
+    for the foreground does not stop it: gtag tag keeps that, as learn and predict do, and tags
+    every file; SIGTERM still has gtag's clean stop."""
+    import gtag.pipeline
+    from gtag import signals
+
+    real, calls = gtag.pipeline.analyse_file, []
+
+    def analyse_then_ctrl_c(path, config):
+        calls.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        return real(path, config)
+
+    monkeypatch.setattr(gtag.pipeline, "analyse_file", analyse_then_ctrl_c)
+    lib = make_lib(tmp_path / "lib", wavs={f"t{i}.wav": 3 for i in range(3)})
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        r = CliRunner().invoke(main, ["tag", "--models", str(tiny_models), "--no-cache", "-j", "1", str(lib)])
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert r.exit_code == 0, r.output
+    assert calls[0] == (signal.SIG_IGN, signals._handler)
+    assert [read_genres(lib / f"t{i}.wav") != [] for i in range(3)] == [True, True, True]
+
+
 def _first_file_done(out: Path):
     return lambda: "wrote)" in out.read_text()
 
