@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import __version__, genres, signals, tags
+from . import __version__, refine, signals, tags
 from .album import album_vote, group_albums
 from .audio import AudioLoadError, SilentAudio
 from .cache import PredictionCache, file_identity
@@ -100,6 +100,7 @@ class TagOptions:
     policy: GenrePolicy = field(default_factory=GenrePolicy)  # names, whitelist, exclude list
     merge: bool = False  # add to the genres a file has (no doubles) instead of skipping it
     album: bool = False  # tracks of one album vote together and get the same genre(s)
+    replace: bool = False  # with force: also replace a finer genre the file has (gtag.refine)
 
 
 @dataclass
@@ -121,6 +122,7 @@ class Record:
     reason: str | None = None  # why no genre was written (skipped: uncertain)
     agreed: str | None = None  # the abstain rule's second model, when its agreeing let the genre be written
     album: dict | None = None  # --album: the album's key, tracks, vote and confidence
+    note: str | None = None  # what was kept, refined or replaced of the file's genres, and why (gtag.refine)
     prediction: Prediction | None = field(default=None, repr=False, compare=False)  # not reported
     # (dev, inode, size, mtime_ns) before analysis: the content the prediction is about. Not reported.
     before: tuple[int, int, int, int] | None = field(default=None, repr=False, compare=False)
@@ -141,6 +143,8 @@ class Record:
             d["agreed"] = self.agreed
         if self.album is not None:
             d["album"] = self.album
+        if self.note:
+            d["note"] = self.note
         return d
 
 
@@ -221,7 +225,7 @@ class Tagger:
     """Runs the tag job over files; ``run`` yields one Record per file, in order."""
 
     def __init__(self, predictor: Predictor, opts: TagOptions, cache: PredictionCache | None = None,
-                 pool: WorkerPool | None = None):
+                 pool: WorkerPool | None = None, journal=None):
         """``pool``: workers started before the models were loaded (``WorkerPool(jobs, fork=True)``),
         used by the next ``run`` with more than one job, which closes it; default: a pool made then."""
         self.predictor = predictor
@@ -229,6 +233,7 @@ class Tagger:
         self.cache = cache
         self.pool = pool
         self.keep_predictions = False  # --album's prediction pass needs them after each record
+        self.journal = journal  # a gtag.journal.RunJournal: every write recorded first (gtag undo)
 
     def _needs_prediction(self, path: Path, rec: Record) -> bool:
         """Read the existing tag first: a file that keeps its genre needs no analysis at all."""
@@ -445,11 +450,7 @@ class Tagger:
         if not rec.genres:
             rec.status = SKIPPED_LOW_CONFIDENCE
             return
-        chosen = genres.merge(rec.existing, rec.genres) if self.opts.merge else rec.genres
-        # What the container holds: ID3v2.3 without a separator keeps the top genre only.
-        rec.written = tags.fit_genres(rec.format or "", chosen, self.opts.separator)
-        if self.opts.merge and len(rec.written) < len(chosen):
-            rec.written = list(rec.existing)  # merging never drops a genre the file has: no room, no write
+        self._keep_or_replace(rec)  # refine, never coarsen (gtag.refine)
         extra = None
         if self.opts.write_confidence:
             extra = {"GTAG_CONFIDENCE": f"{pred.confidence:.3f}",
@@ -464,8 +465,9 @@ class Tagger:
             else:
                 rec.status = WOULD_TAG
             return
-        try:
-            tags.write_genres(path, rec.written, extra, separator=self.opts.separator, expect=rec.before)
+        try:  # through the undo journal when there is one: recorded before the file changes
+            (self.journal or tags).write_genres(path, rec.written, extra, separator=self.opts.separator,
+                                                expect=rec.before)
         except tags.FileChanged:
             rec.status, rec.error, rec.written = SKIPPED_CHANGED, _changed_message(path), []
             return
@@ -475,6 +477,17 @@ class Tagger:
         rec.status = TAGGED
         if self.cache is not None:  # same audio, new size/mtime: keep the re-run instant
             self.cache.put(path, cache_record(rec.prediction or pred))
+
+    def _keep_or_replace(self, rec: Record) -> None:
+        """``rec.written`` (and ``rec.note``) from the chosen genres and the file's own, by
+        ``gtag.refine.decide``; what the container holds (ID3v2.3 without a separator: one genre)."""
+        one_value = len(tags.fit_genres(rec.format or "", ["a", "b"], self.opts.separator)) < 2
+        mode = refine.MERGE if self.opts.merge else refine.REPLACE if self.opts.replace else refine.REFINE
+        decision = refine.decide(rec.existing, rec.genres, mode, one_value)
+        rec.written = tags.fit_genres(rec.format or "", decision.values, self.opts.separator)
+        if decision.values == rec.existing:
+            rec.written = list(rec.existing)  # the file keeps what it has: nothing to write
+        rec.note = decision.note or None
 
     @staticmethod
     def _changed(path: Path, rec: Record) -> bool:
