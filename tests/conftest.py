@@ -94,3 +94,9 @@ def tiny_models(tmp_path: Path) -> Path:
 def _no_user_config(tmp_path_factory, monkeypatch):
     """Tests never read the user's own gtag config file."""
     monkeypatch.setenv("GTAG_CONFIG", str(tmp_path_factory.getbasetemp() / "no-such-config.toml"))
+
+
+@pytest.fixture(autouse=True)
+def _own_undo_journal(tmp_path, monkeypatch):
+    """gtag tag records its writes in a journal of the test's own, never the user's (gtag.journal)."""
+    monkeypatch.setenv("GTAG_JOURNAL", str(tmp_path / "undo-journal.sqlite3"))
