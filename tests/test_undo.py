@@ -231,3 +231,18 @@ def test_undo_after_kill_9_between_journal_and_rename(when: str, tmp_path: Path,
 def test_undo_without_a_journal_is_one_line(tmp_path: Path) -> None:
     code, _, err = _undo(tmp_path, journal=tmp_path / "none.sqlite3")
     assert code == 2 and "no undo journal" in err and len(err.strip().splitlines()) == 1
+
+
+def test_undo_after_album_merge(tmp_path: Path, gtag_tag) -> None:  # noqa: F811
+    lib = make_lib(tmp_path / "lib", ["classical.flac", "jazz.m4a"])
+    originals = {}
+    for p in lib.iterdir():
+        _set_originals(p)
+        originals[p.name] = read_fields(p)[1]
+    run = gtag_tag("--album", "--merge", "--min-confidence", "0", lib)  # the journal of $GTAG_JOURNAL
+    assert run.code == 0, run.stderr
+    assert {r["status"] for r in run.report} == {"tagged"}
+    assert all(r["written"][:len(r["existing"])] == r["existing"] for r in run.report)  # merged
+    result = CliRunner().invoke(main, ["undo", str(lib)], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert {p.name: read_fields(p)[1] for p in lib.iterdir()} == originals
