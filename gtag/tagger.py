@@ -528,8 +528,10 @@ def write_report(records: list[Record], path: Path, top_k: int) -> None:
             labels = sorted({lab for r in records for lab in r.probabilities})
             models = sorted({m for r in records for m in r.models})
             albums = any(r.album for r in records)  # --album: the album and its vote, after the error
+            notes = any(r.note for r in records)  # what was kept or replaced of a file's genres (gtag.refine)
             head = ["path", "status", "format", "genre", "genres", "confidence", "existing", "written", "cached",
-                    "error", "reason"] + (["album", "album_genres", "album_confidence"] if albums else []) \
+                    "error", "reason"] + (["note"] if notes else []) \
+                + (["album", "album_genres", "album_confidence"] if albums else []) \
                 + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
             with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as f:
                 w = csv.writer(f)
@@ -538,6 +540,7 @@ def write_report(records: list[Record], path: Path, top_k: int) -> None:
                     w.writerow([r.path, r.status, r.format or "", r.genre or "", ";".join(r.genres),
                                 "" if r.confidence is None else r.confidence, ";".join(r.existing),
                                 ";".join(r.written), int(r.cached), r.error or "", r.reason or ""]
+                               + ([r.note or ""] if notes else [])
                                + ([(r.album or {}).get("key", ""), ";".join((r.album or {}).get("genres", [])),
                                    (r.album or {}).get("confidence", "")] if albums else [])
                                + [r.probabilities.get(lab, "") for lab in labels]

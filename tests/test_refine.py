@@ -3,6 +3,7 @@ in every container (read back by mutagen, TagLib and mediafile), --replace repla
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import mutagen
@@ -96,6 +97,12 @@ def test_force_keeps_a_finer_genre_and_replace_replaces_it(tmp_path: Path, gtag_
         assert "finer than Rock" in rec["note"]
     assert run.stdout.count("finer than Rock") == len(FILES)
     assert read_genres(lib / "jazz.m4a") == ["Alt. Rock"]
+    # The CSV report says it too, in a note column (there only when a file has a note).
+    report = tmp_path / "r.csv"
+    gtag_tag("--force", "--dry-run", "--min-confidence", "0", "--config", rock_config, "--report", report, lib)
+    with report.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(FILES) and all("finer than Rock" in r["note"] for r in rows)
     run = gtag_tag("--replace", "--min-confidence", "0", "--config", rock_config, lib)
     assert {r["status"] for r in run.report} == {"tagged"}
     assert all(read_genres(lib / n) == ["Rock"] for n in FILES)

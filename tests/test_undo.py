@@ -175,6 +175,11 @@ def test_a_journal_that_cannot_be_written_writes_no_file(tmp_path: Path, gtag_ta
     run = gtag_tag("--replace", "--min-confidence", "0", "--journal", tmp_path / "a-file" / "undo.sqlite3", lib)
     assert run.code == 2 and "undo journal" in run.stderr and sha(lib / "classical.flac") == before
 
+    (tmp_path / "garbage.sqlite3").write_bytes(b"not a database at all" * 100)
+    run = gtag_tag("--replace", "--min-confidence", "0", "--journal", tmp_path / "garbage.sqlite3", lib)
+    assert run.code == 2 and "cannot use the undo journal" in run.stderr and sha(lib / "classical.flac") == before
+    assert len(run.stderr.strip().splitlines()) == 1
+
     def full_disk(*args, **kwargs):
         raise JournalError(f"undo journal {tmp_path / 'j'} cannot be written (database or disk is full)")
 
