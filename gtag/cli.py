@@ -241,9 +241,12 @@ def _print_prediction(pred, top: int, reason: str | None = None, agreed: str | N
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @with_model_options
 @click.option("--dry-run", "-n", is_flag=True, help="Show existing → proposed genre for each file; change nothing.")
+@click.option("--from-report", "from_report", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Write the 'written' genres of a reviewed report (CSV or JSON of a --dry-run), as edited; no "
+                   "analysis. A row whose file's genres are no longer its 'existing' is refused.")
 @click.option("--force", "--overwrite", "force", is_flag=True, help="Also retag files that already have a genre.")
 @click.option("--merge", is_flag=True,
               help="Add the predicted genres to the ones a file has (no doubles in any spelling) instead of skipping it.")
@@ -279,7 +282,7 @@ def _print_prediction(pred, top: int, reason: str | None = None, agreed: str | N
 @click.option("--address", "ray_address", default=None, metavar="ADDR",
               help="Ray cluster address (e.g. ray://head:10001 or auto); default: start Ray locally.")
 def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str, max_windows: int,
-        dry_run: bool,
+        dry_run: bool, from_report: Path | None,
         force: bool, merge: bool, replace: bool, journal_path: Path | None, album: bool, config_path: Path | None, min_confidence: float | None,
         top_k: int | None, jobs: int, report: Path | None,
         write_confidence: bool, cache_path: Path | None, no_cache: bool, backend: str,
@@ -293,6 +296,12 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     from .tags import remove_stale_temp_files
     from .workers import WORKER_PRELOAD, WorkerPool
 
+    if from_report is not None:
+        if paths:
+            raise click.UsageError("--from-report writes the rows of a report: give no PATHS")
+        _apply_report(from_report, journal_path, config_path, dry_run)
+    if not paths:
+        raise click.UsageError("Missing argument 'PATHS...'.")
     if report is not None and report.suffix.lower() not in (".json", ".csv"):
         raise click.BadParameter("must end in .json or .csv", param_hint="--report")
     if merge and (force or replace):
@@ -393,6 +402,22 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     if stopped is not None:
         sys.exit(stopped)
     sys.exit(EXIT_SOME_FAILED if report_failed or any(r.status == FAILED for r in records) else EXIT_OK)
+
+
+def _apply_report(report: Path, journal_path: Path | None, config_path: Path | None, dry_run: bool) -> None:
+    """gtag tag --from-report: the reviewed rows written (through the journal), then exit."""
+    from . import tags
+    from .review import run_review
+    from .tagger import TagOptions
+
+    config = _load_config(config_path)
+    writer = tags if dry_run else _open_journal(journal_path, "reviewed report", TagOptions())
+    try:
+        code = run_review(report, writer, config.separator, dry_run, out, err)
+    finally:
+        if writer is not tags:
+            writer.journal.close()
+    sys.exit(code)
 
 
 def _open_journal(path: Path | None, signature: str, opts):
