@@ -60,6 +60,12 @@ def album_vote(preds: Sequence[Prediction]) -> Prediction:
     signals = {name: {k: float(np.mean([p.signals[name][k] for p in preds])) for k in preds[0].signals[name]
                       if all(k in p.signals.get(name, {}) for p in preds)}
                for name in preds[0].signals}
+    # Its tags (what the taxonomy's node scorers read) are its tracks' mean tags.
+    tags = {}
+    for name in preds[0].tags:
+        if all(name in p.tags for p in preds):
+            mean = {t: float(np.mean([dict(p.tags[name]).get(t, 0.0) for p in preds])) for t, _ in preds[0].tags[name]}
+            tags[name] = sorted(mean.items(), key=lambda kv: -kv[1])
     return Prediction(
         path=preds[0].path,
         labels=labels,
@@ -70,4 +76,5 @@ def album_vote(preds: Sequence[Prediction]) -> Prediction:
         duration=float(sum(p.duration for p in preds)),
         truncated=any(p.truncated for p in preds),
         signals=signals,
+        tags=tags,
     )

@@ -134,8 +134,10 @@ def main() -> None:
 @with_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (one object per file) for scripts.")
 @click.option("--top", default=5, show_default=True, help="Genres shown per file in the table.")
+@click.option("--depth", type=click.Choice(["genre", "style"]), default="style", show_default=True,
+              help="How deep in the genre > style taxonomy the shown decision goes.")
 def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str,
-            max_windows: int, as_json: bool, top: int) -> None:
+            max_windows: int, as_json: bool, top: int, depth: str) -> None:
     """Show the predicted genre of each FILE, per model and voted, with probabilities."""
     from .audio import AudioLoadError
 
@@ -156,11 +158,20 @@ def predict(files: tuple[Path, ...], model: tuple[str, ...], models_dir: str | N
             continue
         reason = predictor.abstain_reason(pred)
         agreed = predictor.agreed_by(pred)
+        decision = predictor.decide(pred, depth)
+        if decision is not None:  # the taxonomy decides: genre > style, from the vote and the MSD tags
+            reason = decision.reason
+            agreed = agreed if decision.path and decision.source != "tags" else None
         if as_json:
+            extra = {}
+            if decision is not None:
+                extra = {"path_written": list(decision.path), "source": decision.source or None,
+                         "nodes": {n: round(p, 6) for n, p in predictor.node_scores(pred).items()}}
             results.append(dict(pred.to_json(), would_tag=reason is None, **({"reason": reason} if reason else {}),
-                                **({"agreed": agreed} if agreed else {})))
+                                **({"agreed": agreed} if agreed else {}), **extra,
+                                tags={n: {t: round(x, 6) for t, x in v} for n, v in pred.tags.items()}))
         else:
-            _print_prediction(pred, top, reason, agreed)
+            _print_prediction(pred, top, reason, agreed, decision)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
@@ -204,11 +215,16 @@ def timeline(starts, genres: list[str], window: float = 3.0) -> list[tuple[float
     return segs
 
 
-def _print_prediction(pred, top: int, reason: str | None = None, agreed: str | None = None) -> None:
+def _print_prediction(pred, top: int, reason: str | None = None, agreed: str | None = None,
+                      decision=None) -> None:
     from .audio import WINDOW_SECONDS
     from .vote import top_k
 
     head = f"[bold]{escape(str(pred.path))}[/]  →  [bold green]{escape(pred.genre)}[/] ({pred.confidence:.0%})"
+    if decision is not None and decision.path:
+        shown = " › ".join(decision.path)
+        via = " from its MSD tags" if decision.source == "tags" else ""
+        head = f"[bold]{escape(str(pred.path))}[/]  →  [bold green]{escape(shown)}[/] ({decision.confidence:.0%}{via})"
     if agreed:
         head += f" [dim]written because {escape(agreed)} (not voting) agrees[/]"
     if reason:
@@ -266,6 +282,9 @@ def _print_prediction(pred, top: int, reason: str | None = None, agreed: str | N
               callback=lambda ctx, param, v: _not_nan(v, param),
               help="Write nothing for a file whose voted genre is less probable than this; 0 always writes. "
                    "Default: the models' own rule (calibrated probability, 'none of my genres', distance).")
+@click.option("--depth", type=click.Choice(["genre", "style"]), default=None, show_default="style, or the config's",
+              help="How deep in the genre > style taxonomy to write: the genre alone, or its style too where "
+                   "gtag is sure of one (e.g. Rock; Alternative Rock).")
 @click.option("--top-k", type=click.IntRange(1, 10), default=None, show_default="1, or the config's",
               help="Write up to K genres (each at least --min-confidence probable).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None, show_default="all cores, fewer if memory is short",
@@ -283,8 +302,8 @@ def _print_prediction(pred, top: int, reason: str | None = None, agreed: str | N
               help="Ray cluster address (e.g. ray://head:10001 or auto); default: start Ray locally.")
 def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str, max_windows: int,
         dry_run: bool, from_report: Path | None,
-        force: bool, merge: bool, replace: bool, journal_path: Path | None, album: bool, config_path: Path | None, min_confidence: float | None,
-        top_k: int | None, jobs: int, report: Path | None,
+        force: bool, merge: bool, replace: bool, journal_path: Path | None, album: bool, config_path: Path | None,
+        min_confidence: float | None, depth: str | None, top_k: int | None, jobs: int, report: Path | None,
         write_confidence: bool, cache_path: Path | None, no_cache: bool, backend: str,
         ray_address: str | None) -> None:
     """Predict the genre of every audio file under PATHS and write it into the file's tags."""
@@ -314,6 +333,7 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     # None: neither the flag nor the config sets one, so the models' own abstain rule decides
     min_confidence = min_confidence if min_confidence is not None else config.min_confidence
     top_k = top_k if top_k is not None else (config.top_k or 1)
+    depth = depth or config.depth or "style"
     records: list[Record] = []
     stopped = None  # exit code of a run ended by SIGINT / SIGTERM
     report_failed = False
@@ -347,6 +367,10 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                                    threads=1 if explicit_jobs == 1 and backend == "local" else 0,
                                    max_windows=max_windows)
             labels = sorted({lab for labs in predictor.labels.values() for lab in labs})
+            if predictor.nodes is not None:  # the taxonomy's nodes are names gtag may write too
+                from .taxonomy import default_taxonomy
+
+                labels += sorted(default_taxonomy().nodes)
             unknown = config.policy.unknown(labels)
             if unknown:  # a typo would otherwise silently whitelist or exclude nothing
                 err.print(f"[red]error:[/] config {escape(str(config.source))}: unknown genre "
@@ -355,7 +379,7 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
             opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k,
                               jobs=jobs, write_confidence=write_confidence, backend=backend,
                               ray_address=ray_address, separator=config.separator, policy=config.policy,
-                              merge=merge, album=album, replace=replace)
+                              merge=merge, album=album, depth=depth, replace=replace)
             try:
                 cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
             except CacheError as exc:
@@ -483,7 +507,8 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
     elif rec.status in (TAGGED, WOULD_TAG):
         verb = "would write" if rec.status == WOULD_TAG else "wrote"
         console.print(f"{path}: {before} → [green]{escape('; '.join(rec.written))}[/] "
-                      f"[dim]({rec.confidence:.0%}, {f'{escape(rec.agreed)} agrees, ' if rec.agreed else ''}{verb})[/]"
+                      f"[dim]({rec.confidence:.0%}, {f'{escape(rec.agreed)} agrees, ' if rec.agreed else ''}"
+                      f"{'from its MSD tags, ' if rec.source == 'tags' else ''}{verb})[/]"
                       + (f" [dim]{escape(one_line(rec.note))}[/]" if rec.note else ""))
     elif rec.status == SKIPPED_UNCERTAIN:
         console.print(f"{path}: [yellow]uncertain[/] (best guess {escape(rec.genre or '?')} {rec.confidence:.0%}: "

@@ -51,6 +51,8 @@ class GenrePolicy:
     names: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NAMES))
     only: frozenset[str] = frozenset()  # whitelist (normalised label or name keys); empty: all
     exclude: frozenset[str] = frozenset()  # never written (normalised label or name keys)
+    # taxonomy nodes without held-out figures that the user wants written anyway (node names)
+    enable: frozenset[str] = frozenset()
 
     def name(self, label: str) -> str:
         """The written name of a label: its configured name; else a lower-case id title-cased, and a
@@ -58,6 +60,13 @@ class GenrePolicy:
         if label in self.names:
             return self.names[label]
         return label.title() if label == label.lower() else label
+
+    def node_name(self, node: str, gtzan: str | None = None) -> str:
+        """The written name of a taxonomy node: its GTZAN label's configured name, else the name
+        [names] gives the node, else the node's own name."""
+        if gtzan is not None and gtzan in self.names:
+            return self.names[gtzan]
+        return self.names.get(node, node)
 
     def allowed(self, label: str) -> bool:
         """Whether gtag may write ``label``: matched by label or written name, in any spelling."""
@@ -85,6 +94,7 @@ class Config:
     min_confidence: float | None = None
     top_k: int | None = None
     models: tuple[str, ...] | None = None
+    depth: str | None = None  # "genre" or "style" (gtag.taxonomy)
     source: Path | None = None  # the file it came from, for messages
 
 
@@ -98,7 +108,7 @@ def default_config_path() -> Path:
     return user_config_path("gtag") / "config.toml"
 
 
-_KEYS = {"names", "only", "exclude", "separator", "min_confidence", "top_k", "models"}
+_KEYS = {"names", "only", "exclude", "separator", "min_confidence", "top_k", "models", "depth", "enable"}
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -135,7 +145,11 @@ def parse_config(data: Mapping[str, object], source: Path | None = None) -> Conf
         names={**DEFAULT_NAMES, **{k: v.strip() for k, v in names.items()}},
         only=_keys(data, "only"),
         exclude=_keys(data, "exclude"),
+        enable=_nodes(data, "enable"),
     )
+    depth = data.get("depth")
+    if depth is not None and depth not in ("genre", "style"):
+        raise ValueError('depth must be "genre" or "style"')
     separator = data.get("separator")
     if separator is not None and (not isinstance(separator, str) or not separator.strip() or "\0" in separator):
         raise TypeError('separator must be a visible string such as "; "')
@@ -153,7 +167,24 @@ def parse_config(data: Mapping[str, object], source: Path | None = None) -> Conf
         if not isinstance(models, Sequence) or not models or not all(isinstance(m, str) and m for m in models):
             raise TypeError("models must be a model name or a list of them")
         models = tuple(models)
-    return Config(policy, separator, min_confidence, top_k, models, source)
+    return Config(policy, separator, min_confidence, top_k, models, depth, source)
+
+
+def _nodes(data: Mapping[str, object], key: str) -> frozenset[str]:
+    """Taxonomy node names, in any spelling or alias, as the taxonomy names them."""
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{key} must be a list of genre or style names")
+    from .taxonomy import default_taxonomy
+
+    tax = default_taxonomy()
+    out = set()
+    for v in value:
+        node = tax.find(v)
+        if node is None:
+            raise ValueError(f"{key}: {v!r} is not a genre or style of gtag's taxonomy")
+        out.add(node.name)
+    return frozenset(out)
 
 
 def _keys(data: Mapping[str, object], key: str) -> frozenset[str]:

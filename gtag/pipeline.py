@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, features, spans, vote
-from .models import KIND_FEATURES, KIND_LOG_MEL, KIND_MUSICNN, KIND_WAVEFORM, OnnxModel
+from . import audio, features, hierarchy, spans, vote
+from .models import KIND_FEATURES, KIND_LOG_MEL, KIND_MUSICNN, KIND_WAVEFORM, ModelError, OnnxModel
+from .taxonomy import STYLE
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Prediction:
     duration: float  # seconds of the whole file
     truncated: bool  # only part of a very long file was analysed
     # model name -> its tags (musicnn's MSD tags), best first: (tag, mean score over the windows);
-    # only for models with a tag output. Shown by `gtag predict`; not cached, not in the JSON.
+    # only for models with a tag output. Cached; the taxonomy's node scorers read them (gtag.hierarchy).
     tags: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     # model name -> its track-level abstain signals ("unknown", "ood_distance"; gtag.models.SIGNAL_OUTPUTS)
     signals: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -64,6 +65,7 @@ def prediction_from_cache(path: str, d: dict) -> Prediction:
         duration=float(d["duration"]),
         truncated=bool(d["truncated"]),
         signals={k: dict(v) for k, v in d.get("signals", {}).items()},
+        tags={k: [(str(t), float(x)) for t, x in v] for k, v in d.get("tags", {}).items()},
     )
 
 
@@ -78,6 +80,7 @@ def cache_record(p: Prediction) -> dict:
         "duration": p.duration,
         "truncated": p.truncated,
         "signals": p.signals,
+        "tags": {k: [[t, round(x, 6)] for t, x in v] for k, v in p.tags.items()},
     }
 
 
@@ -252,6 +255,7 @@ class Predictor:
             hop = int(round((hop_seconds or m.spec.hop_seconds) * audio.SAMPLE_RATE))
             hops[m.spec.kind] = min(hop, hops.get(m.spec.kind, hop))
         self._rule = self._find_abstain_rule()
+        self.nodes = self._load_node_rules()
         # The abstain rule's second opinion: a model that does not vote, asked only about tracks whose
         # vote falls between the rule's two thresholds, on the audio of the rule model's windows.
         self.second: OnnxModel | None = self._load_second_opinion()
@@ -271,6 +275,8 @@ class Predictor:
                                                          for m in self.models]
         if self.second is not None:  # a cached prediction holds the second opinion where it was asked
             parts.append(f"second:{self.second.spec.name}:{self.second.sha256}")
+        if self.nodes is not None:  # cached predictions hold the MSD tags the node scorers read
+            parts.append("tags")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
     def infer(self, path: str | os.PathLike, analysed: Analysed) -> Prediction:
@@ -322,6 +328,39 @@ class Predictor:
         if not ranked:
             return None
         return vote.AbstainRule.from_manifest(ranked[0].spec.name, ranked[0].spec.extra["abstain"])
+
+    def _load_node_rules(self) -> hierarchy.NodeRules | None:
+        """The taxonomy's node scorers of the first model that has them (manifest ``taxonomy``) and
+        MSD tags to feed them; None: genres come from the head's vote alone."""
+        from .taxonomy import default_taxonomy
+
+        for m in self.models:
+            block = m.spec.extra.get("taxonomy")
+            if isinstance(block, dict) and m.tag_labels:
+                try:
+                    return hierarchy.NodeRules.from_manifest(block, default_taxonomy(), m.tag_labels, m.spec.name)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ModelError(f"model {m.spec.name}: bad taxonomy block in its manifest ({exc})") from exc
+        return None
+
+    def decide(self, pred: Prediction, depth: str = STYLE, enabled: frozenset[str] = frozenset(),
+               allowed=lambda name: True) -> hierarchy.Decision | None:
+        """The genre > style decision for ``pred`` (gtag.hierarchy); None without node scorers or
+        without the tags they read (then the head's rule alone decides)."""
+        tags = pred.tags.get(self.nodes.model) if self.nodes is not None else None
+        if not tags:
+            return None
+        from .taxonomy import default_taxonomy
+
+        tax = default_taxonomy()
+        sure = hierarchy.sure_nodes(self.nodes.scores(dict(tags)), self.nodes, enabled)
+        return hierarchy.decide(tax.by_gtzan.get(pred.genre), pred.confidence, self.abstain_reason(pred), sure,
+                                tax, depth, allowed)
+
+    def node_scores(self, pred: Prediction) -> dict[str, float]:
+        """Every scorable node's probability for ``pred`` (empty without node scorers or tags)."""
+        tags = pred.tags.get(self.nodes.model) if self.nodes is not None else None
+        return self.nodes.scores(dict(tags)) if tags else {}
 
     def _load_second_opinion(self) -> OnnxModel | None:
         """The rule's second model, loaded as the rule's own model was (None: the rule has none). A

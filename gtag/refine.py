@@ -40,6 +40,11 @@ class Decision:
     note: str = ""
 
 
+def _deepest(names: Sequence[str], tax: Taxonomy) -> str:
+    """The most specific of ``names`` (the first of the deepest): a style before its genre."""
+    return max(names, key=lambda n: (len(tax.ancestors(n)), -names.index(n)))
+
+
 def _join(names: Sequence[str]) -> str:
     return ", ".join(names)
 
@@ -53,11 +58,10 @@ def decide(existing: Sequence[str], heard: Sequence[str], mode: str = REFINE, on
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     tax = taxonomy or default_taxonomy()
     existing, heard = list(existing), list(heard)
-    cap = 1 if one_value else None
     if not heard:
         return Decision(existing, kept=existing)
     if not existing or mode == REPLACE:
-        values = heard[:cap]
+        values = [_deepest(heard, tax)] if one_value else heard
         gone = [e for e in existing if not any(tax.same(e, v) for v in values)]
         return Decision(values, replaced=gone, added=values,
                         note=f"replaced {_join(gone)} (--replace)" if gone else "")
@@ -70,7 +74,10 @@ def _refine(existing: list[str], heard: list[str], one_value: bool, tax: Taxonom
     out: list[str] = []
     kept_finer: list[tuple[str, str]] = []
     for g in heard:
-        covering = [e for e in existing if tax.same(e, g) or tax.is_finer(e, g)]
+        # heard may be a path, genre first ("Rock", "Hard Rock"): a file's style is kept under the
+        # deepest node gtag names, so its "Alt. Rock" is a sibling of "Hard Rock", not finer than "Rock"
+        deeper = any(tax.is_finer(h, g) for h in heard)
+        covering = [e for e in existing if tax.same(e, g) or (not deeper and tax.is_finer(e, g))]
         if not covering:
             if not any(tax.same(g, o) for o in out):
                 out.append(g)
@@ -84,7 +91,7 @@ def _refine(existing: list[str], heard: list[str], one_value: bool, tax: Taxonom
         if all(v in existing for v in out):
             out = list(existing)  # the file's own values, one stored value: write nothing
         else:
-            out = out[:1]
+            out = [_deepest(out, tax)]  # one genre fits: the most specific one
     kept = [e for e in existing if e in out]
     replaced = [e for e in existing if e not in out]
     added = [v for v in out if v not in existing]
@@ -110,9 +117,11 @@ def _merge(existing: list[str], heard: list[str], one_value: bool, tax: Taxonomy
     if not one_value:
         return Decision(existing + dedup, kept=existing, added=dedup)
     # One genre fits: the most specific value wins; the file's own is never dropped for a coarser one.
-    if len(existing) == 1 and tax.is_finer(dedup[0], existing[0]):
-        return Decision([dedup[0]], replaced=existing, added=[dedup[0]],
-                        note=f"refined {existing[0]} to {dedup[0]}: the tag holds one genre")
+    best = _deepest(dedup, tax)
+    if len(existing) == 1 and tax.is_finer(best, existing[0]):
+        return Decision([best], replaced=existing, added=[best],
+                        note=f"refined {existing[0]} to {best}: the tag holds one genre")
+    dedup = [best]
     one = "the tag holds one genre (ID3v2.3 without a separator)"
     if len(existing) == 1 and tax.is_finer(existing[0], dedup[0]):
         note = f"{dedup[0]} not added: {one}, and the file's {existing[0]} is finer"

@@ -24,6 +24,7 @@ from .audio import AudioLoadError, SilentAudio
 from .cache import PredictionCache, file_identity
 from .config import DEFAULT_NAMES, GenrePolicy
 from .library import not_regular
+from .taxonomy import STYLE
 from .pipeline import Prediction, Predictor, analyse_file, cache_record, predict_in_worker, prediction_from_cache
 from .workers import WorkerPool
 
@@ -100,6 +101,7 @@ class TagOptions:
     policy: GenrePolicy = field(default_factory=GenrePolicy)  # names, whitelist, exclude list
     merge: bool = False  # add to the genres a file has (no doubles) instead of skipping it
     album: bool = False  # tracks of one album vote together and get the same genre(s)
+    depth: str = STYLE  # how deep in the taxonomy to write: "genre", or "style" where one is sure
     replace: bool = False  # with force: also replace a finer genre the file has (gtag.refine)
 
 
@@ -121,6 +123,10 @@ class Record:
     error: str | None = None
     reason: str | None = None  # why no genre was written (skipped: uncertain)
     agreed: str | None = None  # the abstain rule's second model, when its agreeing let the genre be written
+    # The taxonomy's decision: written path (genre first) and who named the genre (head, tags, head+tags)
+    levels: list[str] = field(default_factory=list)
+    source: str | None = None
+    nodes: dict[str, float] = field(default_factory=dict)  # taxonomy node -> probability from the MSD tags
     album: dict | None = None  # --album: the album's key, tracks, vote and confidence
     note: str | None = None  # what was kept, refined or replaced of the file's genres, and why (gtag.refine)
     prediction: Prediction | None = field(default=None, repr=False, compare=False)  # not reported
@@ -141,6 +147,10 @@ class Record:
             d["reason"] = self.reason
         if self.agreed:
             d["agreed"] = self.agreed
+        if self.nodes:
+            d["nodes"] = self.nodes
+        if self.levels:
+            d["levels"], d["source"] = self.levels, self.source
         if self.album is not None:
             d["album"] = self.album
         if self.note:
@@ -441,7 +451,19 @@ class Tagger:
         """Apply the policy to ``pred`` (the file's own, or its album's) and write when needed."""
         rule = self.predictor.abstain_rule if self.opts.min_confidence is None else None
         _fill(rec, pred, self.opts, self._min_probability(pred))
-        if rule is not None:
+        decision = self.predictor.decide(pred, self.opts.depth, self.opts.policy.enable, self._allowed) if rule else None
+        if decision is not None:  # genre > style, level by level (gtag.hierarchy)
+            rec.nodes = {n: round(p, 4) for n, p in self.predictor.node_scores(pred).items()}
+            if not decision.path:
+                rec.status, rec.genres, rec.reason = SKIPPED_UNCERTAIN, [], decision.reason
+                return
+            rec.levels, rec.source = list(decision.path), decision.source
+            rec.genre = self._name(decision.path[0])
+            rec.confidence = round(float(decision.confidence), 4)
+            rec.genres = [self._name(n) for n in decision.path]
+            if decision.source != "tags":
+                rec.agreed = self.predictor.agreed_by(pred)
+        elif rule is not None:
             rec.reason = self.predictor.abstain_reason(pred)
             if rec.reason:
                 rec.status, rec.genres = SKIPPED_UNCERTAIN, []
@@ -488,6 +510,22 @@ class Tagger:
         if decision.values == rec.existing:
             rec.written = list(rec.existing)  # the file keeps what it has: nothing to write
         rec.note = decision.note or None
+
+    def _name(self, node: str) -> str:
+        """The written name of a taxonomy node (the config's [names] may rename it)."""
+        from .taxonomy import default_taxonomy
+
+        n = default_taxonomy().nodes.get(node)
+        return self.opts.policy.node_name(node, n.gtzan if n is not None else None)
+
+    def _allowed(self, node: str) -> bool:
+        """The config's whitelist / exclude list, asked of a taxonomy node (by its label or name)."""
+        from .taxonomy import default_taxonomy
+
+        n = default_taxonomy().nodes.get(node)
+        if n is not None and n.gtzan and not self.opts.policy.allowed(n.gtzan):
+            return False
+        return self.opts.policy.allowed(node) and self.opts.policy.allowed(self._name(node))
 
     @staticmethod
     def _changed(path: Path, rec: Record) -> bool:

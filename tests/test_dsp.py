@@ -17,7 +17,7 @@ librosa = pytest.importorskip("librosa")
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the parity of the shipped models is held to: a track's voted probabilities may move by at
-# most this much when librosa's spectrogram is replaced by gtag.dsp's (the README states it). On the
+# most this much when librosa's spectrogram is replaced by gtag.dsp's (docs/design.md states it). On the
 # 123 valid tracks the largest change is 1.3e-5 (musicnn's CPU variant), with the same label on all.
 PROBABILITY_TOLERANCE = 1e-4
 
@@ -89,7 +89,7 @@ def test_spectrogram_inputs_match_librosas(tone):
 def test_shipped_models_predict_as_with_librosa():
     """The default models (musicnn, its CPU variant, and the CNN) give each GTZAN valid track the same
     genre with probabilities within PROBABILITY_TOLERANCE (two tracks per genre here; all 123 in the
-    README's check)."""
+    check quoted in docs/design.md)."""
     from gtag import vote
     from gtag.models import load_models
 

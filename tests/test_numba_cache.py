@@ -277,7 +277,7 @@ def test_processes_compiling_at_once_leave_a_sound_cache(tmp_path: Path, monkeyp
 
 
 def test_deleting_the_cache_folder_mid_run_keeps_the_lock(tmp_path: Path) -> None:
-    """The README says the cache folder may be deleted: the lock lives beside it, so a process that
+    """docs/safety-notes.md says the cache folder may be deleted: the lock lives beside it, so a process that
     holds it keeps excluding the others, and the folder is made again for numba to write into."""
     r = _python("""
         import fcntl, os, shutil

@@ -2,8 +2,8 @@
 
 Every format fixture is tagged (a copy in tmp_path) with one and with two genres, then read back
 by beets' mediafile, by libavformat (PyAV's ``container.metadata``, as in mpv and Jellyfin) and
-by TagLib (pytaglib, as in Strawberry, Clementine, KDE and kid3).  ``MATRIX`` is the README's
-reader table: ``test_readme_table_matches`` keeps the two the same.
+by TagLib (pytaglib, as in Strawberry, Clementine, KDE and kid3).  ``MATRIX`` is the reader table
+of docs/formats.md: ``test_readme_table_matches`` keeps the two the same.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from gtag.tags import write_genres
 
 FORMATS = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "formats"
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "formats.md"  # the reader table's page
 ONE, TWO = ["Jazz"], ["Jazz", "Blues"]
 
 # fixture -> (format, what mediafile, libavformat and TagLib show after writing TWO).
@@ -85,13 +85,13 @@ def test_reader_shows(name: str, genres: list[str], reader: str, tmp_path: Path)
 
 
 def test_readme_table_matches() -> None:
-    """Each row of MATRIX appears as a row of the README's reader table."""
+    """Each row of MATRIX appears as a row of the reader table in docs/formats.md."""
     text = README.read_text()
     rows = {tuple(c.strip().strip("`") for c in line.strip("|").split("|"))
             for line in text.splitlines() if line.startswith("|")}
     for fmt, *shown in MATRIX.values():
-        assert (fmt, *shown) in rows, f"README reader table lacks the row for {fmt}: {shown}"
-    assert re.search(r"mediafile.*libavformat.*TagLib", text), "README table header"
+        assert (fmt, *shown) in rows, f"docs/formats.md reader table lacks the row for {fmt}: {shown}"
+    assert re.search(r"mediafile.*libavformat.*TagLib", text), "docs/formats.md table header"
 
 
 @pytest.mark.parametrize("reader", READERS)

@@ -39,6 +39,16 @@ from .test_tag_cli import gtag_tag, make_lib  # noqa: F401  (gtag_tag is a fixtu
     # --replace: gtag's genre, whatever the file had
     (["Alt. Rock"], ["Rock"], REPLACE, False, ["Rock"], "replaced Alt. Rock (--replace)"),
     ([], ["Rock", "Pop"], REFINE, True, ["Rock"], ""),
+    # gtag names a path, genre > style: the file's style is judged against the style gtag hears
+    (["Alt. Rock"], ["Rock", "Alternative Rock"], REFINE, False, ["Rock", "Alt. Rock"], ""),  # its spelling
+    (["Hard Rock"], ["Rock", "Alternative Rock"], REFINE, False, ["Rock", "Alternative Rock"],
+     "replaced Hard Rock"),  # a sibling style
+    (["rock"], ["Rock", "Alternative Rock"], REFINE, False, ["rock", "Alternative Rock"], ""),
+    (["rock"], ["Rock", "Alternative Rock"], REFINE, True, ["Alternative Rock"], "refined rock"),
+    ([], ["Rock", "Alternative Rock"], REFINE, True, ["Alternative Rock"], ""),  # one fits: the style
+    (["Rock"], ["Rock", "Alternative Rock"], MERGE, True, ["Alternative Rock"], "refined Rock to Alternative Rock"),
+    (["Polka"], ["Rock", "Alternative Rock"], MERGE, True, ["Polka"], "Alternative Rock not added"),
+    (["Jazz"], ["Rock", "Hard Rock"], REPLACE, True, ["Hard Rock"], "replaced Jazz (--replace)"),
 ])
 def test_decide(existing, heard, mode, one_value, values, says) -> None:
     d = decide(existing, heard, mode, one_value)

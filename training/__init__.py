@@ -9,10 +9,11 @@ know is checked as a trainer); by hand, this lists only cli.py and ensemble.py:
 
     cli            gtag-train: one command per module below, each imported when its command runs
     ensemble       the only module that combines models: train-only copies, vote weights, leave-one-out
-    classic | cnn | wavenet | distil | transfer | musicnn_head | musicnn_convert | musicnn_vgg
+    classic | cnn | wavenet | distil | transfer | musicnn_head | taxonomy | musicnn_convert | musicnn_vgg
                    trainers side by side, one per model family: rf/knn; the log-mel CNN; the raw-audio
                    net, from scratch and distilled from musicnn; musicnn's export with a GTZAN head;
-                   musicnn's head on GTZAN + a real library;
+                   musicnn's head on GTZAN + a real library; the taxonomy's node scorers on musicnn's
+                   MSD tags;
                    (not trainers, same row) musicnn's checkpoint conversion, proven against TensorFlow;
                    the port of musicnn's VGG checkpoints (MSD_vgg, MTT_vgg) with their conversion
     loop | musicnn_onnx | realworld

@@ -196,6 +196,26 @@ def musicnn_head(data_root: str, out_dir: str, library_root: str, run_dir: str) 
     click.echo(json.dumps({k: report[k] for k in ("abstain", "temperature")}, indent=2, default=float))
 
 
+@main.command(name="taxonomy")
+@_DATA
+@_OUT
+@click.option("--library", "library_root", default="../shared/library", show_default=True,
+              type=click.Path(exists=True, file_okay=False), help="A real library (tagged files, MANIFEST.tsv).")
+@click.option("--run-dir", default="runs/taxonomy", show_default=True, type=click.Path(file_okay=False),
+              help="MSD-tag cache and report.")
+@click.option("--head-run", default="runs/musicnn-head", show_default=True, type=click.Path(file_okay=False),
+              help="Where `gtag-train musicnn-head` left its held-out decisions (to measure the whole decision).")
+def taxonomy(data_root: str, out_dir: str, library_root: str, run_dir: str, head_run: str) -> None:
+    """Fit the taxonomy's node scorers on musicnn's MSD tags (Electronic, Rock > Alternative Rock...)."""
+    from .taxonomy import train
+
+    block = train(data_root, library_root, out_dir, run_dir, head_run, command=_command())
+    for name, d in block["nodes"].items():
+        lib = d["held_out"]["library"]
+        click.echo(f"{name:18s} from {d['min_probability']:.2f}: real tracks covered {lib['coverage']:.0%}, "
+                   f"right {lib['precision'] or 0:.0%}{'' if d['default'] else ' (off by default)'}")
+
+
 @main.command(name="library-check")
 @_OUT
 @click.option("--library", "library_root", default="../shared/library", show_default=True,

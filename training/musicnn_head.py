@@ -260,6 +260,12 @@ def train(gtzan_root: str | Path, library_root: str | Path, models_dir: str | Pa
         d["written_by_folder_genre"] = round(d["written"].get(f, 0) / n, 3)
         d["written_any"] = round(1 - d["written"].get("(none)", 0) / n, 3)
     report["library_cv"] = by_folder
+    # Every held-out decision, per track and fold seed: what later stages (the taxonomy's node
+    # scorers, `gtag-train taxonomy`) need to measure the whole rule on tracks the head never saw.
+    held_out = [{"path": str(paths[k[0]]), "repeat": k[1], "genre": genres[int(probs[k][0].argmax())],
+                 "probability": round(float(probs[k][0].max()), 6), "unknown": round(probs[k][1], 6),
+                 "written": written(k)} for k in keys]
+    (run_dir / "held_out.json").write_text(json.dumps(held_out) + "\n")
     conf_all = np.array([probs[k][0].max() for k in known])
     correct_all = np.array([probs[k][0].argmax() == y[k[0]] for k in known])
     report["abstain"]["tradeoff"] = heads.tradeoff(conf_all, correct_all)
