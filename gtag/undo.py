@@ -26,7 +26,7 @@ from .tags import TagError
 __all__ = ["UndoOptions", "UndoResult", "compare", "run_undo", "undo_files"]
 
 RESTORED, WOULD_RESTORE, NOTHING, REFUSED, NOT_FOUND, NO_RECORD, FAILED = (
-    "restored", "would restore", "nothing to undo", "refused", "not found", "no record", "failed")
+    "restored", "would restore", "nothing to undo", "refused", "not found", "no gtag write recorded", "failed")
 AS_WRITTEN, AS_BEFORE, CHANGED = "as written", "as before", "changed"
 
 
