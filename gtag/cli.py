@@ -261,12 +261,21 @@ def _print_prediction(pred, top: int, reason: str | None = None, agreed: str | N
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @with_model_options
 @click.option("--dry-run", "-n", is_flag=True, help="Show existing → proposed genre for each file; change nothing.")
+@click.option("--from-report", "from_report", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Write the 'written' genres of a reviewed report (CSV or JSON of a --dry-run), as edited; no "
+                   "analysis. A row whose file's genres are no longer its 'existing' is refused.")
 @click.option("--force", "--overwrite", "force", is_flag=True, help="Also retag files that already have a genre.")
 @click.option("--merge", is_flag=True,
               help="Add the predicted genres to the ones a file has (no doubles in any spelling) instead of skipping it.")
+@click.option("--replace", is_flag=True,
+              help="Like --force, and also replace a finer genre a file has (--force keeps its Alternative Rock "
+                   "under gtag's Rock).")
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Undo journal (SQLite), where every change is recorded before it is made (gtag undo); "
+                   "default: undo.sqlite3 beside the cache, or $GTAG_JOURNAL.")
 @click.option("--album", is_flag=True,
               help="Tracks of one album (album + album artist tags, else the folder) vote together and get one genre.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -296,9 +305,9 @@ def _print_prediction(pred, top: int, reason: str | None = None, agreed: str | N
 @click.option("--address", "ray_address", default=None, metavar="ADDR",
               help="Ray cluster address (e.g. ray://head:10001 or auto); default: start Ray locally.")
 def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None, device: str, max_windows: int,
-        dry_run: bool,
-        force: bool, merge: bool, album: bool, config_path: Path | None, min_confidence: float | None,
-        depth: str | None, top_k: int | None, jobs: int, report: Path | None,
+        dry_run: bool, from_report: Path | None,
+        force: bool, merge: bool, replace: bool, journal_path: Path | None, album: bool, config_path: Path | None,
+        min_confidence: float | None, depth: str | None, top_k: int | None, jobs: int, report: Path | None,
         write_confidence: bool, cache_path: Path | None, no_cache: bool, backend: str,
         ray_address: str | None) -> None:
     """Predict the genre of every audio file under PATHS and write it into the file's tags."""
@@ -310,10 +319,17 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     from .tags import remove_stale_temp_files
     from .workers import WORKER_PRELOAD, WorkerPool
 
+    if from_report is not None:
+        if paths:
+            raise click.UsageError("--from-report writes the rows of a report: give no PATHS")
+        _apply_report(from_report, journal_path, config_path, dry_run)
+    if not paths:
+        raise click.UsageError("Missing argument 'PATHS...'.")
     if report is not None and report.suffix.lower() not in (".json", ".csv"):
         raise click.BadParameter("must end in .json or .csv", param_hint="--report")
-    if merge and force:
+    if merge and (force or replace):
         raise click.UsageError("--merge adds to a file's genres and --force replaces them: pick one")
+    force = force or replace
     if report is not None:
         _check_report_path(report)
     config = _load_config(config_path)
@@ -326,6 +342,7 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     stopped = None  # exit code of a run ended by SIGINT / SIGTERM
     report_failed = False
     cache = None
+    run_journal = None
     pool = None
     explicit_jobs = jobs
     with signals.stop_on_signals():
@@ -371,18 +388,19 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
             opts = TagOptions(dry_run=dry_run, force=force, min_confidence=min_confidence, top_k=top_k,
                               jobs=jobs, write_confidence=write_confidence, backend=backend,
                               ray_address=ray_address, separator=config.separator, policy=config.policy,
-                              merge=merge, album=album, depth=depth)
+                              merge=merge, album=album, depth=depth, replace=replace)
             try:
                 cache = None if no_cache else PredictionCache(cache_path or default_cache_path(), predictor.signature)
             except CacheError as exc:
                 err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
                 sys.exit(EXIT_USAGE)
+            run_journal = None if dry_run else _open_journal(journal_path, predictor.signature, opts)
             progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out,
                                 transient=True)
             with progress:
                 task = progress.add_task("dry run" if dry_run else "tagging", total=len(files), rate="")
-                for rec in Tagger(predictor, opts, cache, pool).run(files):
+                for rec in Tagger(predictor, opts, cache, pool, journal=run_journal).run(files):
                     if rec.album is not None and (not records or records[-1].album is not rec.album):
                         _print_album(rec.album, progress.console)
                     records.append(rec)
@@ -400,6 +418,8 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
         finally:
             if pool is not None:
                 pool.stop()  # the tagger closed it after the last file; not if the run ended before
+            if run_journal is not None:
+                run_journal.journal.close()
             if cache is not None:
                 cache.close()
                 if cache.broken:
@@ -428,6 +448,35 @@ def _found_audio(paths, files: list[Path]) -> bool:
     for note in notes:
         err.print(f"[yellow]note:[/] {escape(one_line(note))}")
     return True
+
+
+def _apply_report(report: Path, journal_path: Path | None, config_path: Path | None, dry_run: bool) -> None:
+    """gtag tag --from-report: the reviewed rows written (through the journal), then exit."""
+    from . import tags
+    from .review import run_review
+    from .tagger import TagOptions
+
+    config = _load_config(config_path)
+    writer = tags if dry_run else _open_journal(journal_path, "reviewed report", TagOptions())
+    try:
+        code = run_review(report, writer, config.separator, dry_run, out, err)
+    finally:
+        if writer is not tags:
+            writer.journal.close()
+    sys.exit(code)
+
+
+def _open_journal(path: Path | None, signature: str, opts):
+    """The run's undo journal (gtag.journal), or one error line and exit 2 before any file changes."""
+    from .journal import Journal, JournalError, RunJournal, default_journal_path
+
+    try:
+        journal = Journal(path or default_journal_path())
+        options = {k: getattr(opts, k) for k in ("force", "merge", "replace", "album", "top_k", "separator")}
+        return RunJournal(journal, journal.start_run("tag", signature, options))
+    except JournalError as exc:
+        err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
+        sys.exit(EXIT_USAGE)
 
 
 def one_line(text: str) -> str:
@@ -479,9 +528,10 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
         console.print(f"{path}: [yellow]silent[/], no genre to hear, left as {before}")
     elif rec.status in (TAGGED, WOULD_TAG):
         verb = "would write" if rec.status == WOULD_TAG else "wrote"
-        console.print(f"{path}: {before} → [green]{'; '.join(rec.written)}[/] "
+        console.print(f"{path}: {before} → [green]{escape('; '.join(rec.written))}[/] "
                       f"[dim]({rec.confidence:.0%}, {f'{escape(rec.agreed)} agrees, ' if rec.agreed else ''}"
-                      f"{'from its MSD tags, ' if rec.source == 'tags' else ''}{verb})[/]")
+                      f"{'from its MSD tags, ' if rec.source == 'tags' else ''}{verb})[/]"
+                      + (f" [dim]{escape(one_line(rec.note))}[/]" if rec.note else ""))
     elif rec.status == SKIPPED_UNCERTAIN:
         console.print(f"{path}: [yellow]uncertain[/] (best guess {escape(rec.genre or '?')} {rec.confidence:.0%}: "
                       f"{escape(rec.reason or '')}), left as {before}")
@@ -491,6 +541,9 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
         console.print(f"{path}: [yellow]excluded by config[/] ({escape(rec.reason or '')}), left as {before}")
     elif rec.status == SKIPPED_HAS_GENRE and dry_run:
         console.print(f"[dim]{path}: has genre {before}, skipped (use --force to retag)[/]")
+    elif rec.status == UNCHANGED and rec.note:  # gtag heard something else and says why it wrote nothing
+        console.print(f"{path}: left as {before} [dim](gtag hears {escape('; '.join(rec.genres))}; "
+                      f"{escape(one_line(rec.note))})[/]")
     elif rec.status == UNCHANGED and dry_run:
         console.print(f"[dim]{path}: already {before}[/]")
 
@@ -506,6 +559,26 @@ def _print_summary(summary: dict, dry_run: bool, report: Path | None) -> None:
         out.print("genres: " + ", ".join(f"{g} {n}" for g, n in summary["genres"].items()))
     if report is not None:
         out.print(f"report: {escape(str(report))}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--run", "run_id", metavar="ID", default=None,
+              help="Undo this run's writes (gtag undo --list shows them); default: each file's last gtag write.")
+@click.option("--list", "list_runs", is_flag=True, help="List the runs in the journal and exit.")
+@click.option("--force", is_flag=True, help="Also restore a file whose genre was changed since gtag wrote it.")
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would be restored; change nothing.")
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Undo journal (default: undo.sqlite3 beside the cache, or $GTAG_JOURNAL).")
+def undo(paths: tuple[Path, ...], run_id: str | None, list_runs: bool, force: bool, dry_run: bool,
+         journal_path: Path | None) -> None:
+    """Give the audio files under PATHS back the genres they had before gtag wrote them."""
+    from .undo import UndoOptions, run_undo
+
+    if not paths and not list_runs:
+        raise click.UsageError("give the files or folders to undo (or --list)")
+    opts = UndoOptions(run=run_id, force=force, dry_run=dry_run)
+    sys.exit(run_undo(list(paths), opts, journal_path, out, err, list_runs=list_runs))
 
 
 @main.command()

@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import __version__, genres, signals, tags
+from . import __version__, refine, signals, tags
 from .album import album_vote, group_albums
 from .audio import AudioLoadError, SilentAudio
 from .cache import PredictionCache, file_identity
@@ -104,6 +104,7 @@ class TagOptions:
     merge: bool = False  # add to the genres a file has (no doubles) instead of skipping it
     album: bool = False  # tracks of one album vote together and get the same genre(s)
     depth: str = STYLE  # how deep in the taxonomy to write: "genre", or "style" where one is sure
+    replace: bool = False  # with force: also replace a finer genre the file has (gtag.refine)
 
 
 @dataclass
@@ -129,6 +130,7 @@ class Record:
     source: str | None = None
     nodes: dict[str, float] = field(default_factory=dict)  # taxonomy node -> probability from the MSD tags
     album: dict | None = None  # --album: the album's key, tracks, vote and confidence
+    note: str | None = None  # what was kept, refined or replaced of the file's genres, and why (gtag.refine)
     prediction: Prediction | None = field(default=None, repr=False, compare=False)  # not reported
     # (dev, inode, size, mtime_ns) before analysis: the content the prediction is about. Not reported.
     before: tuple[int, int, int, int] | None = field(default=None, repr=False, compare=False)
@@ -153,6 +155,8 @@ class Record:
             d["levels"], d["source"] = self.levels, self.source
         if self.album is not None:
             d["album"] = self.album
+        if self.note:
+            d["note"] = self.note
         return d
 
 
@@ -242,7 +246,7 @@ class Tagger:
     """Runs the tag job over files; ``run`` yields one Record per file, in order."""
 
     def __init__(self, predictor: Predictor, opts: TagOptions, cache: PredictionCache | None = None,
-                 pool: WorkerPool | None = None):
+                 pool: WorkerPool | None = None, journal=None):
         """``pool``: workers started before the models were loaded (``WorkerPool(jobs, fork=True)``),
         used by the next ``run`` with more than one job, which closes it; default: a pool made then."""
         self.predictor = predictor
@@ -250,6 +254,7 @@ class Tagger:
         self.cache = cache
         self.pool = pool
         self.keep_predictions = False  # --album's prediction pass needs them after each record
+        self.journal = journal  # a gtag.journal.RunJournal: every write recorded first (gtag undo)
 
     def _needs_prediction(self, path: Path, rec: Record) -> bool:
         """Read the existing tag first: a file that keeps its genre needs no analysis at all."""
@@ -480,13 +485,7 @@ class Tagger:
         if not rec.genres:
             rec.status, rec.reason = _no_genre(pred, self.opts, self._min_probability(pred))
             return
-        chosen = genres.merge(rec.existing, rec.genres) if self.opts.merge else rec.genres
-        if len(rec.levels) > 1 and not self.opts.merge and len(tags.fit_genres(rec.format or "", chosen, self.opts.separator)) < len(chosen):
-            chosen = chosen[-1:]  # one genre fits (ID3v2.3): the style, which names its genre too
-        # What the container holds: ID3v2.3 without a separator keeps the top genre only.
-        rec.written = tags.fit_genres(rec.format or "", chosen, self.opts.separator)
-        if self.opts.merge and len(rec.written) < len(chosen):
-            rec.written = list(rec.existing)  # merging never drops a genre the file has: no room, no write
+        self._keep_or_replace(rec)  # refine, never coarsen (gtag.refine)
         extra = None
         if self.opts.write_confidence:
             extra = {"GTAG_CONFIDENCE": f"{pred.confidence:.3f}",
@@ -501,8 +500,9 @@ class Tagger:
             else:
                 rec.status = WOULD_TAG
             return
-        try:
-            tags.write_genres(path, rec.written, extra, separator=self.opts.separator, expect=rec.before)
+        try:  # through the undo journal when there is one: recorded before the file changes
+            (self.journal or tags).write_genres(path, rec.written, extra, separator=self.opts.separator,
+                                                expect=rec.before)
         except tags.FileChanged:
             rec.status, rec.error, rec.written = SKIPPED_CHANGED, _changed_message(path), []
             return
@@ -512,6 +512,17 @@ class Tagger:
         rec.status = TAGGED
         if self.cache is not None:  # same audio, new size/mtime: keep the re-run instant
             self.cache.put(path, cache_record(rec.prediction or pred))
+
+    def _keep_or_replace(self, rec: Record) -> None:
+        """``rec.written`` (and ``rec.note``) from the chosen genres and the file's own, by
+        ``gtag.refine.decide``; what the container holds (ID3v2.3 without a separator: one genre)."""
+        one_value = len(tags.fit_genres(rec.format or "", ["a", "b"], self.opts.separator)) < 2
+        mode = refine.MERGE if self.opts.merge else refine.REPLACE if self.opts.replace else refine.REFINE
+        decision = refine.decide(rec.existing, rec.genres, mode, one_value)
+        rec.written = tags.fit_genres(rec.format or "", decision.values, self.opts.separator)
+        if decision.values == rec.existing:
+            rec.written = list(rec.existing)  # the file keeps what it has: nothing to write
+        rec.note = decision.note or None
 
     def _name(self, node: str) -> str:
         """The written name of a taxonomy node (the config's [names] may rename it)."""
@@ -568,8 +579,10 @@ def write_report(records: list[Record], path: Path, top_k: int) -> None:
             labels = sorted({lab for r in records for lab in r.probabilities})
             models = sorted({m for r in records for m in r.models})
             albums = any(r.album for r in records)  # --album: the album and its vote, after the error
+            notes = any(r.note for r in records)  # what was kept or replaced of a file's genres (gtag.refine)
             head = ["path", "status", "format", "genre", "genres", "confidence", "existing", "written", "cached",
-                    "error", "reason"] + (["album", "album_genres", "album_confidence"] if albums else []) \
+                    "error", "reason"] + (["note"] if notes else []) \
+                + (["album", "album_genres", "album_confidence"] if albums else []) \
                 + [f"p_{lab}" for lab in labels] + [f"{m}_{lab}" for m in models for lab in labels]
             with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as f:
                 w = csv.writer(f)
@@ -578,6 +591,7 @@ def write_report(records: list[Record], path: Path, top_k: int) -> None:
                     w.writerow([r.path, r.status, r.format or "", r.genre or "", ";".join(r.genres),
                                 "" if r.confidence is None else r.confidence, ";".join(r.existing),
                                 ";".join(r.written), int(r.cached), r.error or "", r.reason or ""]
+                               + ([r.note or ""] if notes else [])
                                + ([(r.album or {}).get("key", ""), ";".join((r.album or {}).get("genres", [])),
                                    (r.album or {}).get("confidence", "")] if albums else [])
                                + [r.probabilities.get(lab, "") for lab in labels]

@@ -110,3 +110,9 @@ def _signals_as_from_a_terminal():
     yield
     for s, h in old.items():
         signal.signal(s, h)
+
+
+@pytest.fixture(autouse=True)
+def _own_undo_journal(tmp_path, monkeypatch):
+    """gtag tag records its writes in a journal of the test's own, never the user's (gtag.journal)."""
+    monkeypatch.setenv("GTAG_JOURNAL", str(tmp_path / "undo-journal.sqlite3"))
