@@ -155,6 +155,37 @@ def choose_genres(pred: Prediction, min_confidence: float, top_k: int,
     return [g for g, p in ranked[:top_k] if p >= min_confidence]
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What the policy makes of one prediction for a file that holds ``existing`` genres."""
+
+    status: str  # TAGGED (write ``genres``), UNCHANGED, SKIPPED_UNCERTAIN or SKIPPED_LOW_CONFIDENCE
+    genres: list[str]  # the genres the file should hold (display names); empty unless TAGGED/UNCHANGED
+    chosen: list[str]  # gtag's own pick, before merging with ``existing``
+    reason: str | None = None  # SKIPPED_UNCERTAIN: the abstain rule's words
+    agreed: str | None = None  # the second-opinion model whose agreeing let the genre be written
+
+
+def decide(predictor: Predictor, pred: Prediction, existing: list[str], opts: TagOptions) -> Decision:
+    """The policy on one prediction (pure: no file read or written): the abstain rule, or
+    --min-confidence when given; the top-k allowed genres; merged with ``existing`` under --merge,
+    else replacing them (whether a file with a genre is considered at all is the caller's call)."""
+    explicit = opts.min_confidence is not None
+    min_p = opts.min_confidence if explicit else predictor.min_probability(pred)
+    chosen = [opts.policy.name(g) for g in choose_genres(pred, min_p, opts.top_k, opts.policy)]
+    agreed = None
+    if not explicit and predictor.abstain_rule is not None:
+        reason = predictor.abstain_reason(pred)
+        if reason:
+            return Decision(SKIPPED_UNCERTAIN, [], [], reason)
+        agreed = predictor.agreed_by(pred)
+    if not chosen:
+        return Decision(SKIPPED_LOW_CONFIDENCE, [], [], None, agreed)
+    # The keep issue's "refine, never coarsen" rule plugs in here (both gtag tag and the beets plugin).
+    out = genres.merge(existing, chosen) if opts.merge else chosen
+    return Decision(UNCHANGED if list(existing) == out else TAGGED, out, chosen, None, agreed)
+
+
 def _fill(rec: Record, pred: Prediction, opts: TagOptions, min_confidence: float) -> None:
     rec.genre = opts.policy.name(pred.genre)
     rec.confidence = round(pred.confidence, 4)
@@ -434,18 +465,13 @@ class Tagger:
 
     def _decide_and_write(self, path: Path, rec: Record, pred: Prediction) -> None:
         """Apply the policy to ``pred`` (the file's own, or its album's) and write when needed."""
-        rule = self.predictor.abstain_rule if self.opts.min_confidence is None else None
         _fill(rec, pred, self.opts, self._min_probability(pred))
-        if rule is not None:
-            rec.reason = self.predictor.abstain_reason(pred)
-            if rec.reason:
-                rec.status, rec.genres = SKIPPED_UNCERTAIN, []
-                return
-            rec.agreed = self.predictor.agreed_by(pred)  # written because the second opinion agrees
-        if not rec.genres:
-            rec.status = SKIPPED_LOW_CONFIDENCE
+        decision = decide(self.predictor, pred, rec.existing, self.opts)
+        rec.reason, rec.agreed = decision.reason, decision.agreed
+        if decision.status in (SKIPPED_UNCERTAIN, SKIPPED_LOW_CONFIDENCE):
+            rec.status, rec.genres = decision.status, decision.chosen
             return
-        chosen = genres.merge(rec.existing, rec.genres) if self.opts.merge else rec.genres
+        chosen = decision.genres
         # What the container holds: ID3v2.3 without a separator keeps the top genre only.
         rec.written = tags.fit_genres(rec.format or "", chosen, self.opts.separator)
         if self.opts.merge and len(rec.written) < len(chosen):
