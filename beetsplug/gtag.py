@@ -113,6 +113,7 @@ class GtagPlugin(BeetsPlugin):
 
         try:
             opts, predictor = self.options(), self.predictor(jobs=1)
+            _check_names(opts, predictor)
         except (ModelError, ConfigError, ui.UserError) as exc:
             self._broken = str(exc)
             self._log.error("gtag is off for this import: {}", exc)
@@ -173,6 +174,7 @@ class GtagPlugin(BeetsPlugin):
             jobs = max(1, min(default_jobs(), len(items)))
         try:
             options, predictor = self.options(), self.predictor(jobs=jobs)
+            _check_names(options, predictor)
         except (ModelError, ConfigError) as exc:
             raise ui.UserError(f"gtag: {exc}") from None
         records = []
@@ -292,6 +294,16 @@ class GtagPlugin(BeetsPlugin):
         if len(sets) == 1 and (genres := list(sets.pop())) and (opts.force or not album.genres):
             album.genres = genres
             album.store(inherit=False)  # never flattens a track's own genres
+
+
+def _check_names(opts, predictor) -> None:
+    """A name, whitelist or exclude entry that matches no genre of the models is a typo: an error,
+    not a silent no-op (as in `gtag tag`)."""
+    from gtag.api import ConfigError
+
+    unknown = opts.policy.unknown(predictor.labels)
+    if unknown:
+        raise ConfigError(f"unknown genre {', '.join(unknown)} (labels: {', '.join(predictor.labels)})")
 
 
 def _audio_key(item) -> list:

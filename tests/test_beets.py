@@ -188,3 +188,43 @@ def test_the_plugin_loads_without_numpy_or_onnxruntime():
             "print(sorted(m for m in ('numpy', 'onnxruntime', 'gtag.api') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_names_and_exclude_from_beets_config_and_gtag_config_file(lib):
+    lib.add(BLUES, "a.mp3", genres=None)
+    lib.add(CLASSICAL, "b.flac", genres=None)
+    (lib.root / "gtag.toml").write_text('exclude = ["classical"]\n', encoding="utf-8")
+    lib.config["gtag"] = {"auto": False, "config": str(lib.root / "gtag.toml"), "names": {"blues": "Delta Blues"}}
+    lib.run("import", "-A", "-q", str(lib.src))
+    lib.run("gtag")
+    blues, classical = one(lib, "format:MP3"), one(lib, "format:FLAC")
+    assert blues.genres == ["Delta Blues"] and file_genres(blues.filepath) == ["Delta Blues"]
+    assert classical.genres == [] and classical.gtag_status == "low confidence"  # excluded: nothing else fits
+    lib.config["gtag"]["names"] = {"bluez": "Typo"}
+    with pytest.raises(Exception, match="unknown genre names.bluez"):
+        lib.run("gtag")
+
+
+def test_album_votes_together_and_reports(lib):
+    import json
+
+    import mutagen
+
+    for name in ("1.mp3", "2.mp3"):
+        path = lib.add(BLUES, name, genres=None)
+        f = mutagen.File(str(path), easy=True)
+        f.update({"album": "Two Blues", "albumartist": "Nobody", "title": name})
+        f.save()
+    lib.config["gtag"] = {"auto": False}
+    lib.run("import", "-A", "-q", str(lib.src))
+    report = lib.root / "report.json"
+    lib.run("gtag", "-a", "--report", str(report), "Two Blues")
+    assert [i.genres for i in lib.items()] == [["Blues"], ["Blues"]]
+    rows = json.loads(report.read_text())
+    assert [r["status"] for r in rows] == ["tagged", "tagged"] and all(r["written"] == ["Blues"] for r in rows)
+    from beets.library import Library
+
+    db = Library(str(lib.db), str(lib.directory))
+    (album,) = db.albums()
+    assert album.genres == ["Blues"]
+    db._close()
