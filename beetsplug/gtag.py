@@ -9,6 +9,7 @@ other plugins' write hooks stay consistent with the files.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import replace
 
@@ -63,7 +64,6 @@ class GtagPlugin(BeetsPlugin):
         super().__init__()
         self.config.add(DEFAULTS)
         self._predictor = None
-        self._stage_jobs: int | None = None
         self._broken: str | None = None  # the models could not load: the import stage is off
         self._to_write: set[int] = set()  # ids of items the import stage changed, written once placed
         if self.config["auto"].get(bool):
@@ -118,7 +118,8 @@ class GtagPlugin(BeetsPlugin):
             self._broken = str(exc)
             self._log.error("gtag is off for this import: {}", exc)
             return
-        for item, outcome in self.process(task.imported_items(), opts, predictor, pretend=False):
+        pretend = self.config["pretend"].get(bool)
+        for item, outcome in self.process(task.imported_items(), opts, predictor, pretend):
             if outcome.get("changed"):
                 self._to_write.add(item.id)
 
@@ -162,6 +163,8 @@ class GtagPlugin(BeetsPlugin):
         report = self.config["report"].get()
         if report and not str(report).lower().endswith((".json", ".csv")):
             raise ui.UserError("gtag: --report must end in .json or .csv")
+        if report and not os.path.isdir(os.path.dirname(os.path.abspath(report))):
+            raise ui.UserError(f"gtag: --report {report}: its folder does not exist")  # before any work
         pretend = self.config["pretend"].get(bool)
         cfg_write = self.config["write"].get()
         write = ui.should_write(opts.write if opts.write is not None else cfg_write)
@@ -179,15 +182,21 @@ class GtagPlugin(BeetsPlugin):
             raise ui.UserError(f"gtag: {exc}") from None
         records = []
         groups = [list(a.items()) for a in objs] if opts.album else [items]
-        for album, members in zip(objs if opts.album else [None], groups):
-            for item, outcome in self.process(members, options, predictor, pretend, write, album=album is not None):
-                records.append(outcome["record"])
-                _show(item, outcome, pretend)
-            if album is not None and not pretend:
-                self._album_genres(album, members, options)
-        if report:
-            write_report(records, report, options.top_k)
-            ui.print_(f"report: {report}")
+        try:
+            for album, members in zip(objs if opts.album else [None], groups):
+                for item, outcome in self.process(members, options, predictor, pretend, write, album=album is not None):
+                    records.append(outcome["record"])
+                    _show(item, outcome, pretend)
+                if album is not None and not pretend:
+                    self._album_genres(album, members, options)
+        finally:  # a stopped run (Ctrl-C) reports what it did
+            if report:
+                try:
+                    write_report(records, report, options.top_k)
+                except OSError as exc:
+                    raise ui.UserError(f"gtag: report {report} not written ({exc.strerror or exc}); "
+                                       "the items themselves are done") from None
+                ui.print_(f"report: {report}")
 
     # One item, one decision.
 
@@ -210,25 +219,31 @@ class GtagPlugin(BeetsPlugin):
                     continue
             todo.append((item, own, keep))
         stored = {item.id: self._kept(item, predictor) for item, _, _ in todo}
-        fresh = [item for item, _, _ in todo if stored[item.id] is None]
-        results = dict(zip([i.id for i in fresh], (r for _, r in predictor.predict_many([i.filepath for i in fresh]))))
-        preds = {i.id: stored[i.id] if stored[i.id] is not None else results[i.id] for i, _, _ in todo}
-        vote = None
-        if album:
-            good = [p for p in preds.values() if not isinstance(p, Exception)]
-            vote = predictor.album_vote(good) if good else None
-        for item, own, keep in todo:
-            if keep:
-                continue
-            pred = preds[item.id]
-            outcome = outcomes[item.id]
-            try:
-                self._decide(item, own, pred, vote, opts, predictor, outcome, pretend, write)
-            except Exception as exc:  # noqa: BLE001 - one item's trouble never ends the run
-                outcome["record"].status, outcome["record"].error = "failed", f"{item.filepath}: {exc}"
-                self._log.warning("{}: {}", item.filepath, exc)
-        for item in items:
-            yield item, outcomes[item.id]
+        # Predicted in order, a few files ahead (worker processes): each item is set as its prediction
+        # arrives, so a stopped run keeps every item done before it.
+        fresh = predictor.predict_many([i.filepath for i, _, _ in todo if stored[i.id] is None])
+        try:
+            preds, vote = {}, None
+            if album:  # every track first: the album's vote decides for each
+                preds = {i.id: stored[i.id] or next(fresh)[1] for i, _, _ in todo}
+                good = [p for p in preds.values() if not isinstance(p, Exception)]
+                vote = predictor.album_vote(good) if good else None
+            plan = {i.id: (own, keep) for i, own, keep in todo}
+            for item in items:
+                own, keep = plan.get(item.id, (False, True))
+                if not keep:
+                    pred = preds[item.id] if album else stored[item.id] or next(fresh)[1]
+                    self._apply(item, own, pred, vote, opts, predictor, outcomes[item.id], pretend, write)
+                yield item, outcomes[item.id]
+        finally:
+            fresh.close()  # its worker processes stop with it
+
+    def _apply(self, item, own, pred, vote, opts, predictor, outcome, pretend, write) -> None:
+        try:
+            self._decide(item, own, pred, vote, opts, predictor, outcome, pretend, write)
+        except Exception as exc:  # noqa: BLE001 - one item's trouble never ends the run
+            outcome["record"].status, outcome["record"].error = "failed", f"{item.filepath}: {exc}"
+            self._log.warning("{}: {}", item.filepath, exc)
 
     def _kept(self, item, predictor):
         """The prediction the library keeps for ``item``, when made by these models on this audio."""
