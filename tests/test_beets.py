@@ -27,7 +27,9 @@ def one(lib, query: str = ""):
     return item
 
 
-def test_import_as_is_tags_the_library_copy_and_keeps_genres_a_person_set(lib):
+@pytest.mark.parametrize("threaded", [False, True])  # threaded: the stage runs off beets' main thread
+def test_import_as_is_tags_the_library_copy_and_keeps_genres_a_person_set(lib, threaded):
+    lib.config["threaded"] = threaded
     src = lib.add(BLUES, genres=None)
     mine = lib.add(CLASSICAL, genres=["Zydeco"])  # a genre of theirs, not what gtag hears
     before = sha(src), sha(mine)
@@ -124,6 +126,31 @@ def test_update_keeps_gtag_fields_and_a_moved_file_is_not_analysed_again(lib, mo
     assert item.gtag_status == "tagged" and item.genres == ["Blues"] and item.gtag_analyzed >= analysed
     lib.run("gtag", "-f", "--no-cache")
     assert one(lib).gtag_status == "failed" and one(lib).genres == ["Blues"]
+
+
+def test_a_stopped_run_keeps_the_items_it_finished(lib, monkeypatch):
+    lib.add(BLUES, "a.mp3", genres=None)
+    lib.add(CLASSICAL, "b.flac", genres=None)
+    lib.config["gtag"] = {"auto": False}
+    lib.run("import", "-A", "-q", str(lib.src))
+    import gtag.api
+
+    real, calls = gtag.api.GenrePredictor.predict, []
+
+    def ctrl_c_on_the_second(self, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, path)
+
+    monkeypatch.setattr(gtag.api.GenrePredictor, "predict", ctrl_c_on_the_second)
+    report = lib.root / "report.csv"
+    with pytest.raises(KeyboardInterrupt):
+        lib.run("gtag", "-j", "1", "--report", str(report))
+    done, stopped = sorted(lib.items(), key=lambda i: "gtag_status" not in i)
+    assert done.genres and file_genres(done.filepath) == done.genres == done.gtag_written
+    assert stopped.genres == [] and "gtag_status" not in stopped and file_genres(stopped.filepath) == []
+    assert report.read_text().count(",tagged,") == 1  # the report says what was done
 
 
 def test_models_that_cannot_load_are_reported_once_and_the_import_goes_on(lib, caplog):
