@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import replace
 
 from beets import ui
@@ -190,6 +191,9 @@ class GtagPlugin(BeetsPlugin):
                 if album is not None and not pretend:
                     self._album_genres(album, members, options)
         finally:  # a stopped run (Ctrl-C) reports what it did
+            counts = Counter(STATUS.get(r.status, r.status.replace("skipped: has genre", "kept")) for r in records)
+            ui.print_(f"gtag: {len(records)} items{' (pretend: nothing changed)' if pretend else ''}: "
+                      + ", ".join(f"{n} {status}" for status, n in counts.most_common()))
             if report:
                 try:
                     write_report(records, report, options.top_k)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .beets_env import FORMATS, UNCERTAIN, file_genres, lib, set_file_genres, sha  # noqa: F401 (lib: fixture)
+from .beets_env import FORMATS, UNCERTAIN, file_genres, lib, sha  # noqa: F401 (lib: fixture)
 
 BLUES = FORMATS / "blues_v23_untagged.mp3"  # the models hear blues (95%)
 CLASSICAL = FORMATS / "classical.flac"  # classical (99%)
@@ -78,16 +78,23 @@ def test_force_and_merge(lib, flags, expected):
         assert item.gtag_before == ["Zydeco"]  # what was replaced or merged into stays known
 
 
-def test_store_only_leaves_the_file_alone(lib):
+@pytest.mark.parametrize("import_write, flag, written", [
+    (True, "-W", False),  # store only, although beets writes by default
+    (False, "-w", True),  # write, although beets does not by default
+    (False, None, False),  # the default: beets' import.write
+])
+def test_write_or_store_only(lib, import_write, flag, written):
     lib.add(BLUES, genres=None)
     lib.config["gtag"] = {"auto": False}
+    lib.config["import"]["write"] = import_write
     lib.run("import", "-A", "-q", str(lib.src))
     item = one(lib)
     before = sha(item.filepath)
-    lib.run("gtag", "-W")
+    lib.run("gtag", *([flag] if flag else []))
     item = one(lib)
     assert item.genres == ["Blues"] and item.gtag_status == "tagged"
-    assert sha(item.filepath) == before and file_genres(item.filepath) == []
+    assert file_genres(item.filepath) == (["Blues"] if written else [])
+    assert (sha(item.filepath) == before) is not written
 
 
 def test_a_corrupt_file_fails_alone(lib):
