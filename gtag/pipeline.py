@@ -357,6 +357,14 @@ class Predictor:
         return hierarchy.decide(tax.by_gtzan.get(pred.genre), pred.confidence, self.abstain_reason(pred), sure,
                                 tax, depth, allowed)
 
+    def taxonomy_node(self, pred: Prediction) -> str | None:
+        """The taxonomy node of the vote's genre (None: no node scorers, or a label outside it)."""
+        if self.nodes is None:
+            return None
+        from .taxonomy import default_taxonomy
+
+        return default_taxonomy().by_gtzan.get(pred.genre)
+
     def node_scores(self, pred: Prediction) -> dict[str, float]:
         """Every scorable node's probability for ``pred`` (empty without node scorers or tags)."""
         tags = pred.tags.get(self.nodes.model) if self.nodes is not None else None

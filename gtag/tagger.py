@@ -171,6 +171,86 @@ def choose_genres(pred: Prediction, min_confidence: float, top_k: int,
     return [g for g, p in ranked[:top_k] if p >= min_confidence]
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What the policy makes of one prediction for a file that holds ``existing`` genres."""
+
+    status: str  # TAGGED (write ``genres``), UNCHANGED, or a skip: uncertain / low confidence / excluded
+    genres: list[str]  # the genres the file should hold (display names); empty unless TAGGED/UNCHANGED
+    chosen: list[str]  # gtag's own pick (genre first, then its style), before keeping what the file has
+    reason: str | None = None  # why nothing is written (a skip)
+    agreed: str | None = None  # the second-opinion model whose agreeing let the genre be written
+    note: str | None = None  # what was kept or replaced of the file's own genres (gtag.refine)
+    genre: str | None = None  # the genre gtag hears (display name), for lines and reports
+    confidence: float | None = None  # its probability: the vote's, or the node scorer's (from the tags)
+    levels: tuple[str, ...] = ()  # the taxonomy path written, genre first (gtag.hierarchy)
+    source: str | None = None  # who named the genre: "head", "tags" or "head+tags"
+    nodes: dict[str, float] = field(default_factory=dict)  # taxonomy node -> probability from the MSD tags
+
+
+def node_name(policy: GenrePolicy, node: str) -> str:
+    """The written name of a taxonomy node (the config's [names] may rename it)."""
+    from .taxonomy import default_taxonomy
+
+    n = default_taxonomy().nodes.get(node)
+    return policy.node_name(node, n.gtzan if n is not None else None)
+
+
+def node_allowed(policy: GenrePolicy, node: str) -> bool:
+    """The config's whitelist / exclude list, asked of a taxonomy node (by its label or name)."""
+    from .taxonomy import default_taxonomy
+
+    n = default_taxonomy().nodes.get(node)
+    if n is not None and n.gtzan and not policy.allowed(n.gtzan):
+        return False
+    return policy.allowed(node) and policy.allowed(node_name(policy, node))
+
+
+def decide(predictor: Predictor, pred: Prediction, existing: list[str], opts: TagOptions,
+           fmt: str = "") -> Decision:
+    """The policy on one prediction (pure: no file read or written), for `gtag tag` and the beets
+    plugin alike: with --min-confidence, the top-k allowed genres that reach it; else the genre >
+    style decision (gtag.hierarchy) where the models have a taxonomy, else the abstain rule; then
+    the file's own genres kept, refined or replaced (gtag.refine). ``fmt``: the container, whose
+    room for values (ID3v2.3 without a separator: one) the result must fit."""
+    explicit = opts.min_confidence is not None
+    min_p = opts.min_confidence if explicit else predictor.min_probability(pred)
+    genre, confidence = opts.policy.name(pred.genre), round(pred.confidence, 4)
+    chosen = [opts.policy.name(g) for g in choose_genres(pred, min_p, opts.top_k, opts.policy)]
+    agreed, levels, source, nodes = None, (), None, {}
+    tree = None
+    if not explicit and predictor.abstain_rule is not None:
+        tree = predictor.decide(pred, opts.depth, opts.policy.enable, lambda n: node_allowed(opts.policy, n))
+    if tree is not None:  # genre > style, level by level
+        nodes = {n: round(p, 4) for n, p in predictor.node_scores(pred).items()}
+        if not tree.path:
+            head = predictor.taxonomy_node(pred)
+            if head is not None and not node_allowed(opts.policy, head) and predictor.abstain_reason(pred) is None:
+                status, reason = _no_genre(pred, opts, min_p)  # the config refused the genre it is sure of
+                return Decision(status, [], [], reason, genre=genre, confidence=confidence, nodes=nodes)
+            return Decision(SKIPPED_UNCERTAIN, [], [], tree.reason, genre=genre, confidence=confidence, nodes=nodes)
+        levels, source = tuple(tree.path), tree.source
+        genre, confidence = node_name(opts.policy, tree.path[0]), round(float(tree.confidence), 4)
+        chosen = [node_name(opts.policy, n) for n in tree.path]
+        agreed = predictor.agreed_by(pred) if tree.source != "tags" else None
+    elif not explicit and predictor.abstain_rule is not None:
+        reason = predictor.abstain_reason(pred)
+        if reason:
+            return Decision(SKIPPED_UNCERTAIN, [], [], reason, genre=genre, confidence=confidence)
+        agreed = predictor.agreed_by(pred)
+    if not chosen:
+        status, reason = _no_genre(pred, opts, min_p)
+        return Decision(status, [], [], reason, agreed, genre=genre, confidence=confidence, nodes=nodes)
+    one_value = len(tags.fit_genres(fmt, ["a", "b"], opts.separator)) < 2
+    mode = refine.MERGE if opts.merge else refine.REPLACE if opts.replace else refine.REFINE
+    kept = refine.decide(list(existing), chosen, mode, one_value)
+    out = tags.fit_genres(fmt, kept.values, opts.separator) if fmt else list(kept.values)
+    if kept.values == list(existing):
+        out = list(existing)  # the file keeps what it has: nothing to write
+    return Decision(UNCHANGED if list(existing) == out else TAGGED, out, chosen, None, agreed, kept.note or None,
+                    genre, confidence, levels, source, nodes)
+
+
 def _fill(rec: Record, pred: Prediction, opts: TagOptions, min_confidence: float) -> None:
     rec.genre = opts.policy.name(pred.genre)
     rec.confidence = round(pred.confidence, 4)
@@ -462,30 +542,15 @@ class Tagger:
 
     def _decide_and_write(self, path: Path, rec: Record, pred: Prediction) -> None:
         """Apply the policy to ``pred`` (the file's own, or its album's) and write when needed."""
-        rule = self.predictor.abstain_rule if self.opts.min_confidence is None else None
         _fill(rec, pred, self.opts, self._min_probability(pred))
-        decision = self.predictor.decide(pred, self.opts.depth, self.opts.policy.enable, self._allowed) if rule else None
-        if decision is not None:  # genre > style, level by level (gtag.hierarchy)
-            rec.nodes = {n: round(p, 4) for n, p in self.predictor.node_scores(pred).items()}
-            if not decision.path:
-                rec.status, rec.genres, rec.reason = SKIPPED_UNCERTAIN, [], decision.reason
-                return
-            rec.levels, rec.source = list(decision.path), decision.source
-            rec.genre = self._name(decision.path[0])
-            rec.confidence = round(float(decision.confidence), 4)
-            rec.genres = [self._name(n) for n in decision.path]
-            if decision.source != "tags":
-                rec.agreed = self.predictor.agreed_by(pred)
-        elif rule is not None:
-            rec.reason = self.predictor.abstain_reason(pred)
-            if rec.reason:
-                rec.status, rec.genres = SKIPPED_UNCERTAIN, []
-                return
-            rec.agreed = self.predictor.agreed_by(pred)  # written because the second opinion agrees
-        if not rec.genres:
-            rec.status, rec.reason = _no_genre(pred, self.opts, self._min_probability(pred))
+        d = decide(self.predictor, pred, rec.existing, self.opts, rec.format or "")
+        rec.reason, rec.agreed, rec.note, rec.nodes = d.reason, d.agreed, d.note, d.nodes
+        rec.genre, rec.confidence = d.genre, d.confidence
+        rec.levels, rec.source = list(d.levels), d.source
+        if d.status not in (TAGGED, UNCHANGED):
+            rec.status, rec.genres = d.status, []
             return
-        self._keep_or_replace(rec)  # refine, never coarsen (gtag.refine)
+        rec.genres, rec.written = d.chosen, d.genres
         extra = None
         if self.opts.write_confidence:
             extra = {"GTAG_CONFIDENCE": f"{pred.confidence:.3f}",
@@ -512,33 +577,6 @@ class Tagger:
         rec.status = TAGGED
         if self.cache is not None:  # same audio, new size/mtime: keep the re-run instant
             self.cache.put(path, cache_record(rec.prediction or pred))
-
-    def _keep_or_replace(self, rec: Record) -> None:
-        """``rec.written`` (and ``rec.note``) from the chosen genres and the file's own, by
-        ``gtag.refine.decide``; what the container holds (ID3v2.3 without a separator: one genre)."""
-        one_value = len(tags.fit_genres(rec.format or "", ["a", "b"], self.opts.separator)) < 2
-        mode = refine.MERGE if self.opts.merge else refine.REPLACE if self.opts.replace else refine.REFINE
-        decision = refine.decide(rec.existing, rec.genres, mode, one_value)
-        rec.written = tags.fit_genres(rec.format or "", decision.values, self.opts.separator)
-        if decision.values == rec.existing:
-            rec.written = list(rec.existing)  # the file keeps what it has: nothing to write
-        rec.note = decision.note or None
-
-    def _name(self, node: str) -> str:
-        """The written name of a taxonomy node (the config's [names] may rename it)."""
-        from .taxonomy import default_taxonomy
-
-        n = default_taxonomy().nodes.get(node)
-        return self.opts.policy.node_name(node, n.gtzan if n is not None else None)
-
-    def _allowed(self, node: str) -> bool:
-        """The config's whitelist / exclude list, asked of a taxonomy node (by its label or name)."""
-        from .taxonomy import default_taxonomy
-
-        n = default_taxonomy().nodes.get(node)
-        if n is not None and n.gtzan and not self.opts.policy.allowed(n.gtzan):
-            return False
-        return self.opts.policy.allowed(node) and self.opts.policy.allowed(self._name(node))
 
     @staticmethod
     def _changed(path: Path, rec: Record) -> bool:
