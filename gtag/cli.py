@@ -391,7 +391,9 @@ def one_line(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls (U+009B is a terminal's CSI, like ESC [), and the bidirectional overrides and
+# isolates (U+202E shows "3pm.exe" as "exe.mp3"): shown as escapes, never sent to the terminal raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _load_config(path: Path | None):

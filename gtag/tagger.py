@@ -160,7 +160,7 @@ def _fill(rec: Record, pred: Prediction, opts: TagOptions, min_confidence: float
     rec.confidence = round(pred.confidence, 4)
     rec.probabilities = {lab: round(float(p), 4) for lab, p in zip(pred.labels, pred.probabilities)}
     rec.models = {n: {lab: round(float(x), 4) for lab, x in zip(pred.labels, p)} for n, p in pred.models.items()}
-    rec.genres = [opts.policy.name(g) for g in choose_genres(pred, min_confidence, opts.top_k, opts.policy)]
+    rec.genres = opts.policy.names_of(choose_genres(pred, min_confidence, opts.top_k, opts.policy))
 
 
 def _short_error(exc: BaseException, path: Path) -> str:
@@ -374,8 +374,8 @@ class Tagger:
         if vote is not None:
             opts = self.opts
             reason = self.predictor.abstain_reason(vote) if opts.min_confidence is None else None
-            chosen = [] if reason else [opts.policy.name(g) for g in
-                                        choose_genres(vote, self._min_probability(vote), opts.top_k, opts.policy)]
+            chosen = [] if reason else opts.policy.names_of(
+                choose_genres(vote, self._min_probability(vote), opts.top_k, opts.policy))
             summary = {"key": key, "tracks": len(batch), "voters": len(preds),
                        "genre": self.opts.policy.name(vote.genre), "genres": chosen,
                        "confidence": round(vote.confidence, 4), **({"reason": reason} if reason else {}),

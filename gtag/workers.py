@@ -73,7 +73,7 @@ def run_task(fn, path, *args):
     slot = Path(_SLOTS) / str(os.getpid()) if _SLOTS else None
     if slot is not None:
         tmp = slot.with_suffix(".tmp")
-        tmp.write_text(os.fspath(path))
+        tmp.write_bytes(os.fsencode(path))  # bytes: a name that is not UTF-8 (b"\xff") is kept as it is
         os.replace(tmp, slot)
     try:
         if _CRASH_FILE and Path(path).name == _CRASH_FILE:
@@ -179,7 +179,7 @@ class WorkerPool:
                 continue
             pid = int(slot.name)
             proc = self._procs.get(pid)
-            found[slot.read_text()] = (pid, proc.exitcode if proc is not None else None)
+            found[os.fsdecode(slot.read_bytes())] = (pid, proc.exitcode if proc is not None else None)
             slot.unlink(missing_ok=True)
         # The executor terminates (SIGTERM) the surviving workers of a broken pool: their files
         # are victims, not causes, unless no worker died of anything else.
