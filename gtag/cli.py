@@ -26,7 +26,7 @@ try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import trace
     from rich.markup import escape
     from rich.table import Table
 
-    from . import __version__, signals
+    from . import __version__, output, signals
     from .config import DEFAULT_MAX_WINDOWS
     from .models import ModelError, default_models_dir, load_models, read_manifest, select_models
 except KeyboardInterrupt:
@@ -43,8 +43,10 @@ EXIT_NO_MODELS = 3  # models missing, corrupt or unloadable: nothing was process
 EXIT_INTERRUPTED = signals.EXIT_INTERRUPTED  # 130: Ctrl-C (SIGINT); the summary of what was done is printed
 EXIT_TERMINATED = signals.EXIT_TERMINATED  # 143: SIGTERM; the same clean stop
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Writes that fail (a full disk, a closed pipe, a terminal gone) or that the terminal's encoding
+# cannot hold never raise here (gtag.output); the commands look at what was lost.
+out = Console(file=output.STDOUT, highlight=False, soft_wrap=True)
+err = Console(file=output.STDERR, highlight=False, soft_wrap=True)
 
 
 def resolve_models_dir(value: str | None) -> str | None:
@@ -293,13 +295,15 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
         raise click.UsageError("--merge adds to a file's genres and --force replaces them: pick one")
     if report is not None:
         _check_report_path(report)
+    output.STDOUT.reset()
+    output.STDERR.reset()
     config = _load_config(config_path)
     # Flags win over the config file, which wins over the built-in defaults.
     # None: neither the flag nor the config sets one, so the models' own abstain rule decides
     min_confidence = min_confidence if min_confidence is not None else config.min_confidence
     top_k = top_k if top_k is not None else (config.top_k or 1)
     records: list[Record] = []
-    stopped = None  # exit code of a run ended by SIGINT / SIGTERM
+    stopped = None  # exit code of a run ended by SIGINT / SIGTERM / SIGHUP, or a closed pipe
     report_failed = False
     cache = None
     pool = None
@@ -316,8 +320,8 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                     verb = "would remove" if dry_run else "removed"
                     err.print(f"[yellow]note:[/] {verb} {escape(one_line(str(stale)))}, a temporary copy left by "
                               "an interrupted gtag run")
-            if jobs is None:  # all usable cores, as memory allows; no more workers than files to share
-                jobs = max(1, min(default_jobs(), len(files)))
+            # All usable cores by default, as memory allows; never more workers than files to share.
+            jobs = max(1, min(default_jobs() if jobs is None else jobs, len(files)))
             if backend == "local" and jobs > 1:
                 # The workers start now, forked from this process before it imports ONNX Runtime, so
                 # they load their models while it loads its own (see WorkerPool).
@@ -356,12 +360,17 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                     elapsed = progress.tasks[0].elapsed or 0
                     progress.update(task, advance=1, rate=f"{len(records) / elapsed:.1f} files/s" if elapsed else "")
                     _print_record(rec, dry_run, progress.console)
+                    if output.STDOUT.closed_pipe or output.STDERR.closed_pipe:
+                        # `gtag tag … | head`: the reader has gone. Stop here, between two files
+                        # (this one is done), quietly, as `git log | head` does.
+                        stopped = signals.EXIT_PIPE
+                        break
         except ModelError as exc:  # a model whose output does not match its manifest, found on a file
             err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
             sys.exit(EXIT_NO_MODELS)
-        except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (signals.Terminated)
+        except KeyboardInterrupt as exc:  # SIGINT, SIGTERM or SIGHUP (signals.Terminated, HungUp)
             stopped = signals.acknowledge(exc)
-            what = "terminated" if stopped == signals.EXIT_TERMINATED else "interrupted"
+            what = {signals.EXIT_TERMINATED: "terminated", signals.EXIT_HUNG_UP: "hung up"}.get(stopped, "interrupted")
             err.print(f"[yellow]{what}:[/] files done so far are tagged; the rest are untouched. "
                       "Run the same command again to resume.")
         finally:
@@ -378,10 +387,17 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                 err.print(f"[red]error:[/] report {escape(one_line(str(report)))} not written "
                           f"({escape(one_line(exc.strerror or str(exc)))}); the files themselves are done")
                 report, report_failed = None, True
-        _print_summary(summarize(records), dry_run, report)
+        if stopped != signals.EXIT_PIPE:
+            _print_summary(summarize(records), dry_run, report)
+        lost = output.STDOUT.lost
+        if lost and not output.STDOUT.closed_pipe:
+            err.print(f"[red]error:[/] standard output could not be written ({escape(one_line(lost))}): the "
+                      f"lines of {len(records)} files were lost; the files themselves are done"
+                      + (f", and the report {escape(one_line(str(report)))} has them" if report else ""))
     if stopped is not None:
         sys.exit(stopped)
-    sys.exit(EXIT_SOME_FAILED if report_failed or any(r.status == FAILED for r in records) else EXIT_OK)
+    failed = report_failed or (lost and not output.STDOUT.closed_pipe) or any(r.status == FAILED for r in records)
+    sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
 def one_line(text: str) -> str:
@@ -423,7 +439,7 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
     # Paths, tag values and errors are shown as they are: a file named "song [live].mp3" must
     # not be read as rich markup, and one named "a\nb.mp3" must not split its line.
     path = escape(one_line(rec.path))
-    before = escape(one_line("; ".join(rec.existing) or "—"))
+    before = escape(one_line(_shorten("; ".join(rec.existing) or "—")))
     if rec.status == FAILED:
         # A write that failed (read-only...) after a genre was chosen: say which, as the report does.
         heard = rec.genres and rec.confidence is not None
@@ -435,7 +451,7 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
         console.print(f"{path}: [yellow]silent[/], no genre to hear, left as {before}")
     elif rec.status in (TAGGED, WOULD_TAG):
         verb = "would write" if rec.status == WOULD_TAG else "wrote"
-        console.print(f"{path}: {before} → [green]{'; '.join(rec.written)}[/] "
+        console.print(f"{path}: {before} → [green]{escape(one_line(_shorten('; '.join(rec.written))))}[/] "
                       f"[dim]({rec.confidence:.0%}, {f'{escape(rec.agreed)} agrees, ' if rec.agreed else ''}{verb})[/]")
     elif rec.status == SKIPPED_UNCERTAIN:
         console.print(f"{path}: [yellow]uncertain[/] (best guess {escape(rec.genre or '?')} {rec.confidence:.0%}: "
@@ -446,6 +462,17 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
         console.print(f"[dim]{path}: has genre {before}, skipped (use --force to retag)[/]")
     elif rec.status == UNCHANGED and dry_run:
         console.print(f"[dim]{path}: already {before}[/]")
+
+
+# Longest tag value shown in a file's line: a 100 KB genre someone stored is cut, not printed whole.
+SHOWN_VALUE_CHARS = 200
+
+
+def _shorten(text: str, limit: int = SHOWN_VALUE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
 
 def _print_summary(summary: dict, dry_run: bool, report: Path | None) -> None:

@@ -609,8 +609,8 @@ def _temp_copy(real: Path, path: str | os.PathLike[str], temps: list[Path]) -> t
     """A new empty temporary file beside ``real`` (same folder: the final rename stays on one
     filesystem and is atomic; same suffix: mutagen's extension-based detection stays the same),
     recorded in ``temps`` before a stop signal can interrupt: SIGINT and SIGTERM wait while it is
-    made and recorded, so no Ctrl-C can leave a copy the caller does not know of."""
-    blocked = {signal.SIGINT, signal.SIGTERM}
+    made and recorded (and SIGHUP), so no Ctrl-C can leave a copy the caller does not know of."""
+    blocked = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
     mask = hasattr(signal, "pthread_sigmask")  # not on Windows
     old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if mask else None
     try:

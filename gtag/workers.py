@@ -59,6 +59,8 @@ def _watch_parent(parent_pid: int, gtag_pid: int) -> None:
 def _init_worker(gtag_pid: int, slots: str, crash_file: str | None = None, preload: tuple[str, ...] = ()) -> None:
     global _SLOTS, _CRASH_FILE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal hangs up its whole process group: the parent decides
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _SLOTS = slots
     # Handed over, not read from os.environ: a fork-server worker has the server's environment.

@@ -446,8 +446,11 @@ def test_unusable_cache_is_a_clear_error(make, how: str, tmp_path: Path, gtag_ta
 
 
 def test_old_cache_schema_is_rebuilt_and_bad_rows_are_misses(tmp_path: Path, gtag_tag) -> None:
+    from gtag.cache import APPLICATION_ID
+
     db = sqlite3.connect(gtag_tag.cache)
-    db.execute("CREATE TABLE predictions (path TEXT PRIMARY KEY, result TEXT)")  # an older layout
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")  # gtag's own cache (issue 29: only then)
+    db.execute("CREATE TABLE predictions (path TEXT PRIMARY KEY, result TEXT)")  # of another layout
     db.execute("INSERT INTO predictions VALUES ('x', 'y')")
     db.commit()
     db.close()
