@@ -285,9 +285,10 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
 
     from .cache import CacheError, PredictionCache, default_cache_path
     from .library import walk
-    from .tagger import FAILED, Record, TagOptions, Tagger, default_jobs, summarize, write_report
+    from .tagger import (FAILED, SKIPPED_UNREADABLE, Record, TagOptions, Tagger, default_jobs, summarize,
+                         write_report)
     from .tags import remove_stale_temp_files
-    from .workers import WORKER_PRELOAD, WorkerPool
+    from .workers import WORKER_PRELOAD, WorkerPool, remove_dead_slot_folders
 
     if report is not None and report.suffix.lower() not in (".json", ".csv"):
         raise click.BadParameter("must end in .json or .csv", param_hint="--report")
@@ -313,13 +314,20 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
         # ends the run the same way: workers stopped, cache closed, summary printed.
         try:
             _check_models(models_dir, model or config.models or ())
-            files = list(walk(paths))
+            def unreadable(path: Path, reason: str) -> None:
+                # Named, counted and reported (exit 1), not skipped in silence: its files are not tagged.
+                rec = Record(str(path), status=SKIPPED_UNREADABLE, error=f"{path}: {reason}, folder not read")
+                records.append(rec)
+                err.print(f"[yellow]skipped:[/] {escape(one_line(rec.error))}")
+
+            files = list(walk(paths, on_error=unreadable))
             # Temporary copies a killed run left (older than any running gtag's) are gtag's own to remove.
             for folder in sorted({p.parent for p in files}):
                 for stale in remove_stale_temp_files(folder, dry_run=dry_run):
                     verb = "would remove" if dry_run else "removed"
                     err.print(f"[yellow]note:[/] {verb} {escape(one_line(str(stale)))}, a temporary copy left by "
                               "an interrupted gtag run")
+            remove_dead_slot_folders()  # what the workers of a killed run left in the temp folder
             # All usable cores by default, as memory allows; never more workers than files to share.
             jobs = max(1, min(default_jobs() if jobs is None else jobs, len(files)))
             if backend == "local" and jobs > 1:
@@ -396,7 +404,8 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                       + (f", and the report {escape(one_line(str(report)))} has them" if report else ""))
     if stopped is not None:
         sys.exit(stopped)
-    failed = report_failed or (lost and not output.STDOUT.closed_pipe) or any(r.status == FAILED for r in records)
+    failed = report_failed or (lost and not output.STDOUT.closed_pipe) \
+        or any(r.status in (FAILED, SKIPPED_UNREADABLE) for r in records)
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 

@@ -39,6 +39,7 @@ SKIPPED_UNCERTAIN = "skipped: uncertain"  # the models' own abstain rule: no tag
 SKIPPED_NOT_REGULAR = "skipped: not a regular file"  # a FIFO, a device, a socket: never opened
 SKIPPED_CHANGED = "skipped: changed during analysis"  # left for the next run
 SKIPPED_SILENT = "skipped: silent"  # silence or near-silence: no genre to hear
+SKIPPED_UNREADABLE = "skipped: unreadable"  # a folder that cannot be listed: counts as a failure
 UNCHANGED = "unchanged"  # the file already holds exactly what gtag would write
 FAILED = "failed"
 

@@ -14,6 +14,11 @@ from __future__ import annotations
 
 import os
 import re
+
+try:
+    import fcntl  # locks on the temporary copies (POSIX)
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 import shutil
 import signal
 import stat
@@ -70,6 +75,10 @@ __all__ = [
 # Temporary copies are hidden and recognisable, so a crash that kills the process outright (the
 # one case the cleanup below cannot handle) leaves something a user can identify and delete.
 TEMP_PREFIX = ".gtag-"
+# The copies a write holds locked (flock) while it runs: a later run removes an unlocked one at once,
+# since its owner is provably gone (a kill -9 releases the lock). ".gtag-" + 8 characters without
+# a dash: a copy of an older gtag (or of a filesystem without locks), removed after an hour.
+LOCKED_TEMP_PREFIX = TEMP_PREFIX + "lk-"
 
 
 class TagError(Exception):
@@ -373,6 +382,8 @@ def read_format_and_genres(path: str | os.PathLike[str], separator: str | None =
 
 def _genres(path: Path, spec, audio, separator: str | None) -> list[str]:
     genres = _read_genres(spec, audio, separator)
+    if not genres and spec.name == "mp3":  # an mp3 whose only genre is in its APEv2 tag keeps it
+        genres = _split_read(_ape_genres(path) or [], False, separator)
     if not genres and spec.name == "wav":
         try:
             values = [info["IGNR"] for info in riffinfo.read_info(path) if info.get("IGNR")][:1]
@@ -558,7 +569,10 @@ def write_genres(
                 _set(style, audio.tags, style.extra_key.format(name=name), [value])
             fh.seek(0)
             if style.container == "id3":
+                old_v1 = _id3v1_block(fh) if spec.name == "mp3" else None
                 audio.save(fh, v2_version=_id3_write_version(original), v23_sep="/")
+                if spec.name == "mp3":
+                    _sync_mp3_side_tags(fh, old_v1, _stored(genres, False, separator), path)
             else:
                 if style.container == "asf":
                     _asf_in_file_order(audio)
@@ -614,14 +628,115 @@ def _temp_copy(real: Path, path: str | os.PathLike[str], temps: list[Path]) -> t
     mask = hasattr(signal, "pthread_sigmask")  # not on Windows
     old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if mask else None
     try:
-        fd, name = tempfile.mkstemp(dir=real.parent, prefix=TEMP_PREFIX, suffix=real.suffix)
+        fd, name = tempfile.mkstemp(dir=real.parent, prefix=LOCKED_TEMP_PREFIX, suffix=real.suffix)
         temps.append(Path(name))
+        if not _lock(fd, fcntl.LOCK_EX if fcntl else 0):  # no locks here (some network shares): the age rule
+            os.close(fd)
+            os.unlink(name)
+            temps.remove(Path(name))
+            fd, name = tempfile.mkstemp(dir=real.parent, prefix=TEMP_PREFIX, suffix=real.suffix)
+            temps.append(Path(name))
     except OSError as exc:
         raise TagError(f"{path}: cannot create a temporary copy ({_reason(exc)})") from exc
     finally:
         if mask:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
     return fd, name
+
+
+def _lock(fd: int, how: int) -> bool | None:
+    """flock ``fd``: True when locked, None when another process holds it (LOCK_NB), False when
+    this filesystem or system has no such locks."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, how)
+        return True
+    except BlockingIOError:
+        return None
+    except OSError:
+        return False
+
+
+# --- an mp3's other containers: APEv2 and ID3v1 beside its ID3v2 --------------------------------
+
+# ID3v1 fields (offsets in its 128 bytes): title, artist, album, year, comment (ID3v1.1: 28 bytes,
+# then a zero byte and the track number; ID3v1.0: 30 bytes).
+_V1_FIELDS = ((3, 33), (33, 63), (63, 93), (93, 97), (97, 125))
+
+
+def _id3v1_block(fh: BinaryIO) -> bytes | None:
+    """The 128-byte ID3v1 tag at the end of an open file, or None."""
+    fh.seek(0, os.SEEK_END)
+    if fh.tell() < 128:
+        return None
+    fh.seek(-128, os.SEEK_END)
+    block = fh.read(128)
+    return block if block[:3] == b"TAG" else None
+
+
+def _sync_mp3_side_tags(fh: BinaryIO, old_v1: bytes | None, values: list[str],
+                        shown: str | os.PathLike[str]) -> None:
+    """After the ID3v2 save of an mp3 (an open copy): the rule for its other containers.
+
+    - An APEv2 tag that holds a genre gets the same genre(s) (foobar2000 and others read APEv2
+      first: a stale genre there would contradict the new one); one without a genre is left as
+      it is, and an empty ``values`` removes the APE genre.
+    - mutagen rewrites an existing ID3v1 tag from the ID3v2 frames (its genre byte from TCON), but
+      leaves a field empty that it finds under another name (an ID3v1 comment read back as
+      "COMM:ID3v1 Comment"): every ID3v1 field that the rewrite left empty keeps its old bytes.
+    """
+    from mutagen.apev2 import APENoHeaderError, APEv2
+
+    v1 = _id3v1_block(fh)
+    if old_v1 is not None and v1 is not None:
+        merged = bytearray(v1)
+        fields = list(_V1_FIELDS)
+        if old_v1[125] != 0 and v1[126] == 0:  # ID3v1.0: a 30-byte comment, no track to keep apart
+            fields[-1] = (97, 127)
+        for a, b in fields:
+            if not v1[a:b].strip(b"\0 ") and old_v1[a:b].strip(b"\0 "):
+                merged[a:b] = old_v1[a:b]
+        v1 = bytes(merged)
+    fh.seek(0)
+    try:
+        ape = APEv2(fh)
+    except APENoHeaderError:
+        ape = None
+    if ape is not None and "Genre" in ape:
+        if values:
+            ape["Genre"] = values
+        else:
+            del ape["Genre"]
+        fh.seek(0)
+        ape.save(fh)  # mutagen writes the APE tag last, dropping an ID3v1 tag after it: put it back
+        if v1 is not None:
+            fh.seek(0, os.SEEK_END)
+            fh.write(v1)
+        fh.flush()
+        fh.seek(0)
+        if _ape_genres(fh) != values:
+            raise TagError(f"{shown}: verification failed, file not modified: APEv2 genre did not read back")
+    elif v1 is not None:
+        fh.seek(-128, os.SEEK_END)
+        fh.write(v1)
+    fh.flush()
+    if v1 is not None and _id3v1_block(fh) != v1:
+        raise TagError(f"{shown}: verification failed, file not modified: ID3v1 tag did not read back")
+
+
+def _ape_genres(fh: BinaryIO | Path) -> list[str] | None:
+    """The genres of an mp3's APEv2 tag; None when it has no APEv2 tag."""
+    from mutagen.apev2 import APENoHeaderError, APEv2
+
+    try:
+        ape = APEv2(fh)
+    except APENoHeaderError:
+        return None
+    except Exception:  # a damaged APE tag: no genre gtag can read there
+        return []
+    value = ape.get("Genre")
+    return [v for v in value if v] if isinstance(value, APETextValue) else []
 
 
 def _has_info(fh: BinaryIO) -> bool:
@@ -670,6 +785,10 @@ def _copy_metadata(fd: int, real: Path, before: os.stat_result) -> None:
 
 # Names of gtag's temporary copies: tempfile.mkstemp's eight characters between prefix and suffix.
 _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[a-z0-9_]{8}(\.[^./]{1,8})?")
+_LOCKED_TEMP_NAME = re.compile(re.escape(LOCKED_TEMP_PREFIX) + r"[a-z0-9_]{8}(\.[^./]{1,8})?")
+# An unlocked copy this young and still empty may be one whose write has just made it and not yet
+# locked it (mkstemp, then flock): left for a later run.
+FRESH_EMPTY_SECONDS = 60.0
 # Older than this, a temporary copy cannot belong to a running gtag (a write takes seconds).
 STALE_TEMP_SECONDS = 3600.0
 
@@ -677,19 +796,26 @@ STALE_TEMP_SECONDS = 3600.0
 def remove_stale_temp_files(folder: str | os.PathLike[str], dry_run: bool = False,
                             older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
     """gtag's own temporary copies in ``folder`` left by a killed run, and removed (unless
-    ``dry_run``): regular files named like ``.gtag-xxxxxxxx.ext`` not modified for ``older_than``
-    seconds. Symlinks and every other name are left alone."""
+    ``dry_run``): regular files named ``.gtag-lk-xxxxxxxx.ext`` that no process holds locked (their
+    writer is gone: at once), and ``.gtag-xxxxxxxx.ext`` (an older gtag's, or where there are no
+    locks) not modified for ``older_than`` seconds. Symlinks and every other name are left alone,
+    and so is the copy of a write that is running (its lock is held)."""
     found = []
     now = time.time()
     try:
         with os.scandir(folder) as it:
-            entries = [e for e in it if _TEMP_NAME.fullmatch(e.name)]
+            entries = [e for e in it if _TEMP_NAME.fullmatch(e.name) or _LOCKED_TEMP_NAME.fullmatch(e.name)]
     except OSError:
         return []
     for e in sorted(entries, key=lambda e: e.name):
         try:
             st = e.stat(follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < older_than:
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if _LOCKED_TEMP_NAME.fullmatch(e.name):
+                if not _ownerless(e.path, st, now, older_than):
+                    continue
+            elif now - st.st_mtime < older_than:
                 continue
             if not dry_run:
                 os.unlink(e.path)
@@ -697,6 +823,26 @@ def remove_stale_temp_files(folder: str | os.PathLike[str], dry_run: bool = Fals
             continue
         found.append(Path(e.path))
     return found
+
+
+def _ownerless(path: str, st: os.stat_result, now: float, older_than: float) -> bool:
+    """Whether no running write holds the locked-style copy at ``path`` (``st``: its lstat)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
+    try:
+        mine = os.fstat(fd)
+        if (mine.st_dev, mine.st_ino) != (st.st_dev, st.st_ino):
+            return False  # replaced meanwhile: not the file that was looked at
+        # LOCK_SH: on NFS flock is emulated by fcntl locks, where a read-only descriptor takes a
+        # shared lock only. Any lock held by the writer (exclusive) refuses it.
+        held = _lock(fd, (fcntl.LOCK_SH | fcntl.LOCK_NB) if fcntl else 0)
+    finally:
+        os.close(fd)
+    if held is None:
+        return False  # a write in progress
+    if held is False:  # no locks on this filesystem: the age rule
+        return now - st.st_mtime >= older_than
+    return st.st_size > 0 or now - st.st_mtime >= FRESH_EMPTY_SECONDS
 
 
 def _verify(
