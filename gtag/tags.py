@@ -555,7 +555,7 @@ def write_genres(
         with open(fd, "r+b") as fh:
             fh.raw.name = tmp_name  # mutagen also goes by the extension of a file object's name
             with open(real, "rb") as src:
-                shutil.copyfileobj(src, fh)
+                _copy_keeping_holes(src, fh, before)
             fh.flush()
             fh.seek(0)
             _, audio = _open(fh, path)
@@ -642,6 +642,35 @@ def _temp_copy(real: Path, path: str | os.PathLike[str], temps: list[Path]) -> t
         if mask:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
     return fd, name
+
+
+def _copy_keeping_holes(src: BinaryIO, dst: BinaryIO, st: os.stat_result) -> None:
+    """Copy ``src`` into ``dst`` (both open at 0). A sparse file (fewer blocks than its size: a
+    FLAC followed by gigabytes of holes) keeps its holes: only its data ranges are copied, found
+    with SEEK_DATA/SEEK_HOLE; a plain copy would write every zero out to disk."""
+    sparse = getattr(st, "st_blocks", None) is not None and st.st_blocks * 512 < st.st_size
+    if not sparse or not hasattr(os, "SEEK_DATA"):
+        shutil.copyfileobj(src, dst)
+        return
+    fd, pos, size = src.fileno(), 0, st.st_size
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: nothing but a hole from here to the end
+            break
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        src.seek(start)
+        dst.seek(start)
+        left = end - start
+        while left > 0:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            dst.write(chunk)
+            left -= len(chunk)
+        pos = end
+    dst.truncate(size)  # the trailing hole
+    dst.seek(0)
 
 
 def _lock(fd: int, how: int) -> bool | None:
