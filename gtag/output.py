@@ -63,7 +63,7 @@ class GuardedStream:
 
     def isatty(self) -> bool:
         try:
-            return bool(self.stream.isatty())
+            return self.stream is not None and bool(self.stream.isatty())
         except (OSError, ValueError, AttributeError):
             return False
 
@@ -71,6 +71,8 @@ class GuardedStream:
         return self.stream.fileno()
 
     def write(self, text: str) -> int:
+        if self.lost is None and self.stream is None:  # started with the stream closed (`>&-`)
+            self.lost = "it is closed"
         if self.lost is None:
             try:
                 try:
@@ -83,7 +85,7 @@ class GuardedStream:
         return len(text)
 
     def flush(self) -> None:
-        if self.lost is None:
+        if self.lost is None and self.stream is not None:
             try:
                 self.stream.flush()
             except OSError as exc:
