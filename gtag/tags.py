@@ -12,6 +12,7 @@ same folder, the copy is tagged and verified, and only then renamed over the ori
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
@@ -22,7 +23,6 @@ except ImportError:  # pragma: no cover - Windows
 import shutil
 import signal
 import stat
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -622,26 +622,50 @@ def write_genres(
 def _temp_copy(real: Path, path: str | os.PathLike[str], temps: list[Path]) -> tuple[int, str]:
     """A new empty temporary file beside ``real`` (same folder: the final rename stays on one
     filesystem and is atomic; same suffix: mutagen's extension-based detection stays the same),
-    recorded in ``temps`` before a stop signal can interrupt: SIGINT and SIGTERM wait while it is
-    made and recorded (and SIGHUP), so no Ctrl-C can leave a copy the caller does not know of."""
+    locked (see ``remove_stale_temp_files``) and recorded in ``temps`` before it exists, so that no
+    stop signal can leave a copy the caller does not know of. (Blocking the signals is not enough:
+    a process with other threads, ONNX Runtime's, takes the signal on one of them, and Python runs
+    its handler in this thread at the next instruction.) SIGINT, SIGTERM and SIGHUP still wait
+    while the copy is made, where the system allows."""
     blocked = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
     mask = hasattr(signal, "pthread_sigmask")  # not on Windows
     old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if mask else None
     try:
-        fd, name = tempfile.mkstemp(dir=real.parent, prefix=LOCKED_TEMP_PREFIX, suffix=real.suffix)
-        temps.append(Path(name))
+        fd, name = _new_temp(real, LOCKED_TEMP_PREFIX, temps)
         if not _lock(fd, fcntl.LOCK_EX if fcntl else 0):  # no locks here (some network shares): the age rule
             os.close(fd)
             os.unlink(name)
-            temps.remove(Path(name))
-            fd, name = tempfile.mkstemp(dir=real.parent, prefix=TEMP_PREFIX, suffix=real.suffix)
-            temps.append(Path(name))
+            fd, name = _new_temp(real, TEMP_PREFIX, temps)
     except OSError as exc:
         raise TagError(f"{path}: cannot create a temporary copy ({_reason(exc)})") from exc
     finally:
         if mask:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
     return fd, name
+
+
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # tempfile.mkstemp's, so _TEMP_NAME matches
+
+
+def _new_temp(real: Path, prefix: str, temps: list[Path]) -> tuple[int, str]:
+    """Create ``prefix`` + 8 random characters + ``real``'s suffix beside ``real`` (O_EXCL, never
+    through a symlink), its name appended to ``temps`` before the file exists."""
+    import secrets
+
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        name = real.parent / f"{prefix}{''.join(secrets.choice(_TEMP_CHARS) for _ in range(8))}{real.suffix}"
+        temps.append(name)
+        try:
+            return os.open(name, flags, 0o600), str(name)
+        except FileExistsError:
+            temps.remove(name)  # another file's name: never to be removed as ours
+        except BaseException:
+            if not os.path.lexists(name):
+                temps.remove(name)
+            raise
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(real.parent))
 
 
 def _copy_keeping_holes(src: BinaryIO, dst: BinaryIO, st: os.stat_result) -> None:
