@@ -51,7 +51,12 @@ class GuardedStream:
 
     @property
     def stream(self):
-        return getattr(sys, self.name)
+        stream = getattr(sys, self.name)
+        # While a progress bar shows on a terminal, rich points sys.stdout/sys.stderr at a proxy that
+        # writes through the console, i.e. back here: write to the stream it stands for.
+        while hasattr(stream, "rich_proxied_file"):
+            stream = stream.rich_proxied_file
+        return stream
 
     @property
     def encoding(self) -> str:
