@@ -430,3 +430,44 @@ def test_a_dry_run_shortens_a_huge_genre_in_its_line(tmp_path: Path, gtag_tag) -
     [line] = [line for line in run.stdout.splitlines() if "a.wav" in line]
     assert len(line) < 1000 and "(99,800 more characters)" in line
     assert run.rec("a.wav")["existing"] == ["x" * 100_000]  # the report keeps it whole
+
+
+# --- C3 and C7 on a real terminal: the progress bar proxies sys.stdout ---------------------------
+
+
+@needs_proc
+def test_a_run_on_a_terminal_ends(tmp_path: Path, tiny_models: Path) -> None:
+    """On a terminal rich shows a progress bar and points sys.stdout at a proxy of the console;
+    output guarded against lost writes must not write back through it (a run looped forever)."""
+    import pty
+    import select
+
+    lib = make_lib(tmp_path / "lib", ["metal.ogg"], {"a.wav": 2})
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "gtag.cli", "tag", "--models", str(tiny_models), "--no-cache",
+                             "-j", "1", str(lib)], cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave,
+                            env=_env(TERM="xterm"), start_new_session=True)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the process closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.wait(5) == 0, seen.decode("utf-8", "replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        os.close(master)
+    text = seen.decode("utf-8", "replace")
+    assert "summary" in text and "Traceback" not in text
+    assert read_genres(lib / "a.wav") != []
