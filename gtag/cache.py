@@ -65,9 +65,47 @@ def _reason(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+# SQLite's application_id of gtag's cache files ("gtag" in ASCII): set on every cache gtag opens,
+# so that a database of another program (a beets library.db given to --cache by mistake) is never
+# taken for one. Caches made before the mark are recognised by their exact tables (see is_gtag_cache).
+APPLICATION_ID = 0x67746167
+
+
+def _layouts() -> dict[str, list[tuple]]:
+    """Each table gtag makes, as ``PRAGMA table_info`` describes it (name, type, not null, pk)."""
+    mem = sqlite3.connect(":memory:")
+    try:
+        for schema in (SCHEMA, EMBED_SCHEMA):
+            mem.execute(schema)
+        return {t: _table_info(mem, t) for t in ("predictions", "embeddings")}
+    finally:
+        mem.close()
+
+
+def _table_info(db: sqlite3.Connection, table: str) -> list[tuple]:
+    return [(r[1], r[2].upper(), r[3], r[5]) for r in db.execute(f'PRAGMA table_info("{table}")')]
+
+
+def foreign_tables(db: sqlite3.Connection) -> list[str] | None:
+    """None when ``db`` is gtag's cache, or empty (a new file); else the names of the tables that
+    make it another program's. gtag's: marked with APPLICATION_ID, or unmarked (a cache of a gtag
+    from before the mark) with no other tables than gtag's own, each with exactly gtag's columns."""
+    app_id = db.execute("PRAGMA application_id").fetchone()[0]
+    if app_id == APPLICATION_ID:
+        return None
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                                       "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    if app_id != 0:
+        return tables or [f"application id {app_id:#x}"]
+    layouts = _layouts()
+    foreign = [t for t in tables if t not in layouts or _table_info(db, t) != layouts[t]]
+    return foreign or None
+
+
 def connect(path: Path, prepare) -> sqlite3.Connection:
     """gtag's SQLite cache file at ``path`` (created), in WAL mode, after ``prepare(db)`` made its
-    tables; CacheError (saying what to do instead) when the file cannot be used."""
+    tables; CacheError (saying what to do instead) when the file cannot be used, or is another
+    program's database (``foreign_tables``), which is then neither changed nor put in WAL mode."""
     try:
         if path.is_dir():
             raise CacheError(f"cache {path} is a folder, not a file")
@@ -76,8 +114,14 @@ def connect(path: Path, prepare) -> sqlite3.Connection:
         # makes each commit durable, so an interrupted run keeps everything finished before it.
         db = sqlite3.connect(str(path), timeout=30)
         try:
+            foreign = foreign_tables(db)
+            if foreign is not None:
+                shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+                raise CacheError(f"cache {path} is not a gtag cache but another program's database "
+                                 f"(it holds {shown}), left as it is")
             db.execute("PRAGMA journal_mode=WAL")
             prepare(db)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.commit()
         except BaseException:
             db.close()
@@ -105,7 +149,7 @@ class PredictionCache:
 
         def prepare(db: sqlite3.Connection) -> None:
             cols = [r[1] for r in db.execute("PRAGMA table_info(predictions)")]
-            if cols and cols != COLUMNS:  # a cache from an older gtag: it only saves time
+            if cols and cols != COLUMNS:  # a (marked) cache of another gtag version: it only saves time
                 db.execute("DROP TABLE predictions")
             db.execute(SCHEMA)
 

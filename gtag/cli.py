@@ -26,7 +26,7 @@ try:  # Ctrl-C while these load (~0.3 s) exits 130 too, not with an import trace
     from rich.markup import escape
     from rich.table import Table
 
-    from . import __version__, signals
+    from . import __version__, output, signals
     from .config import DEFAULT_MAX_WINDOWS
     from .exitcodes import Exit
     from .models import ModelError, load_models, select_models
@@ -45,8 +45,10 @@ EXIT_NO_AUDIO = Exit.NO_AUDIO
 EXIT_INTERRUPTED = Exit.INTERRUPTED
 EXIT_TERMINATED = Exit.TERMINATED
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Writes that fail (a full disk, a closed pipe, a terminal gone) or that the terminal's encoding
+# cannot hold never raise here (gtag.output); the commands look at what was lost.
+out = Console(file=output.STDOUT, highlight=False, soft_wrap=True)
+err = Console(file=output.STDERR, highlight=False, soft_wrap=True)
 
 
 def resolve_models_dir(value: str | None) -> str | None:
@@ -315,9 +317,10 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
 
     from .cache import CacheError, PredictionCache, default_cache_path
     from .library import walk
-    from .tagger import FAILED, Record, TagOptions, Tagger, default_jobs, summarize, write_report
+    from .tagger import (FAILED, SKIPPED_UNREADABLE, Record, TagOptions, Tagger, default_jobs, summarize,
+                         write_report)
     from .tags import remove_stale_temp_files
-    from .workers import WORKER_PRELOAD, WorkerPool
+    from .workers import WORKER_PRELOAD, WorkerPool, remove_dead_slot_folders
 
     if from_report is not None:
         if paths:
@@ -332,6 +335,8 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     force = force or replace
     if report is not None:
         _check_report_path(report)
+    output.STDOUT.reset()
+    output.STDERR.reset()
     config = _load_config(config_path)
     # Flags win over the config file, which wins over the built-in defaults.
     # None: neither the flag nor the config sets one, so the models' own abstain rule decides
@@ -339,7 +344,7 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
     top_k = top_k if top_k is not None else (config.top_k or 1)
     depth = depth or config.depth or "style"
     records: list[Record] = []
-    stopped = None  # exit code of a run ended by SIGINT / SIGTERM
+    stopped = None  # exit code of a run ended by SIGINT / SIGTERM / SIGHUP, or a closed pipe
     report_failed = False
     cache = None
     run_journal = None
@@ -350,8 +355,15 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
         # ends the run the same way: workers stopped, cache closed, summary printed.
         try:
             _check_models(models_dir, model or config.models or ())
-            files = list(walk(paths))
-            if not _found_audio(paths, files):
+            def unreadable(path: Path, reason: str) -> None:
+                # Named, counted and reported (exit 1), not skipped in silence: its files are not tagged.
+                rec = Record(str(path), status=SKIPPED_UNREADABLE, error=f"{path}: {reason}, folder not read")
+                records.append(rec)
+                err.print(f"[yellow]skipped:[/] {escape(one_line(rec.error))}")
+
+            files = list(walk(paths, on_error=unreadable))
+            # Nothing to tag: "no audio files found" (exit 4), unless a folder could not be read (exit 1).
+            if not (records and not files) and not _found_audio(paths, files):
                 if report is not None:  # this run's (empty) report, never a stale one; its folder was checked
                     with contextlib.suppress(OSError):
                         write_report([], report, top_k)
@@ -362,8 +374,9 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                     verb = "would remove" if dry_run else "removed"
                     err.print(f"[yellow]note:[/] {verb} {escape(one_line(str(stale)))}, a temporary copy left by "
                               "an interrupted gtag run")
-            if jobs is None:  # all usable cores, as memory allows; no more workers than files to share
-                jobs = max(1, min(default_jobs(), len(files)))
+            remove_dead_slot_folders()  # what the workers of a killed run left in the temp folder
+            # All usable cores by default, as memory allows; never more workers than files to share.
+            jobs = max(1, min(default_jobs() if jobs is None else jobs, len(files)))
             if backend == "local" and jobs > 1:
                 # The workers start now, forked from this process before it imports ONNX Runtime, so
                 # they load their models while it loads its own (see WorkerPool).
@@ -407,12 +420,17 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                     elapsed = progress.tasks[0].elapsed or 0
                     progress.update(task, advance=1, rate=f"{len(records) / elapsed:.1f} files/s" if elapsed else "")
                     _print_record(rec, dry_run, progress.console)
+                    if output.STDOUT.closed_pipe or output.STDERR.closed_pipe:
+                        # `gtag tag … | head`: the reader has gone. Stop here, between two files
+                        # (this one is done), quietly, as `git log | head` does.
+                        stopped = signals.EXIT_PIPE
+                        break
         except ModelError as exc:  # a model whose output does not match its manifest, found on a file
             err.print(f"[red]error:[/] {escape(one_line(str(exc)))}")
             sys.exit(EXIT_NO_MODELS)
-        except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (signals.Terminated)
+        except KeyboardInterrupt as exc:  # SIGINT, SIGTERM or SIGHUP (signals.Terminated, HungUp)
             stopped = signals.acknowledge(exc)
-            what = "terminated" if stopped == signals.EXIT_TERMINATED else "interrupted"
+            what = {signals.EXIT_TERMINATED: "terminated", signals.EXIT_HUNG_UP: "hung up"}.get(stopped, "interrupted")
             err.print(f"[yellow]{what}:[/] files done so far are tagged; the rest are untouched. "
                       "Run the same command again to resume.")
         finally:
@@ -431,10 +449,18 @@ def tag(paths: tuple[Path, ...], model: tuple[str, ...], models_dir: str | None,
                 err.print(f"[red]error:[/] report {escape(one_line(str(report)))} not written "
                           f"({escape(one_line(exc.strerror or str(exc)))}); the files themselves are done")
                 report, report_failed = None, True
-        _print_summary(summarize(records), dry_run, report)
+        if stopped != signals.EXIT_PIPE:
+            _print_summary(summarize(records), dry_run, report)
+        lost = output.STDOUT.lost
+        if lost and not output.STDOUT.closed_pipe:
+            err.print(f"[red]error:[/] standard output could not be written ({escape(one_line(lost))}): the "
+                      f"lines of {len(records)} files were lost; the files themselves are done"
+                      + (f", and the report {escape(one_line(str(report)))} has them" if report else ""))
     if stopped is not None:
         sys.exit(stopped)
-    sys.exit(EXIT_SOME_FAILED if report_failed or any(r.status == FAILED for r in records) else EXIT_OK)
+    failed = report_failed or (lost and not output.STDOUT.closed_pipe) \
+        or any(r.status in (FAILED, SKIPPED_UNREADABLE) for r in records)
+    sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
 def _found_audio(paths, files: list[Path]) -> bool:
@@ -486,7 +512,9 @@ def one_line(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls (U+009B is a terminal's CSI, like ESC [), and the bidirectional overrides and
+# isolates (U+202E shows "3pm.exe" as "exe.mp3"): shown as escapes, never sent to the terminal raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _load_config(path: Path | None):
@@ -516,7 +544,7 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
     # Paths, tag values and errors are shown as they are: a file named "song [live].mp3" must
     # not be read as rich markup, and one named "a\nb.mp3" must not split its line.
     path = escape(one_line(rec.path))
-    before = escape(one_line("; ".join(rec.existing) or "—"))
+    before = escape(one_line(_shorten("; ".join(rec.existing) or "—")))
     if rec.status == FAILED:
         # A write that failed (read-only...) after a genre was chosen: say which, as the report does.
         heard = rec.genres and rec.confidence is not None
@@ -528,7 +556,7 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
         console.print(f"{path}: [yellow]silent[/], no genre to hear, left as {before}")
     elif rec.status in (TAGGED, WOULD_TAG):
         verb = "would write" if rec.status == WOULD_TAG else "wrote"
-        console.print(f"{path}: {before} → [green]{escape('; '.join(rec.written))}[/] "
+        console.print(f"{path}: {before} → [green]{escape(one_line(_shorten('; '.join(rec.written))))}[/] "
                       f"[dim]({rec.confidence:.0%}, {f'{escape(rec.agreed)} agrees, ' if rec.agreed else ''}"
                       f"{'from its MSD tags, ' if rec.source == 'tags' else ''}{verb})[/]"
                       + (f" [dim]{escape(one_line(rec.note))}[/]" if rec.note else ""))
@@ -546,6 +574,17 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
                       f"{escape(one_line(rec.note))})[/]")
     elif rec.status == UNCHANGED and dry_run:
         console.print(f"[dim]{path}: already {before}[/]")
+
+
+# Longest tag value shown in a file's line: a 100 KB genre someone stored is cut, not printed whole.
+SHOWN_VALUE_CHARS = 200
+
+
+def _shorten(text: str, limit: int = SHOWN_VALUE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
 
 def _print_summary(summary: dict, dry_run: bool, report: Path | None) -> None:

@@ -68,6 +68,18 @@ class GenrePolicy:
             return self.names[gtzan]
         return self.names.get(node, node)
 
+    def names_of(self, labels: Iterable[str]) -> list[str]:
+        """The written names of ``labels``, in order, each once: a [names] map that sends two labels
+        to one name ("blues" and "jazz" both "Blues") writes that name once, not "Blues; Blues"."""
+        out: list[str] = []
+        seen: set[str] = set()
+        for label in labels:
+            name = self.name(label)
+            if normalise(name) not in seen:
+                seen.add(normalise(name))
+                out.append(name)
+        return out
+
     def allowed(self, label: str) -> bool:
         """Whether gtag may write ``label``: matched by label or written name, in any spelling."""
         return self.refusal(label) is None
@@ -131,8 +143,15 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"config {path}: cannot read ({exc.strerror or exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:  # TOML is UTF-8: a Latin-1 file is not TOML
+        raise ConfigError(f"config {path}: not valid TOML (not UTF-8: byte 0x{exc.object[exc.start]:02x} "
+                          f"at offset {exc.start})") from exc
+    except RecursionError as exc:  # tomllib recurses once per nesting level: a = [[[[…]]]]
+        raise ConfigError(f"config {path}: not valid TOML (nested too deeply)") from exc
     try:
         return parse_config(data, path)
+    except RecursionError as exc:
+        raise ConfigError(f"config {path}: nested too deeply") from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config {path}: {exc}") from exc
 

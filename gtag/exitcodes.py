@@ -20,7 +20,9 @@ class Exit(IntEnum):
     USAGE = 2
     NO_MODELS = 3
     NO_AUDIO = 4
+    HUNG_UP = 129  # 128 + SIGHUP: the terminal (or ssh session) went away
     INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+    PIPE = 141  # 128 + SIGPIPE: the reader of standard output went away
     TERMINATED = 143  # 128 + SIGTERM
 
 
@@ -38,5 +40,8 @@ MEANINGS: dict[Exit, str] = {
     Exit.NO_AUDIO: "no audio files found under the paths given: nothing to do",
     Exit.INTERRUPTED: "interrupted (Ctrl-C, SIGINT): stopped cleanly, every file untouched or fully tagged; "
                       "run the same command again to resume",
+    Exit.HUNG_UP: "hung up (SIGHUP: the terminal was closed): the same clean stop as SIGTERM",
+    Exit.PIPE: "the reader of standard output went away (a pager, or `head`, closed the pipe): stopped quietly after the "
+               "file in hand; run again to resume",
     Exit.TERMINATED: "terminated (SIGTERM, e.g. from `timeout` or a service manager): the same clean stop",
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .audio import AUDIO_EXTENSIONS
@@ -31,7 +31,13 @@ def not_regular(path: str | os.PathLike) -> str | None:
     return next((what for test, what in _KINDS if test(mode)), "another kind of file")
 
 
-def walk(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+def unreadable_reason(exc: OSError) -> str:
+    """An OSError in a few words for a line of output: "permission denied", "file name too long"."""
+    return (exc.strerror or type(exc).__name__).lower()
+
+
+def walk(paths: Iterable[str | os.PathLike],
+         on_error: Callable[[Path, str], None] | None = None) -> Iterator[Path]:
     """Audio files under ``paths``, sorted per folder, each real file once.
 
     Rules users expect from a tagger: hidden files and folders (dot names) are skipped; other
@@ -40,8 +46,11 @@ def walk(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
     always yielded, whatever its name, so `gtag tag odd.bin` reports what happens to it. An audio
     name that is not a regular file (a FIFO, a device, a socket) is yielded too, so that the
     tagger reports it in one line without opening it (see ``not_regular``). The walk is
-    iterative: a folder tree thousands of levels deep costs no recursion.
+    iterative: a folder tree thousands of levels deep costs no recursion. A folder that cannot be
+    listed (no permission, a path beyond PATH_MAX) is passed to ``on_error`` with the reason, so
+    that the caller names it: its files are not skipped in silence.
     """
+    report = on_error or (lambda path, reason: None)
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
 
@@ -60,8 +69,9 @@ def walk(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
         try:
             with os.scandir(d) as it:
                 return iter(sorted(it, key=lambda e: e.name))
-        except OSError:
-            return iter(())  # unreadable folder: nothing to tag there
+        except OSError as exc:
+            report(d, unreadable_reason(exc))
+            return iter(())
 
     def visit(root: Path) -> Iterator[Path]:
         if not once(root, seen_dirs):
@@ -77,7 +87,8 @@ def walk(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
             p = Path(e.path)
             try:
                 is_dir = e.is_dir(follow_symlinks=True)
-            except OSError:
+            except OSError as exc:
+                report(p, unreadable_reason(exc))
                 continue
             if is_dir:
                 if once(p, seen_dirs):

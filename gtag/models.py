@@ -98,6 +98,12 @@ class ModelSpec:
         )
 
 
+# What a manifest may say (seconds; windows per ONNX Runtime call): gtag's models use 3 s windows
+# and 1.5-3 s hops; these bounds only refuse values no model could mean.
+RANGES = {"window_seconds": (0.1, 600.0), "hop_seconds": (0.01, 600.0)}
+MAX_BATCH = 65536
+
+
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -127,9 +133,11 @@ def _validate_entry(d: dict[str, Any]) -> None:
     if "sample_rate" in d and not (isinstance(d["sample_rate"], int) and not isinstance(d["sample_rate"], bool)
                                    and d["sample_rate"] > 0):
         problems.append("'sample_rate' must be a positive integer")
-    for key in ("window_seconds", "hop_seconds"):
-        if key in d and not (_is_num(d[key]) and d[key] > 0):
-            problems.append(f"'{key}' must be a number above 0")
+    for key, (low, high) in RANGES.items():
+        # Ranges, not only signs: a hop of 1e-9 s is 0 samples (a division by zero on the first
+        # file), and a window of an hour or a batch of a billion windows is no model gtag can run.
+        if key in d and not (_is_num(d[key]) and low <= d[key] <= high):
+            problems.append(f"'{key}' must be a number from {low:g} to {high:g}")
     if "weight" in d and not (_is_num(d["weight"]) and d["weight"] >= 0):
         problems.append("'weight' must be a number of 0 or more")
     for key in ("description", "input_name"):
@@ -141,8 +149,8 @@ def _validate_entry(d: dict[str, Any]) -> None:
     if "metrics" in d and not isinstance(d["metrics"], dict):
         problems.append("'metrics' must be an object")
     if "max_batch" in d and d["max_batch"] is not None and not (
-            isinstance(d["max_batch"], int) and not isinstance(d["max_batch"], bool) and d["max_batch"] > 0):
-        problems.append("'max_batch' must be a positive integer")
+            isinstance(d["max_batch"], int) and not isinstance(d["max_batch"], bool) and 0 < d["max_batch"] <= MAX_BATCH):
+        problems.append(f"'max_batch' must be a whole number from 1 to {MAX_BATCH}")
     variant = d.get("cpu_variant")
     if variant is not None and not (isinstance(variant, dict) and all(
             isinstance(variant.get(k), str) and variant.get(k) for k in ("file", "sha256"))):

@@ -1,6 +1,7 @@
-"""Stop signals of a `gtag tag` run: SIGINT (Ctrl-C) and SIGTERM end it cleanly.
+"""Stop signals of a `gtag tag` run: SIGINT (Ctrl-C), SIGTERM and SIGHUP end it cleanly.
 
-Both raise KeyboardInterrupt (``Terminated`` for SIGTERM) in the main thread, so one code path
+Each raises KeyboardInterrupt (``Terminated`` for SIGTERM, ``HungUp`` for SIGHUP: the terminal
+was closed) in the main thread, so one code path
 stops the worker pool, closes the cache and prints the summary of what was done. The signal is
 also recorded, and the tagger checks the record between files: a library that swallows the
 KeyboardInterrupt (numba printing it as "ignored" during a compile) cannot make the run go on.
@@ -23,17 +24,28 @@ from .exitcodes import Exit
 
 EXIT_INTERRUPTED = Exit.INTERRUPTED  # 130 = 128 + SIGINT, what shells report for Ctrl-C
 EXIT_TERMINATED = Exit.TERMINATED  # 143 = 128 + SIGTERM
+EXIT_HUNG_UP = Exit.HUNG_UP  # 129 = 128 + SIGHUP: the terminal (or ssh session) went away
+EXIT_PIPE = Exit.PIPE  # 141 = 128 + SIGPIPE: the reader of standard output went away (`gtag tag … | head`)
+
+# The signals a run stops on (SIGHUP is not on Windows).
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived (e.g. from `timeout` or a service manager)."""
 
 
+class HungUp(Terminated):
+    """SIGHUP arrived: the terminal that started the run was closed. Stopped as SIGTERM stops it."""
+
+
 _state = {"received": [], "acknowledged": False}
 
 
 def _stop_exception(signum: int) -> KeyboardInterrupt:
-    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    if signum == signal.SIGTERM:
+        return Terminated()
+    return HungUp() if signum == getattr(signal, "SIGHUP", None) else KeyboardInterrupt()
 
 
 def _handler(signum, frame) -> None:
@@ -44,13 +56,13 @@ def _handler(signum, frame) -> None:
 
 @contextlib.contextmanager
 def stop_on_signals():
-    """Route SIGINT and SIGTERM through ``_handler`` while the block runs (main thread only)."""
+    """Route the STOP_SIGNALS through ``_handler`` while the block runs (main thread only)."""
     _state.update(received=[], acknowledged=False)
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)
-           if signal.getsignal(s) is not signal.SIG_IGN}
+    # A stop signal ignored when gtag started (a script's background job, nohup) stays ignored.
+    old = {s: signal.signal(s, _handler) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:
@@ -68,6 +80,8 @@ def check() -> None:
 def acknowledge(exc: BaseException | None = None) -> int:
     """The run is stopping: later signals no longer interrupt. Returns the exit code to use."""
     _state["acknowledged"] = True
+    if isinstance(exc, HungUp) or getattr(signal, "SIGHUP", None) in _state["received"]:
+        return EXIT_HUNG_UP
     if isinstance(exc, Terminated) or signal.SIGTERM in _state["received"]:
         return EXIT_TERMINATED
     return EXIT_INTERRUPTED

@@ -42,6 +42,7 @@ SKIPPED_UNCERTAIN = "skipped: uncertain"  # the models' own abstain rule: no tag
 SKIPPED_NOT_REGULAR = "skipped: not a regular file"  # a FIFO, a device, a socket: never opened
 SKIPPED_CHANGED = "skipped: changed during analysis"  # left for the next run
 SKIPPED_SILENT = "skipped: silent"  # silence or near-silence: no genre to hear
+SKIPPED_UNREADABLE = "skipped: unreadable"  # a folder that cannot be listed: counts as a failure
 UNCHANGED = "unchanged"  # the file already holds exactly what gtag would write
 FAILED = "failed"
 
@@ -256,7 +257,7 @@ def _fill(rec: Record, pred: Prediction, opts: TagOptions, min_confidence: float
     rec.confidence = round(pred.confidence, 4)
     rec.probabilities = {lab: round(float(p), 4) for lab, p in zip(pred.labels, pred.probabilities)}
     rec.models = {n: {lab: round(float(x), 4) for lab, x in zip(pred.labels, p)} for n, p in pred.models.items()}
-    rec.genres = [opts.policy.name(g) for g in choose_genres(pred, min_confidence, opts.top_k, opts.policy)]
+    rec.genres = opts.policy.names_of(choose_genres(pred, min_confidence, opts.top_k, opts.policy))
 
 
 def _short_error(exc: BaseException, path: Path) -> str:
@@ -480,8 +481,8 @@ class Tagger:
         if vote is not None:
             opts = self.opts
             reason = self.predictor.abstain_reason(vote) if opts.min_confidence is None else None
-            chosen = [] if reason else [opts.policy.name(g) for g in
-                                        choose_genres(vote, self._min_probability(vote), opts.top_k, opts.policy)]
+            chosen = [] if reason else opts.policy.names_of(
+                choose_genres(vote, self._min_probability(vote), opts.top_k, opts.policy))
             if not reason and not chosen:
                 reason = _no_genre(vote, opts, self._min_probability(vote))[1]
             summary = {"key": key, "tracks": len(batch), "voters": len(preds),

@@ -12,12 +12,17 @@ same folder, the copy is tagged and verified, and only then renamed over the ori
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+
+try:
+    import fcntl  # locks on the temporary copies (POSIX)
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 import shutil
 import signal
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -71,6 +76,10 @@ __all__ = [
 # Temporary copies are hidden and recognisable, so a crash that kills the process outright (the
 # one case the cleanup below cannot handle) leaves something a user can identify and delete.
 TEMP_PREFIX = ".gtag-"
+# The copies a write holds locked (flock) while it runs: a later run removes an unlocked one at once,
+# since its owner is provably gone (a kill -9 releases the lock). ".gtag-" + 8 characters without
+# a dash: a copy of an older gtag (or of a filesystem without locks), removed after an hour.
+LOCKED_TEMP_PREFIX = TEMP_PREFIX + "lk-"
 
 
 class TagError(Exception):
@@ -374,6 +383,8 @@ def read_format_and_genres(path: str | os.PathLike[str], separator: str | None =
 
 def _genres(path: Path, spec, audio, separator: str | None) -> list[str]:
     genres = _read_genres(spec, audio, separator)
+    if not genres and spec.name == "mp3":  # an mp3 whose only genre is in its APEv2 tag keeps it
+        genres = _split_read(_ape_genres(path) or [], False, separator)
     if not genres and spec.name == "wav":
         try:
             values = [info["IGNR"] for info in riffinfo.read_info(path) if info.get("IGNR")][:1]
@@ -545,7 +556,7 @@ def write_genres(
         with open(fd, "r+b") as fh:
             fh.raw.name = tmp_name  # mutagen also goes by the extension of a file object's name
             with open(real, "rb") as src:
-                shutil.copyfileobj(src, fh)
+                _copy_keeping_holes(src, fh, before)
             fh.flush()
             fh.seek(0)
             _, audio = _open(fh, path)
@@ -559,7 +570,10 @@ def write_genres(
                 _set(style, audio.tags, style.extra_key.format(name=name), [value])
             fh.seek(0)
             if style.container == "id3":
+                old_v1 = _id3v1_block(fh) if spec.name == "mp3" else None
                 audio.save(fh, v2_version=_id3_write_version(original), v23_sep="/")
+                if spec.name == "mp3":
+                    _sync_mp3_side_tags(fh, old_v1, _stored(genres, False, separator), path)
             else:
                 if style.container == "asf":
                     _asf_in_file_order(audio)
@@ -609,20 +623,23 @@ def write_genres(
 def _temp_copy(real: Path, path: str | os.PathLike[str], temps: list[Path]) -> tuple[int, str]:
     """A new empty temporary file beside ``real`` (same folder: the final rename stays on one
     filesystem and is atomic; same suffix: mutagen's extension-based detection stays the same),
-    recorded in ``temps`` before a stop signal can interrupt: SIGINT and SIGTERM wait while it is
-    made and recorded, so no Ctrl-C can leave a copy the caller does not know of."""
+    locked (see ``remove_stale_temp_files``) and recorded in ``temps`` before it exists, so that no
+    stop signal can leave a copy the caller does not know of. SIGINT, SIGTERM and SIGHUP also wait
+    while it is made: Python runs signal handlers in the main thread only, so holding them there is
+    enough (a signal mask is not: the kernel gives a process-directed signal to any thread that does
+    not block it, an OpenBLAS or ONNX Runtime one, and Python then runs the handler at once)."""
     held: list[int] = []
-    # Python runs signal handlers in the main thread only, so holding them there is enough. A
-    # signal mask is not: the kernel gives a process-directed signal to any thread that does not
-    # block it (an OpenBLAS or ONNX Runtime thread) and Python then runs the handler at once.
     old = {}
     if threading.current_thread() is threading.main_thread():
-        for s in (signal.SIGINT, signal.SIGTERM):
+        for s in (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])):
             if signal.getsignal(s) not in (signal.SIG_IGN, None):
                 old[s] = signal.signal(s, lambda signum, frame: held.append(signum))
     try:
-        fd, name = tempfile.mkstemp(dir=real.parent, prefix=TEMP_PREFIX, suffix=real.suffix)
-        temps.append(Path(name))
+        fd, name = _new_temp(real, LOCKED_TEMP_PREFIX, temps)
+        if not _lock(fd, fcntl.LOCK_EX if fcntl else 0):  # no locks here (some network shares): the age rule
+            os.close(fd)
+            os.unlink(name)
+            fd, name = _new_temp(real, TEMP_PREFIX, temps)
     except OSError as exc:
         raise TagError(f"{path}: cannot create a temporary copy ({_reason(exc)})") from exc
     finally:
@@ -631,6 +648,154 @@ def _temp_copy(real: Path, path: str | os.PathLike[str], temps: list[Path]) -> t
         for s in dict.fromkeys(held):  # delivered now, to the handler the caller had
             signal.raise_signal(s)
     return fd, name
+
+
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # tempfile.mkstemp's, so _TEMP_NAME matches
+
+
+def _new_temp(real: Path, prefix: str, temps: list[Path]) -> tuple[int, str]:
+    """Create ``prefix`` + 8 random characters + ``real``'s suffix beside ``real`` (O_EXCL, never
+    through a symlink), its name appended to ``temps`` before the file exists."""
+    import secrets
+
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        name = real.parent / f"{prefix}{''.join(secrets.choice(_TEMP_CHARS) for _ in range(8))}{real.suffix}"
+        temps.append(name)
+        try:
+            return os.open(name, flags, 0o600), str(name)
+        except FileExistsError:
+            temps.remove(name)  # another file's name: never to be removed as ours
+        except BaseException:
+            if not os.path.lexists(name):
+                temps.remove(name)
+            raise
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(real.parent))
+
+
+def _copy_keeping_holes(src: BinaryIO, dst: BinaryIO, st: os.stat_result) -> None:
+    """Copy ``src`` into ``dst`` (both open at 0). A sparse file (fewer blocks than its size: a
+    FLAC followed by gigabytes of holes) keeps its holes: only its data ranges are copied, found
+    with SEEK_DATA/SEEK_HOLE; a plain copy would write every zero out to disk."""
+    sparse = getattr(st, "st_blocks", None) is not None and st.st_blocks * 512 < st.st_size
+    if not sparse or not hasattr(os, "SEEK_DATA"):
+        shutil.copyfileobj(src, dst)
+        return
+    fd, pos, size = src.fileno(), 0, st.st_size
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: nothing but a hole from here to the end
+            break
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        src.seek(start)
+        dst.seek(start)
+        left = end - start
+        while left > 0:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            dst.write(chunk)
+            left -= len(chunk)
+        pos = end
+    dst.truncate(size)  # the trailing hole
+    dst.seek(0)
+
+
+def _lock(fd: int, how: int) -> bool | None:
+    """flock ``fd``: True when locked, None when another process holds it (LOCK_NB), False when
+    this filesystem or system has no such locks."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, how)
+        return True
+    except BlockingIOError:
+        return None
+    except OSError:
+        return False
+
+
+# --- an mp3's other containers: APEv2 and ID3v1 beside its ID3v2 --------------------------------
+
+# ID3v1 fields (offsets in its 128 bytes): title, artist, album, year, comment (ID3v1.1: 28 bytes,
+# then a zero byte and the track number; ID3v1.0: 30 bytes).
+_V1_FIELDS = ((3, 33), (33, 63), (63, 93), (93, 97), (97, 125))
+
+
+def _id3v1_block(fh: BinaryIO) -> bytes | None:
+    """The 128-byte ID3v1 tag at the end of an open file, or None."""
+    fh.seek(0, os.SEEK_END)
+    if fh.tell() < 128:
+        return None
+    fh.seek(-128, os.SEEK_END)
+    block = fh.read(128)
+    return block if block[:3] == b"TAG" else None
+
+
+def _sync_mp3_side_tags(fh: BinaryIO, old_v1: bytes | None, values: list[str],
+                        shown: str | os.PathLike[str]) -> None:
+    """After the ID3v2 save of an mp3 (an open copy): the rule for its other containers.
+
+    - An APEv2 tag that holds a genre gets the same genre(s) (foobar2000 and others read APEv2
+      first: a stale genre there would contradict the new one); one without a genre is left as
+      it is, and an empty ``values`` removes the APE genre.
+    - mutagen rewrites an existing ID3v1 tag from the ID3v2 frames (its genre byte from TCON), but
+      leaves a field empty that it finds under another name (an ID3v1 comment read back as
+      "COMM:ID3v1 Comment"): every ID3v1 field that the rewrite left empty keeps its old bytes.
+    """
+    from mutagen.apev2 import APENoHeaderError, APEv2
+
+    v1 = _id3v1_block(fh)
+    if old_v1 is not None and v1 is not None:
+        merged = bytearray(v1)
+        fields = list(_V1_FIELDS)
+        if old_v1[125] != 0 and v1[126] == 0:  # ID3v1.0: a 30-byte comment, no track to keep apart
+            fields[-1] = (97, 127)
+        for a, b in fields:
+            if not v1[a:b].strip(b"\0 ") and old_v1[a:b].strip(b"\0 "):
+                merged[a:b] = old_v1[a:b]
+        v1 = bytes(merged)
+    fh.seek(0)
+    try:
+        ape = APEv2(fh)
+    except APENoHeaderError:
+        ape = None
+    if ape is not None and "Genre" in ape:
+        if values:
+            ape["Genre"] = values
+        else:
+            del ape["Genre"]
+        fh.seek(0)
+        ape.save(fh)  # mutagen writes the APE tag last, dropping an ID3v1 tag after it: put it back
+        if v1 is not None:
+            fh.seek(0, os.SEEK_END)
+            fh.write(v1)
+        fh.flush()
+        fh.seek(0)
+        if _ape_genres(fh) != values:
+            raise TagError(f"{shown}: verification failed, file not modified: APEv2 genre did not read back")
+    elif v1 is not None:
+        fh.seek(-128, os.SEEK_END)
+        fh.write(v1)
+    fh.flush()
+    if v1 is not None and _id3v1_block(fh) != v1:
+        raise TagError(f"{shown}: verification failed, file not modified: ID3v1 tag did not read back")
+
+
+def _ape_genres(fh: BinaryIO | Path) -> list[str] | None:
+    """The genres of an mp3's APEv2 tag; None when it has no APEv2 tag."""
+    from mutagen.apev2 import APENoHeaderError, APEv2
+
+    try:
+        ape = APEv2(fh)
+    except APENoHeaderError:
+        return None
+    except Exception:  # a damaged APE tag: no genre gtag can read there
+        return []
+    value = ape.get("Genre")
+    return [v for v in value if v] if isinstance(value, APETextValue) else []
 
 
 def _has_info(fh: BinaryIO) -> bool:
@@ -679,6 +844,10 @@ def _copy_metadata(fd: int, real: Path, before: os.stat_result) -> None:
 
 # Names of gtag's temporary copies: tempfile.mkstemp's eight characters between prefix and suffix.
 _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[a-z0-9_]{8}(\.[^./]{1,8})?")
+_LOCKED_TEMP_NAME = re.compile(re.escape(LOCKED_TEMP_PREFIX) + r"[a-z0-9_]{8}(\.[^./]{1,8})?")
+# An unlocked copy this young and still empty may be one whose write has just made it and not yet
+# locked it (mkstemp, then flock): left for a later run.
+FRESH_EMPTY_SECONDS = 60.0
 # Older than this, a temporary copy cannot belong to a running gtag (a write takes seconds).
 STALE_TEMP_SECONDS = 3600.0
 
@@ -686,19 +855,26 @@ STALE_TEMP_SECONDS = 3600.0
 def remove_stale_temp_files(folder: str | os.PathLike[str], dry_run: bool = False,
                             older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
     """gtag's own temporary copies in ``folder`` left by a killed run, and removed (unless
-    ``dry_run``): regular files named like ``.gtag-xxxxxxxx.ext`` not modified for ``older_than``
-    seconds. Symlinks and every other name are left alone."""
+    ``dry_run``): regular files named ``.gtag-lk-xxxxxxxx.ext`` that no process holds locked (their
+    writer is gone: at once), and ``.gtag-xxxxxxxx.ext`` (an older gtag's, or where there are no
+    locks) not modified for ``older_than`` seconds. Symlinks and every other name are left alone,
+    and so is the copy of a write that is running (its lock is held)."""
     found = []
     now = time.time()
     try:
         with os.scandir(folder) as it:
-            entries = [e for e in it if _TEMP_NAME.fullmatch(e.name)]
+            entries = [e for e in it if _TEMP_NAME.fullmatch(e.name) or _LOCKED_TEMP_NAME.fullmatch(e.name)]
     except OSError:
         return []
     for e in sorted(entries, key=lambda e: e.name):
         try:
             st = e.stat(follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < older_than:
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if _LOCKED_TEMP_NAME.fullmatch(e.name):
+                if not _ownerless(e.path, st, now, older_than):
+                    continue
+            elif now - st.st_mtime < older_than:
                 continue
             if not dry_run:
                 os.unlink(e.path)
@@ -706,6 +882,26 @@ def remove_stale_temp_files(folder: str | os.PathLike[str], dry_run: bool = Fals
             continue
         found.append(Path(e.path))
     return found
+
+
+def _ownerless(path: str, st: os.stat_result, now: float, older_than: float) -> bool:
+    """Whether no running write holds the locked-style copy at ``path`` (``st``: its lstat)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
+    try:
+        mine = os.fstat(fd)
+        if (mine.st_dev, mine.st_ino) != (st.st_dev, st.st_ino):
+            return False  # replaced meanwhile: not the file that was looked at
+        # LOCK_SH: on NFS flock is emulated by fcntl locks, where a read-only descriptor takes a
+        # shared lock only. Any lock held by the writer (exclusive) refuses it.
+        held = _lock(fd, (fcntl.LOCK_SH | fcntl.LOCK_NB) if fcntl else 0)
+    finally:
+        os.close(fd)
+    if held is None:
+        return False  # a write in progress
+    if held is False:  # no locks on this filesystem: the age rule
+        return now - st.st_mtime >= older_than
+    return st.st_size > 0 or now - st.st_mtime >= FRESH_EMPTY_SECONDS
 
 
 def _verify(

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -59,6 +60,8 @@ def _watch_parent(parent_pid: int, gtag_pid: int) -> None:
 def _init_worker(gtag_pid: int, slots: str, crash_file: str | None = None, preload: tuple[str, ...] = ()) -> None:
     global _SLOTS, _CRASH_FILE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal hangs up its whole process group: the parent decides
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _SLOTS = slots
     # Handed over, not read from os.environ: a fork-server worker has the server's environment.
@@ -73,7 +76,7 @@ def run_task(fn, path, *args):
     slot = Path(_SLOTS) / str(os.getpid()) if _SLOTS else None
     if slot is not None:
         tmp = slot.with_suffix(".tmp")
-        tmp.write_text(os.fspath(path))
+        tmp.write_bytes(os.fsencode(path))  # bytes: a name that is not UTF-8 (b"\xff") is kept as it is
         os.replace(tmp, slot)
     try:
         if _CRASH_FILE and Path(path).name == _CRASH_FILE:
@@ -95,6 +98,76 @@ def describe_exit(exitcode: int | None) -> str:
             name = "?"
         return f"analysis process crashed (signal {-exitcode}, {name})"
     return f"analysis process exited unexpectedly (code {exitcode})"
+
+
+# The slot folders of worker pools, in the temp folder; each holds an OWNER file naming its run.
+SLOTS_PREFIX = "gtag-workers-"
+OWNER_FILE = "OWNER"
+# A slot folder without an OWNER file (an older gtag's) is removed once this old.
+STALE_SLOTS_SECONDS = 3600.0
+
+
+def _boot_and_start(pid: int) -> tuple[str, str]:
+    """(boot id, start time of ``pid`` in clock ticks since boot): with the host and the pid, what
+    names one process for good (a pid is reused, a pid with its start time is not). Empty strings
+    where /proc does not say."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return boot, start
+    except (OSError, IndexError):
+        return "", ""
+
+
+def owner_record(pid: int | None = None) -> str:
+    """What a slot folder's OWNER file says: host, boot id, pid and its start time."""
+    pid = os.getpid() if pid is None else pid
+    return " ".join([socket.gethostname() or "-", *(v or "-" for v in _boot_and_start(pid)), str(pid)])
+
+
+def owner_alive(record: str) -> bool:
+    """Whether the run an OWNER record names may still be running: True unless provably gone (this
+    host, this boot, and its pid is gone or now another process). Another host's run is alive."""
+    try:
+        host, boot, start, pid_text = record.split()
+        pid = int(pid_text)
+    except ValueError:
+        return True  # not a record gtag wrote: not provably dead
+    if host != (socket.gethostname() or "-"):
+        return True
+    now_boot, now_start = _boot_and_start(pid)
+    if boot != "-" and now_boot and boot != now_boot:
+        return False  # written before a reboot
+    if not _alive(pid):
+        return False
+    return start == "-" or not now_start or start == now_start
+
+
+def remove_dead_slot_folders(folder: str | None = None) -> list[Path]:
+    """Remove the slot folders that killed runs (kill -9 of gtag) left in the temp folder: those
+    whose OWNER is provably gone at once, those without one (an older gtag's) once an hour old. A
+    live run's folder, and anything not a real folder of this user, is left alone."""
+    removed = []
+    root = Path(folder or tempfile.gettempdir())
+    try:
+        entries = [e for e in os.scandir(root) if e.name.startswith(SLOTS_PREFIX)]
+    except OSError:
+        return []
+    for e in entries:
+        try:
+            st = e.stat(follow_symlinks=False)
+            if not e.is_dir(follow_symlinks=False) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+                continue
+            try:
+                dead = not owner_alive((Path(e.path) / OWNER_FILE).read_text())
+            except FileNotFoundError:
+                dead = time.time() - st.st_mtime >= STALE_SLOTS_SECONDS
+            if dead:
+                shutil.rmtree(e.path)
+                removed.append(Path(e.path))
+        except OSError:
+            continue
+    return removed
 
 
 # What a worker needs before its first file, imported once by the fork server (see worker_context).
@@ -144,7 +217,9 @@ class WorkerPool:
 
     def __init__(self, jobs: int, fork: bool = False):
         self.jobs = max(1, jobs)
-        self._slots = tempfile.mkdtemp(prefix="gtag-workers-")
+        self._slots = tempfile.mkdtemp(prefix=SLOTS_PREFIX)
+        # Who made it: a later run removes it at once if this one is killed (remove_dead_slot_folders).
+        (Path(self._slots) / OWNER_FILE).write_text(owner_record())
         self._procs: dict[int, multiprocessing.Process] = {}
         self._closed = False
         self.forked = fork and fork_is_safe()
@@ -179,7 +254,7 @@ class WorkerPool:
                 continue
             pid = int(slot.name)
             proc = self._procs.get(pid)
-            found[slot.read_text()] = (pid, proc.exitcode if proc is not None else None)
+            found[os.fsdecode(slot.read_bytes())] = (pid, proc.exitcode if proc is not None else None)
             slot.unlink(missing_ok=True)
         # The executor terminates (SIGTERM) the surviving workers of a broken pool: their files
         # are victims, not causes, unless no worker died of anything else.
