@@ -133,7 +133,7 @@ class GenrePredictor:
         """The top-k genres gtag hears (display names, the config's whitelist and exclude list
         applied), whether or not they are confident enough to write."""
         opts = options or TagOptions()
-        return [opts.policy.name(g) for g in choose_genres(pred, 0.0, opts.top_k, opts.policy)]
+        return opts.policy.names_of(choose_genres(pred, 0.0, opts.top_k, opts.policy))
 
     def album_vote(self, preds: Sequence[Prediction]) -> Prediction:
         """One prediction for tracks that belong together (an album): their mean, as `gtag tag --album`."""

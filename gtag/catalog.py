@@ -16,6 +16,19 @@ from typing import Any
 
 from .models import MANIFEST_NAME, ModelError, ModelSpec, default_models_dir, read_manifest
 
+# A learned model's name: a folder name on every filesystem, never a path (no '/', no leading '.').
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+
+def user_models_dir() -> Path:
+    """Where learned models live: $GTAG_USER_MODELS, else the user data folder (platformdirs)."""
+    env = os.environ.get("GTAG_USER_MODELS")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("gtag")) / "models"
+
 __all__ = ["collect", "collection", "key_metrics", "render"]
 
 
@@ -95,7 +108,6 @@ def collection(root: Path, source: str, name: str | None = None) -> dict[str, An
 def learned_folders(root: Path) -> list[tuple[str, Path]]:
     """(name, folder) of every learned model under ``root`` that `--models NAME` finds: a folder
     with a manifest, named as `gtag learn --name` allows; sorted by name."""
-    from .learn import NAME_PATTERN
 
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
@@ -108,7 +120,6 @@ def learned_folders(root: Path) -> list[tuple[str, Path]]:
 def collect(models_dir: str | None = None) -> dict[str, Any]:
     """What `gtag models` shows: with ``models_dir`` (a resolved --models folder) that folder only;
     else the shipped models and every learned one."""
-    from .learn import user_models_dir
 
     learned_root = user_models_dir()
     if models_dir is not None:

@@ -55,7 +55,7 @@ def resolve_models_dir(value: str | None) -> str | None:
     """``--models``: a folder, else the name of a model learned with `gtag learn`."""
     if value is None or Path(value).expanduser().is_dir():
         return value
-    from .learn import NAME_PATTERN, user_models_dir
+    from .catalog import NAME_PATTERN, user_models_dir
     import re
 
     if re.fullmatch(NAME_PATTERN, value) and (user_models_dir() / value).is_dir():
@@ -559,19 +559,19 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
         console.print(f"{path}: {before} → [green]{escape(one_line(_shorten('; '.join(rec.written))))}[/] "
                       f"[dim]({rec.confidence:.0%}, {f'{escape(rec.agreed)} agrees, ' if rec.agreed else ''}"
                       f"{'from its MSD tags, ' if rec.source == 'tags' else ''}{verb})[/]"
-                      + (f" [dim]{escape(one_line(rec.note))}[/]" if rec.note else ""))
+                      + (f" [dim]{escape(one_line(_shorten(rec.note)))}[/]" if rec.note else ""))
     elif rec.status == SKIPPED_UNCERTAIN:
         console.print(f"{path}: [yellow]uncertain[/] (best guess {escape(rec.genre or '?')} {rec.confidence:.0%}: "
-                      f"{escape(rec.reason or '')}), left as {before}")
+                      f"{escape(one_line(_shorten(rec.reason or '')))}), left as {before}")
     elif rec.status == SKIPPED_LOW_CONFIDENCE:
-        console.print(f"{path}: [yellow]low confidence[/] ({escape(rec.reason or '')}), left as {before}")
+        console.print(f"{path}: [yellow]low confidence[/] ({escape(one_line(_shorten(rec.reason or '')))}), left as {before}")
     elif rec.status == SKIPPED_EXCLUDED:  # the rule that applied: the config refused the top genre
-        console.print(f"{path}: [yellow]excluded by config[/] ({escape(rec.reason or '')}), left as {before}")
+        console.print(f"{path}: [yellow]excluded by config[/] ({escape(one_line(_shorten(rec.reason or '')))}), left as {before}")
     elif rec.status == SKIPPED_HAS_GENRE and dry_run:
         console.print(f"[dim]{path}: has genre {before}, skipped (use --force to retag)[/]")
     elif rec.status == UNCHANGED and rec.note:  # gtag heard something else and says why it wrote nothing
         console.print(f"{path}: left as {before} [dim](gtag hears {escape('; '.join(rec.genres))}; "
-                      f"{escape(one_line(rec.note))})[/]")
+                      f"{escape(one_line(_shorten(rec.note)))})[/]")
     elif rec.status == UNCHANGED and dry_run:
         console.print(f"[dim]{path}: already {before}[/]")
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import __version__, head as heads
+from .catalog import NAME_PATTERN, user_models_dir
 from .genres import normalise as spelling_key
 
 # Written-name-independent keys of spellings that mean one genre, beyond what ``normalise`` merges.
@@ -280,22 +281,9 @@ def export(bb, head: heads.LinearHead, out_dir: Path, name: str, entry_extra: di
     return manifest
 
 
-def user_models_dir() -> Path:
-    """Where learned models live: $GTAG_USER_MODELS, else the user data folder (platformdirs)."""
-    import os
-
-    env = os.environ.get("GTAG_USER_MODELS")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("gtag")) / "models"
-
-
 # ------------------------------------------------------------------ the command (I/O at the edge)
 
 HEAD_C = 0.003  # L2 strength: the value gtag-train's grouped CV chose for the musicnn head on GTZAN
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 
 
 def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, out_dir: Path | None,

@@ -217,7 +217,7 @@ def decide(predictor: Predictor, pred: Prediction, existing: list[str], opts: Ta
     explicit = opts.min_confidence is not None
     min_p = opts.min_confidence if explicit else predictor.min_probability(pred)
     genre, confidence = opts.policy.name(pred.genre), round(pred.confidence, 4)
-    chosen = [opts.policy.name(g) for g in choose_genres(pred, min_p, opts.top_k, opts.policy)]
+    chosen = opts.policy.names_of(choose_genres(pred, min_p, opts.top_k, opts.policy))
     agreed, levels, source, nodes = None, (), None, {}
     tree = None
     if not explicit and predictor.abstain_rule is not None:

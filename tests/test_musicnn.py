@@ -476,7 +476,12 @@ def test_predict_prints_msd_tags_line_only_for_tag_models(tmp_path, tiny_musicnn
     r = CliRunner().invoke(main, ["predict", "--models", str(tiny_models), str(path)])
     assert r.exit_code == 0 and "MSD tags" not in r.output
     r = CliRunner().invoke(main, ["predict", "--json", "--models", str(tiny_musicnn_models), str(path)])
-    assert set(json.loads(r.stdout)[0]) == {"path", "genre", "confidence", "probabilities", "models", "would_tag"}
+    [row] = json.loads(r.stdout)
+    assert {"path", "genre", "confidence", "probabilities", "models", "would_tag"} <= set(row)
+    [scores] = row["tags"].values()  # one tag model, every MSD tag scored
+    assert len(scores) == 50 and all(0 <= p <= 1 for p in scores.values())
+    r = CliRunner().invoke(main, ["predict", "--json", "--models", str(tiny_models), str(path)])
+    assert "tags" not in json.loads(r.stdout)[0]  # a model without the MSD layer has none to show
 
 
 @pytest.mark.slow
