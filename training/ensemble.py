@@ -142,7 +142,8 @@ def train_only_models(models_dir: Path, shipped_dir: Path, train: list, labels: 
                       classic_cache: Path, jobs: int = 1) -> dict[str, str]:
     """Write train-only versions of the shipped models other than ``TRANSFER_MODEL`` into
     ``models_dir``: rf/knn refitted on ``train`` with their shipped hyper-parameters, models whose
-    shipped file was fitted on train only copied, the rest left out; returns a note per model."""
+    shipped file was fitted on train only copied (when its labels are the dataset's), the rest left
+    out; returns a note per model."""
     from gtag.models import read_manifest
 
     from .classic import refit_export
@@ -167,6 +168,8 @@ def train_only_models(models_dir: Path, shipped_dir: Path, train: list, labels: 
                                {"labels": list(labels)}, jobs)
             update_manifest(models_dir, {**base, "sha256": sha})
             notes[s.name] = f"refitted on the train split with the shipped params {training['params']}"
+        elif sorted(s.labels) != sorted(labels):  # e.g. the shipped cnn beside a retrain on other genres
+            notes[s.name] = f"left out: its labels ({', '.join(s.labels)}) are not the dataset's"
         elif training.get("fitted_on") == "train":
             shutil.copy2(shipped_dir / s.file, models_dir / s.file)
             update_manifest(models_dir, {**base, "sha256": s.sha256})

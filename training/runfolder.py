@@ -149,7 +149,7 @@ def compare(shipped: Path, new: Path) -> dict[str, Any]:
 
 def _pair(v: list[Any]) -> str:
     def f(x: Any) -> str:
-        return "-" if x is None else f"{x:.3f}".rstrip("0").rstrip(".") if isinstance(x, float) else str(x)
+        return "-" if x is None else f"{x:.3f}" if isinstance(x, (int, float)) else str(x)
     return f(v[0]) if v[0] == v[1] else f"{f(v[0])} -> {f(v[1])}"
 
 
