@@ -254,8 +254,6 @@ def _manifest_entry(out_dir, name, path, sha, labels, entry, best, ds, opts, com
         "window_seconds": audio.WINDOW_SECONDS,
         "hop_seconds": audio.HOP_SECONDS,
         "feature_names": list(features.FEATURE_NAMES),
-        # Vote weight: grouped-CV track balanced accuracy (steadier than the small validation split).
-        "weight": cv["track"]["balanced_accuracy"],
         "metrics": {
             "valid_track": _summary(v["track"]) | {"per_genre": v["track"]["per_genre"]},
             "valid_track_full_clips": _summary(entry["valid_full_clips"]["track"]),

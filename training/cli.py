@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import shlex
 import sys
 from pathlib import Path
@@ -9,10 +11,43 @@ from pathlib import Path
 import click
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "exported_models"
+# What the train extra brings that commands import (import name -> what pip installs).
+TRAIN_EXTRA = {"torch": "torch", "sklearn": "scikit-learn", "skl2onnx": "skl2onnx"}
+INSTALL_HINT = ('pip install "gtag[train]" (pip install torch==2.13.0 first for the CPU-only torch, '
+                'not a multi-GB CUDA build)')
 
 
 def _command() -> str:
     return "gtag-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked package is as good as none
+        return False
+
+
+def missing_modules(modules) -> list[str]:
+    """The pip names of ``modules`` (import names of the train extra) that cannot be imported here."""
+    return [TRAIN_EXTRA.get(m, m) for m in modules if not _importable(m)]
+
+
+def _needs(*modules: str):
+    """The command needs these modules of the train extra: without them it says so in one line,
+    before any work, and exits 2 (a usage error: the install is incomplete, nothing was tried)."""
+    def wrap(f):
+        @functools.wraps(f)
+        def run(*args, **kw):
+            missing = missing_modules(modules)
+            if missing:
+                name = click.get_current_context().info_name
+                click.echo(f"gtag-train {name}: needs the train extra (missing: {', '.join(missing)}); "
+                           f"install it with {INSTALL_HINT}", err=True)
+                sys.exit(2)
+            return f(*args, **kw)
+        return run
+    return wrap
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,6 +65,7 @@ def main() -> None:
 @click.option("--model", "models", multiple=True, type=click.Choice(["rf", "knn"]), help="Default: both.")
 @click.option("--jobs", default=0, show_default=True, help="Worker processes (0: all cores).")
 @click.option("--seed", default=0, show_default=True)
+@_needs("sklearn", "skl2onnx")
 def classic(data_root: str, out_dir: str, run_dir: str, models: tuple[str, ...], jobs: int, seed: int) -> None:
     """Random forest and k-NN on the 57 GTZAN features."""
     from .classic import ClassicOptions, train_classic
@@ -73,6 +109,7 @@ def _overrides(**kw) -> dict:
 @click.option("--tilt-p", type=float, default=None, help="Share of windows given a random EQ tilt (default 0).")
 @click.option("--lowpass-p", type=float, default=None, help="Share of windows low-passed at 5-10 kHz (default 0).")
 @_fit_flags
+@_needs("torch", "sklearn")
 def cnn(data_root: str, out_dir: str, run_dir: str, search: bool, search_epochs: int | None,
         tilt_p: float | None, lowpass_p: float | None, **fit) -> None:
     """CNN on log-mel patches of 3 s windows (exports cnn.onnx)."""
@@ -91,6 +128,7 @@ def cnn(data_root: str, out_dir: str, run_dir: str, search: bool, search_epochs:
               help="Checkpoint, curves, confusion matrix and metrics JSON.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate.")
 @_fit_flags
+@_needs("torch", "sklearn")
 def wavenet(data_root: str, out_dir: str, run_dir: str, lr: float | None, **fit) -> None:
     """WaveNet-style net on raw 3 s windows (exports wavenet.onnx)."""
     from .wavenet import WaveNetOptions, train_wavenet
@@ -113,6 +151,7 @@ def wavenet(data_root: str, out_dir: str, run_dir: str, lr: float | None, **fit)
 @click.option("--lr", type=float, default=None, help="Peak learning rate.")
 @click.option("--no-export", is_flag=True, help="Only report; never replace wavenet.onnx.")
 @_fit_flags
+@_needs("torch", "sklearn")
 def wavenet_distil(data_root: str, out_dir: str, run_dir: str, library_root: str | None, unlabelled: tuple[str, ...],
                    teacher: str | None, temperature: float | None, alpha: float | None, lr: float | None,
                    no_export: bool, **fit) -> None:
@@ -134,6 +173,7 @@ def wavenet_distil(data_root: str, out_dir: str, run_dir: str, library_root: str
               help="Audio files whose middle patch joins the reference patches (repeatable).")
 @click.option("--tf-python", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Interpreter with tensorflow-cpu (default: .venv-convert/bin/python).")
+@_needs("torch")
 def musicnn_convert(wheel: str, out_dir: str, fixture: str | None, audio_files: tuple[str, ...],
                     tf_python: str | None) -> None:
     """Port musicnn's MSD checkpoint from its wheel to PyTorch and prove the port against TensorFlow."""
@@ -155,6 +195,7 @@ def musicnn_convert(wheel: str, out_dir: str, fixture: str | None, audio_files: 
 @click.option("--fixture", default="tests/data/musicnn_reference.npz", show_default=True,
               type=click.Path(dir_okay=False), help="Reference patches the exported ONNX is checked against.")
 @click.option("--seed", default=0, show_default=True)
+@_needs("torch", "sklearn")
 def transfer(data_root: str, out_dir: str, weights: str, run_dir: str, fixture: str, seed: int) -> None:
     """GTZAN head on musicnn's pretrained MSD embeddings (exports musicnn.onnx and its CPU variant)."""
     from .transfer import TransferOptions, train_transfer
@@ -172,11 +213,19 @@ def transfer(data_root: str, out_dir: str, weights: str, run_dir: str, fixture: 
               help="Run dir of `gtag-train transfer` (its train-only musicnn).")
 @click.option("--classic-cache", default="runs/classic/cache", show_default=True, type=click.Path(file_okay=False),
               help="Feature cache of `gtag-train classic`.")
+@_needs("sklearn", "skl2onnx")
 def ensemble(data_root: str, out_dir: str, run_dir: str, transfer_dir: str, classic_cache: str) -> None:
-    """Choose the vote weights of the shipped models on validation (run after the models)."""
-    from .ensemble import choose_ensemble
+    """Choose the vote weights on validation, among the models it can score (run after the models).
 
-    choose_ensemble(data_root, out_dir, run_dir, transfer_dir, classic_cache, command=_command())
+    The only command that sets vote weights. A model without a train-only version (musicnn before
+    `gtag-train transfer` ran) is skipped, and said so; while a skipped model votes, every weight
+    is kept as it is."""
+    from .ensemble import EnsembleError, choose_ensemble
+
+    try:
+        choose_ensemble(data_root, out_dir, run_dir, transfer_dir, classic_cache, command=_command())
+    except EnsembleError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @main.command(name="musicnn-head")
@@ -186,6 +235,7 @@ def ensemble(data_root: str, out_dir: str, run_dir: str, transfer_dir: str, clas
               type=click.Path(exists=True, file_okay=False), help="A real library (tagged files, MANIFEST.tsv).")
 @click.option("--run-dir", default="runs/musicnn-head", show_default=True, type=click.Path(file_okay=False),
               help="Embedding cache and report.")
+@_needs("sklearn")
 def musicnn_head(data_root: str, out_dir: str, library_root: str, run_dir: str) -> None:
     """Refit the shipped musicnn genre head on GTZAN + a real library (reject class, calibration, abstain)."""
     import json
@@ -229,6 +279,45 @@ def library_check(out_dir: str, library_root: str) -> None:
     result = check(out_dir, library_root)
     click.echo(json.dumps({n: {f: d["called_by_folder_genre"] for f, d in r.items()} for n, r in result.items()},
                           indent=2))
+
+
+@main.command(name="all")
+@click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Dataset root with splits/{train,valid}.txt (e.g. ../shared/gtzan).")
+@click.option("--library", "library_root", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A real library (tagged files, MANIFEST.tsv): musicnn-head, wavenet-distil and "
+                   "library-check run only with it.")
+@click.option("--run-dir", default="runs/all", show_default=True, type=click.Path(file_okay=False),
+              help="The run folder: new models (models/), each step's reports and caches, stamps.")
+@click.option("--out", "out_dir", default=str(DEFAULT_OUT), show_default=True, type=click.Path(file_okay=False),
+              help="The shipped models: compared against, and replaced only on --promote.")
+@click.option("--weights", default="runs/musicnn/musicnn_msd.npz", show_default=True,
+              type=click.Path(dir_okay=False), help="Converted musicnn weights for transfer (musicnn-convert).")
+@click.option("--fixture", default="tests/data/musicnn_reference.npz", show_default=True,
+              type=click.Path(dir_okay=False), help="Reference patches transfer's ONNX export is checked against.")
+@click.option("--skip", multiple=True, type=click.Choice(["classic", "cnn", "wavenet", "transfer", "musicnn-head",
+                                                          "wavenet-distil", "library-check", "ensemble"]),
+              help="Leave a step out (repeatable).")
+@click.option("--promote/--no-promote", default=None,
+              help="Copy the new models over --out at the end (default: ask when run in a terminal, "
+                   "else keep them in the run folder).")
+@_needs("torch", "sklearn", "skl2onnx")
+def all_(data_root: str, library_root: str | None, run_dir: str, out_dir: str, weights: str, fixture: str,
+         skip: tuple[str, ...], promote: bool | None) -> None:
+    """Every trainer, then the ensemble, in a run folder; resumable; compared with the shipped models.
+
+    About 110 minutes on a 2-core CPU (docs/retraining.md). A rerun skips every step already done
+    for the same inputs. Nothing outside the run folder changes unless the models are promoted.
+    musicnn-convert stays a separate, optional step (TensorFlow, in its own venv)."""
+    from .chain import ChainOptions, run_chain
+
+    opts = ChainOptions(data=Path(data_root), shipped=Path(out_dir), run_dir=Path(run_dir),
+                        library=Path(library_root) if library_root else None, weights=Path(weights),
+                        fixture=Path(fixture), skip=skip)
+    if promote is None and not sys.stdin.isatty():
+        promote = False
+    run_chain(opts, command=_command(), promote=promote,
+              confirm=lambda q: click.confirm(q, default=False), say=lambda line: click.echo(line))
 
 
 if __name__ == "__main__":

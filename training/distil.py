@@ -362,7 +362,6 @@ def train_distil(data_root: str | Path, models_dir: str | Path, run_dir: str | P
     if ship and better:
         entry = next(m for m in json.loads((cand_dir / "manifest.json").read_text())["models"]
                      if m["name"] == "wavenet")
-        entry["weight"] = 0.0  # the ensemble chooses vote weights (`gtag-train ensemble`), not this command
         if after["library"]:
             entry.setdefault("metrics", {})["library"] = after["library"]
         entry["training"]["distillation"] = distillation

@@ -29,7 +29,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ def _score(p: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 def mix(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
     """Weighted mean of ``(n_tracks, n_labels)`` probabilities, as ``gtag.vote.combine`` does per track."""
     names = [n for n in probs if weights.get(n, 0) > 0]
+    if not names:  # as gtag.vote.model_weights: a selection whose weights are all zero votes equally
+        names, weights = list(probs), dict.fromkeys(probs, 1.0)
     w = np.array([weights[n] for n in names], dtype=np.float64)
     out = sum(wi * probs[n] for wi, n in zip(w, names)) / w.sum()
     return out / out.sum(axis=1, keepdims=True)
@@ -98,11 +100,16 @@ def _metrics(p: np.ndarray, y: np.ndarray, full: np.ndarray, labels: tuple[str, 
             "per_genre_recall": {g: v["recall"] for g, v in m["per_genre"].items()}}
 
 
+class EnsembleError(RuntimeError):
+    """The ensemble cannot be chosen (no model can be scored): one line for the user."""
+
+
 def build_train_only(models_dir: Path, shipped_dir: Path, data_root: Path, transfer_dir: Path,
                      classic_cache: Path) -> dict[str, str]:
-    """Fill ``models_dir`` with a train-only version of every shipped model: musicnn's train-only
-    export from `gtag-train transfer` (``transfer_dir/valid_models``), rf/knn refitted on train with
-    the shipped hyper-parameters, cnn/wavenet copied (they are fitted on train only)."""
+    """Fill ``models_dir`` with a train-only version of every shipped model it can make: musicnn's
+    train-only export from `gtag-train transfer` (``transfer_dir/valid_models``), rf/knn refitted on
+    train with the shipped hyper-parameters, cnn/wavenet copied (they are fitted on train only).
+    Returns a note per model; a model without a train-only version is left out, its note says why."""
     from gtag.models import read_manifest
 
     from .export import update_manifest
@@ -118,14 +125,15 @@ def build_train_only(models_dir: Path, shipped_dir: Path, data_root: Path, trans
         spec = next((s for s in read_manifest(src) if s.name == TRANSFER_MODEL), None) \
             if (src / "manifest.json").is_file() else None
         if spec is None:
-            raise FileNotFoundError(f"{src}: no train-only {TRANSFER_MODEL}; run `gtag-train transfer` first")
-        shutil.copy2(src / spec.file, models_dir / spec.file)
-        variant = spec.extra.get("cpu_variant")
-        if isinstance(variant, dict):  # what gtag runs on a CPU, so what is scored here
-            shutil.copy2(src / variant["file"], models_dir / variant["file"])
-        entry = json.loads((src / "manifest.json").read_text())
-        update_manifest(models_dir, next(m for m in entry["models"] if m["name"] == TRANSFER_MODEL))
-        notes[TRANSFER_MODEL] = f"train-only head exported by gtag-train transfer ({src})"
+            notes[TRANSFER_MODEL] = f"left out: no train-only copy in {src} (run `gtag-train transfer` first)"
+        else:
+            shutil.copy2(src / spec.file, models_dir / spec.file)
+            variant = spec.extra.get("cpu_variant")
+            if isinstance(variant, dict):  # what gtag runs on a CPU, so what is scored here
+                shutil.copy2(src / variant["file"], models_dir / variant["file"])
+            entry = json.loads((src / "manifest.json").read_text())
+            update_manifest(models_dir, next(m for m in entry["models"] if m["name"] == TRANSFER_MODEL))
+            notes[TRANSFER_MODEL] = f"train-only head exported by gtag-train transfer ({src})"
     notes.update(train_only_models(models_dir, shipped_dir, ds.split("train"), ds.labels, classic_cache))
     return notes
 
@@ -134,7 +142,8 @@ def train_only_models(models_dir: Path, shipped_dir: Path, train: list, labels: 
                       classic_cache: Path, jobs: int = 1) -> dict[str, str]:
     """Write train-only versions of the shipped models other than ``TRANSFER_MODEL`` into
     ``models_dir``: rf/knn refitted on ``train`` with their shipped hyper-parameters, models whose
-    shipped file was fitted on train only copied, the rest left out; returns a note per model."""
+    shipped file was fitted on train only copied (when its labels are the dataset's), the rest left
+    out; returns a note per model."""
     from gtag.models import read_manifest
 
     from .classic import refit_export
@@ -149,7 +158,7 @@ def train_only_models(models_dir: Path, shipped_dir: Path, train: list, labels: 
         training = s.extra.get("training", {})
         base = {"name": s.name, "file": s.file, "kind": s.kind, "labels": list(s.labels),
                 "sample_rate": s.sample_rate, "window_seconds": s.window_seconds, "hop_seconds": s.hop_seconds,
-                "weight": s.weight, "input_name": s.input_name, "feature_names": list(s.feature_names),
+                "input_name": s.input_name, "feature_names": list(s.feature_names),
                 "msd_labels": s.extra.get("msd_labels"), "training": {"fitted_on": "train"}}
         base = {k: v for k, v in base.items() if v is not None}
         if s.name in ("rf", "knn") and training.get("params"):
@@ -159,6 +168,8 @@ def train_only_models(models_dir: Path, shipped_dir: Path, train: list, labels: 
                                {"labels": list(labels)}, jobs)
             update_manifest(models_dir, {**base, "sha256": sha})
             notes[s.name] = f"refitted on the train split with the shipped params {training['params']}"
+        elif sorted(s.labels) != sorted(labels):  # e.g. the shipped cnn beside a retrain on other genres
+            notes[s.name] = f"left out: its labels ({', '.join(s.labels)}) are not the dataset's"
         elif training.get("fitted_on") == "train":
             shutil.copy2(shipped_dir / s.file, models_dir / s.file)
             update_manifest(models_dir, {**base, "sha256": s.sha256})
@@ -226,13 +237,23 @@ def real_music_gate(metrics: dict[str, dict[str, Any]]) -> dict[str, str | None]
     return out
 
 
+def blind_voters(current: Mapping[str, float], scored: Iterable[str]) -> list[str]:
+    """Models that vote now (weight above 0) but could not be scored: with any of them the weights
+    are kept as they are, since a vote chosen without a voter cannot be compared with the vote it
+    would replace (dropping musicnn unseen would hand the vote to the GTZAN-only models)."""
+    scored = set(scored)
+    return sorted(n for n, w in current.items() if w > 0 and n not in scored)
+
+
 def choose_ensemble(data_root: str | Path, out_dir: str | Path, run_dir: str | Path = "runs/ensemble",
                     transfer_dir: str | Path = "runs/transfer", classic_cache: str | Path = "runs/classic/cache",
                     rounds: int = 20, command: str = "") -> dict[str, Any]:
-    """`gtag-train ensemble`: score train-only versions of the shipped models on valid, choose the
-    weights, write them into ``out_dir/manifest.json`` (each entry's ``weight`` and ``ensemble``)
-    and the report into ``run_dir/ensemble_metrics.json``."""
-    from gtag.models import read_manifest
+    """`gtag-train ensemble`: score train-only versions of the models of ``out_dir`` on valid (those
+    it can make; the others are skipped, and said so), choose the weights, write them into
+    ``out_dir/manifest.json`` (each scored entry's ``weight`` and ``ensemble``) and the report into
+    ``run_dir/ensemble_metrics.json``. A model that votes but could not be scored keeps every
+    weight as it is (``blind_voters``). Raises EnsembleError when no model can be scored."""
+    from gtag.models import MANIFEST_NAME, read_manifest
 
     from .export import set_manifest_fields
 
@@ -240,31 +261,50 @@ def choose_ensemble(data_root: str | Path, out_dir: str | Path, run_dir: str | P
     out_dir, run_dir, data_root = Path(out_dir), Path(run_dir), Path(data_root)
     run_dir.mkdir(parents=True, exist_ok=True)
     models_dir = run_dir / "train_only"
-    notes = build_train_only(models_dir, out_dir, data_root, Path(transfer_dir), Path(classic_cache))
-    probs, y, full, labels = valid_probabilities(models_dir, data_root)
     specs = read_manifest(out_dir)
+    notes = build_train_only(models_dir, out_dir, data_root, Path(transfer_dir), Path(classic_cache))
+    made = {s.name for s in read_manifest(models_dir)} if (models_dir / MANIFEST_NAME).is_file() else set()
+    skipped = {s.name: notes.get(s.name, "left out: no train-only version") for s in specs if s.name not in made}
+    for name, why in skipped.items():
+        print(f"[ensemble] skipped {name}: {why.removeprefix('left out: ')}", flush=True)
+    if not made:
+        raise EnsembleError(f"no model of {out_dir} can be scored on the valid split"
+                            + (f" ({'; '.join(f'{n}: {w}' for n, w in skipped.items())})" if skipped else ""))
+    probs, y, full, labels = valid_probabilities(models_dir, data_root)
     previous = {s.name: s.weight for s in specs}
+    blind = blind_voters(previous, probs)
     gate = real_music_gate({s.name: s.metrics for s in specs if s.name in probs})
     voters = {n: p for n, p in probs.items() if gate.get(n) is None} or probs
-    weights, trace = select_weights(voters, y, rounds)
     names = list(probs)
-    weights = {n: weights.get(n, 0.0) for n in names}
+    if blind:
+        weights, trace = {n: previous.get(n, 0.0) for n in names}, []
+    else:
+        chosen, trace = select_weights(voters, y, rounds)
+        weights = {n: chosen.get(n, 0.0) for n in names}
     report = {
         "tracks": int(len(y)), "full_clips": int(full.sum()), "rule": "greedy ensemble selection with "
         "replacement on valid track accuracy, then balanced accuracy, then log loss (training/ensemble.py)",
-        "weights": weights, "trace": trace, "train_only_models": notes,
+        "weights": weights, "trace": trace, "train_only_models": notes, "skipped": skipped,
+        "kept_current_weights": (f"{', '.join(blind)} vote now but could not be scored: every weight kept"
+                                 if blind else None),
         "real_music_gate": gate,
         "single": {n: _metrics(probs[n], y, full, labels) for n in names},
         "equal_weights": _metrics(mix(probs, dict.fromkeys(names, 1.0)), y, full, labels),
-        "previous_weights": {"weights": previous,
-                             **_metrics(mix(probs, {n: previous.get(n, 1.0) for n in names}), y, full, labels)},
-        "chosen": _metrics(mix(probs, weights), y, full, labels),
+        # With a blind voter neither the current vote nor a kept one can be scored here.
+        "previous_weights": {"weights": previous, **({} if blind else _metrics(
+            mix(probs, {n: previous.get(n, 0.0) for n in names}), y, full, labels))},
+        "chosen": None if blind else _metrics(mix(probs, weights), y, full, labels),
         "without": leave_one_out(probs, y, full, labels, rounds),
         "command": command, "seconds": round(time.time() - t0, 1),
     }
     np.savez_compressed(run_dir / "valid_track_probabilities.npz", y=y, full=full, labels=np.array(labels),
                         **{f"p_{n}": probs[n] for n in names})
     (run_dir / "ensemble_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    singles = ", ".join(f"{n} {report['single'][n]['track_accuracy']:.3f}" for n in names)
+    if blind:
+        print(f"[ensemble] valid track accuracy: {singles}; {report['kept_current_weights']} "
+              "(make the missing train-only copies, e.g. `gtag-train transfer`, to choose again)", flush=True)
+        return report
     summary = {"valid_track_accuracy": report["chosen"]["track_accuracy"],
                "valid_track_balanced_accuracy": report["chosen"]["track_balanced_accuracy"],
                "valid_full_clips_track_accuracy": report["chosen"]["full_clips_track_accuracy"],
@@ -272,7 +312,6 @@ def choose_ensemble(data_root: str | Path, out_dir: str | Path, run_dir: str | P
                "equal_weights_valid_track_accuracy": report["equal_weights"]["track_accuracy"],
                "rule": report["rule"], "tracks": report["tracks"]}
     set_manifest_fields(out_dir, {n: {"weight": round(weights[n], 4), "ensemble": summary} for n in names})
-    print("valid track accuracy: " + ", ".join(f"{n} {report['single'][n]['track_accuracy']:.3f}" for n in names)
-          + f"; equal weights {report['equal_weights']['track_accuracy']:.3f}; chosen {weights} "
-          f"{report['chosen']['track_accuracy']:.3f}", flush=True)
+    print(f"[ensemble] valid track accuracy: {singles}; equal weights {report['equal_weights']['track_accuracy']:.3f}; "
+          f"chosen {weights} {report['chosen']['track_accuracy']:.3f}", flush=True)
     return report

@@ -58,13 +58,31 @@ def evaluate_windows(probs: np.ndarray, y: np.ndarray, groups: np.ndarray, label
     }
 
 
-def save_confusion_png(confusion: list[list[int]], labels: tuple[str, ...], path: Path, title: str) -> None:
-    """A confusion matrix figure like the study's (true genre down, predicted across)."""
-    import matplotlib
+_NO_PLOTS_SAID = []  # whether the one "figures skipped" line was printed
 
+
+def _pyplot():
+    """matplotlib.pyplot (headless), or None when matplotlib is not installed: figures are a bonus,
+    a training run never fails for want of them (one line says they are skipped)."""
+    try:
+        import matplotlib
+    except ImportError:
+        if not _NO_PLOTS_SAID:
+            _NO_PLOTS_SAID.append(True)
+            print("matplotlib is not installed: no figures (PNG) are written (pip install matplotlib)", flush=True)
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_confusion_png(confusion: list[list[int]], labels: tuple[str, ...], path: Path, title: str) -> bool:
+    """A confusion matrix figure like the study's (true genre down, predicted across); False, and
+    nothing written, without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return False
     cm = np.asarray(confusion)
     fig, ax = plt.subplots(figsize=(7, 6))
     ax.imshow(cm, cmap="Blues")
@@ -82,15 +100,15 @@ def save_confusion_png(confusion: list[list[int]], labels: tuple[str, ...], path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
-def save_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch (train windows are augmented; valid is every tag-time window)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def save_curves(history: list[dict[str, float]], path: Path, title: str) -> bool:
+    """Loss and accuracy per epoch (train windows are augmented; valid is every tag-time window);
+    False, and nothing written, without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return False
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot(ep, [h["train_loss"] for h in history], label="train (smoothed targets)")
@@ -110,3 +128,4 @@ def save_curves(history: list[dict[str, float]], path: Path, title: str) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return True

@@ -35,14 +35,29 @@ def save_onnx(model, path: Path, meta: dict[str, Any]) -> str:
     return sha256_file(path)
 
 
+# A model's vote weight is chosen by `gtag-train ensemble` alone (``set_manifest_fields``): a trainer
+# records its metrics, never promotes itself into the vote (retraining one model must not change
+# what the default run writes). A new model enters with weight 0, which the default run skips.
+NEW_MODEL_WEIGHT = 0.0
+# Fields another step owns, kept when a trainer rewrites its entry: the vote (``gtag-train ensemble``)
+# and the taxonomy's node scorers (``gtag-train taxonomy``, which reads MSD tags a head retrain
+# leaves as they were).
+KEPT_FIELDS = ("weight", "ensemble", "taxonomy")
+
+
 def update_manifest(out_dir: Path, entry: dict[str, Any]) -> Path:
-    """Insert or replace the entry named ``entry['name']`` in ``out_dir/manifest.json``."""
+    """Insert or replace the entry named ``entry['name']`` in ``out_dir/manifest.json``. The entry
+    keeps the vote ``weight`` it had (``NEW_MODEL_WEIGHT`` when new) and the other ``KEPT_FIELDS``;
+    those fields in ``entry`` are ignored, as only their own steps set them."""
     path = out_dir / MANIFEST_NAME
     data = {"format": MANIFEST_FORMAT, "models": []}
     if path.is_file():
         data = json.loads(path.read_text())
+    old = next((m for m in data.get("models", []) if m.get("name") == entry["name"]), {})
     models = [m for m in data.get("models", []) if m.get("name") != entry["name"]]
-    entry = {**entry, "gtag_version": gtag.__version__,
+    kept = {k: old[k] for k in KEPT_FIELDS if k in old}
+    entry = {**{k: v for k, v in entry.items() if k not in KEPT_FIELDS}, "weight": NEW_MODEL_WEIGHT, **kept,
+             "gtag_version": gtag.__version__,
              "exported": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     models.append(entry)
     order = {"rf": 0, "knn": 1, "cnn": 2, "wavenet": 3}

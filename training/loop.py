@@ -389,9 +389,6 @@ def _finish(
         "sample_rate": audio.SAMPLE_RATE,
         "window_seconds": audio.WINDOW_SECONDS,
         "hop_seconds": audio.HOP_SECONDS,
-        # Vote weight: validation track accuracy of the shipped weights (the same tracks chose the
-        # epoch, so it is optimistic by a little; comparable across gtag's models).
-        "weight": v["track"]["accuracy"],
         "metrics": {
             "valid_track": _summary(v["track"]) | {"per_genre": v["track"]["per_genre"]},
             "valid_window": _summary(v["window"]) | {"per_genre": v["window"]["per_genre"]},

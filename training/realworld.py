@@ -49,6 +49,8 @@ def check(models_dir: str | Path, library_root: str | Path, skip: tuple[str, ...
     models_dir, library_root = Path(models_dir), Path(library_root)
     names = [s.name for s in read_manifest(models_dir)
              if s.name not in skip and "library" not in str(s.extra.get("training", {}).get("data", ""))]
+    if not names:  # every model was fitted with the library (or skipped): nothing to measure
+        return {}
     predictor = Predictor(load_models(models_dir, names, device="cpu"), weights=dict.fromkeys(names, 1.0))
     rows: dict[str, list[tuple[str, str, bool]]] = {n: [] for n in names}
     for path, folder in library_files(library_root):

@@ -73,7 +73,7 @@ HEAD = "logreg-pooled (gtag.head)"
 class TransferOptions:
     """Knobs of `gtag-train transfer`."""
 
-    folds: int = 5  # grouped CV folds on the train split (C) and on train+valid (vote weight)
+    folds: int = 5  # grouped CV folds on the train split (C) and on train+valid (the CV estimate)
     seed: int = 0
     threads: int = 1  # torch threads for the embedding pass (the machine is shared)
     batch: int = 32  # windows per forward pass when embedding
@@ -253,7 +253,6 @@ def train_transfer(data_root: str | Path, out_dir: str | Path, run_dir: str | Pa
     cv_all = grouped_cv(both, C, opts.folds, opts.seed, every=TAG_EVERY)
     save_confusion_png(cv_all["track"]["confusion"], labels, run_dir / "musicnn_cv_track_confusion.png",
                        "musicnn transfer track level (CV train+valid)")
-    weight = cv_all["track"]["balanced_accuracy"]
 
     # 3. export: the train-only model (scored by gtag-train ensemble) and the final one (shipped)
     meta = {"labels": list(labels), "kind": KIND_MUSICNN, "msd_labels": list(MSD_LABELS),
@@ -280,10 +279,10 @@ def train_transfer(data_root: str | Path, out_dir: str | Path, run_dir: str | Pa
         "onnx_bytes": path.stat().st_size}
 
     # 4. the train-only model's entry, for gtag-train ensemble
-    update_manifest(valid_models, _entry("musicnn.onnx", train_sha, labels, weight) | {
+    update_manifest(valid_models, _entry("musicnn.onnx", train_sha, labels) | {
         "training": {"fitted_on": "train"}, "cpu_variant": train_variant})
     write_musicnn_licence(out_dir, weights.parent / "MUSICNN_LICENSE.md")
-    _manifest_entry(out_dir, path, sha, labels, report, weight, ds, opts, command, final, C)
+    _manifest_entry(out_dir, path, sha, labels, report, ds, opts, command, final, C)
     report["seconds"] = round(time.time() - t0, 1)
     (run_dir / "transfer_metrics.json").write_text(json.dumps(report, indent=2, default=_json_default))
     return report
@@ -297,7 +296,7 @@ def _json_default(x):
     return str(x)
 
 
-def _entry(file: str, sha: str, labels: tuple[str, ...], weight: float) -> dict[str, Any]:
+def _entry(file: str, sha: str, labels: tuple[str, ...]) -> dict[str, Any]:
     """What gtag needs to run the model (both the shipped and the train-only entry)."""
     return {
         "name": MODEL_NAME,
@@ -323,15 +322,13 @@ def _entry(file: str, sha: str, labels: tuple[str, ...], weight: float) -> dict[
         "window_seconds": audio.WINDOW_SECONDS,
         "hop_seconds": TAG_HOP_SECONDS,  # see training.transfer.TAG_HOP_SECONDS
         "max_batch": MAX_BATCH,  # windows per ONNX Runtime call (bounded activation memory)
-        # Vote weight: grouped-CV track balanced accuracy over train+valid, as for rf and knn
-        # (until gtag-train ensemble chooses the weights on validation).
-        "weight": weight,
+        # no "weight": only `gtag-train ensemble` sets vote weights (training.export.update_manifest)
     }
 
 
-def _manifest_entry(out_dir, path, sha, labels, report, weight, ds, opts, command, final, C) -> None:
+def _manifest_entry(out_dir, path, sha, labels, report, ds, opts, command, final, C) -> None:
     v, cv = report["valid"], report["cv_train_valid"]
-    entry = _entry(path.name, sha, labels, weight) | {
+    entry = _entry(path.name, sha, labels) | {
         "metrics": {
             "valid_track": _summary(v["track"]) | {"per_genre": v["track"]["per_genre"]},
             "valid_track_full_clips": _summary(report["valid_full_clips"]["track"]),
