@@ -229,7 +229,7 @@ def _print_prediction(pred, top: int, reason: str | None = None, agreed: str | N
     head = f"[bold]{escape(str(pred.path))}[/]  →  [bold green]{escape(pred.genre)}[/] ({pred.confidence:.0%})"
     if decision is not None and decision.path:
         shown = " › ".join(decision.path)
-        via = " from its MSD tags" if decision.source == "tags" else ""
+        via = {"tags": " from its MSD tags", "agree": ", its MSD tags agree"}.get(decision.source, "")
         head = f"[bold]{escape(str(pred.path))}[/]  →  [bold green]{escape(shown)}[/] ({decision.confidence:.0%}{via})"
     if agreed:
         head += f" [dim]written because {escape(agreed)} (not voting) agrees[/]"
@@ -558,7 +558,8 @@ def _print_record(rec, dry_run: bool, console: Console) -> None:
         verb = "would write" if rec.status == WOULD_TAG else "wrote"
         console.print(f"{path}: {before} → [green]{escape(one_line(_shorten('; '.join(rec.written))))}[/] "
                       f"[dim]({rec.confidence:.0%}, {f'{escape(rec.agreed)} agrees, ' if rec.agreed else ''}"
-                      f"{'from its MSD tags, ' if rec.source == 'tags' else ''}{verb})[/]"
+                      f"{'from its MSD tags, ' if rec.source == 'tags' else ''}"
+                      f"{'its MSD tags agree, ' if rec.source == 'agree' else ''}{verb})[/]"
                       + (f" [dim]{escape(one_line(_shorten(rec.note)))}[/]" if rec.note else ""))
     elif rec.status == SKIPPED_UNCERTAIN:
         console.print(f"{path}: [yellow]uncertain[/] (best guess {escape(rec.genre or '?')} {rec.confidence:.0%}: "

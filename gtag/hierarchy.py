@@ -25,9 +25,10 @@ import numpy as np
 
 from .taxonomy import GENRE, STYLE, Taxonomy
 
-__all__ = ["DEPTHS", "Decision", "NodeRules", "NodeScorer", "decide", "logit", "sure_nodes"]
+__all__ = ["AGREE", "DEPTHS", "Decision", "NodeRules", "NodeScorer", "agreeing_node", "decide", "logit", "sure_nodes"]
 
 DEPTHS = (GENRE, STYLE)
+AGREE = "agree"  # a Decision's source: the head's genre, below its threshold, settled by the node's scorer
 # An unmeasured node's default rule (it is written only where the user enables it): the mean of
 # its own MSD tag over the windows reaches this. No held-out figure backs it; `gtag models` says so.
 UNMEASURED_MIN_TAG = 0.5
@@ -53,6 +54,16 @@ class NodeScorer:
     min_probability: float  # chosen on held-out real tracks (manifest ``chosen_on``)
     measured: bool = True  # False: no held-out figures (its own tag's mean decides)
     default: bool = True  # written without being enabled (measured, and right 90 % held out)
+    # Agreement (manifest "agree"): where the genre head's top genre is this node's and it held it
+    # back for its probability alone, the node settles it when the head is at least
+    # ``agree_head_min`` and this scorer at least ``agree_min`` (both chosen on held-out tracks).
+    agree_head_min: float | None = None
+    agree_min: float | None = None
+
+    def agrees(self, head_probability: float, p: float) -> bool:
+        """Whether the head (at ``head_probability``) and this scorer (at ``p``) agree enough."""
+        return (self.agree_min is not None and self.agree_head_min is not None
+                and head_probability >= self.agree_head_min and p >= self.agree_min)
 
     def probability(self, msd: Mapping[str, float]) -> float | None:
         """The node's probability from a track's mean MSD tags (None: a tag it reads is missing)."""
@@ -69,8 +80,11 @@ class NodeScorer:
         arrays = [np.asarray(d[k], dtype=np.float64) for k in ("weights", "mean", "scale")]
         if any(a.shape != (len(tags),) for a in arrays) or not np.all(arrays[2] > 0):
             raise ValueError(f"taxonomy node {node}: weights, mean and scale must each have one value per tag")
+        agree = d.get("agree") or {}
         return cls(node, tags, arrays[0], float(d["bias"]), arrays[1], arrays[2], float(d["min_probability"]),
-                   default=bool(d.get("default", True)))
+                   default=bool(d.get("default", True)),
+                   agree_head_min=float(agree["head_min_probability"]) if agree else None,
+                   agree_min=float(agree["min_probability"]) if agree else None)
 
     @classmethod
     def unmeasured(cls, node: str, tags: tuple[str, ...]) -> "NodeScorer":
@@ -117,8 +131,18 @@ class Decision:
 
     path: tuple[str, ...] = ()
     reason: str | None = None
-    source: str = ""  # "head", "tags" or "head+tags": who named the genre
+    source: str = ""  # "head", "tags", "head+tags" or AGREE: who named the genre
     confidence: float | None = None  # of the genre written: the head's vote or the node's score
+
+
+def agreeing_node(head_node: str | None, head_probability: float, scores: Mapping[str, float],
+                  rules: NodeRules) -> str | None:
+    """``head_node`` when its scorer's agreement rule settles a genre the head held back for its
+    probability alone (the caller checks that the head's other limits passed), else None."""
+    s = rules.scorers.get(head_node) if head_node is not None else None
+    if s is None or not s.default or head_node not in scores:
+        return None
+    return head_node if s.agrees(head_probability, scores[head_node]) else None
 
 
 def sure_nodes(scores: Mapping[str, float], rules: NodeRules, enabled: frozenset[str] = frozenset()) -> dict[str, float]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -353,9 +353,22 @@ class Predictor:
         from .taxonomy import default_taxonomy
 
         tax = default_taxonomy()
-        sure = hierarchy.sure_nodes(self.nodes.scores(dict(tags)), self.nodes, enabled)
-        return hierarchy.decide(tax.by_gtzan.get(pred.genre), pred.confidence, self.abstain_reason(pred), sure,
-                                tax, depth, allowed)
+        scores = self.nodes.scores(dict(tags))
+        sure = hierarchy.sure_nodes(scores, self.nodes, enabled)
+        head_node, reason = tax.by_gtzan.get(pred.genre), self.abstain_reason(pred)
+        if reason is not None and self._held_back_for_probability(pred):
+            agreed = hierarchy.agreeing_node(head_node, pred.confidence, scores, self.nodes)
+            if agreed is not None:  # the genre's own MSD evidence settles what the head was unsure of
+                d = hierarchy.decide(head_node, pred.confidence, None, {**sure, agreed: scores[agreed]}, tax,
+                                     depth, allowed)
+                return replace(d, source=hierarchy.AGREE) if d.path else d
+        return hierarchy.decide(head_node, pred.confidence, reason, sure, tax, depth, allowed)
+
+    def _held_back_for_probability(self, pred: Prediction) -> bool:
+        """Whether the rule held ``pred``'s genre back only because it was not probable enough (its
+        model heard one of its genres, and music like what it learned from)."""
+        rule = self._rule
+        return rule is not None and vote.abstain_reason(1.0, pred.signals.get(rule.model, {}), rule) is None
 
     def taxonomy_node(self, pred: Prediction) -> str | None:
         """The taxonomy node of the vote's genre (None: no node scorers, or a label outside it)."""

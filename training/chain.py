@@ -72,7 +72,7 @@ class ChainOptions:
     data: Path  # dataset root with splits/{train,valid}.txt
     shipped: Path  # the models compared against, and replaced by promote (exported_models/)
     run_dir: Path = Path("runs/all")
-    library: Path | None = None  # a real library (MANIFEST.tsv): musicnn-head, distil, library-check
+    library: Path | None = None  # a real library (MANIFEST.tsv): musicnn-head, taxonomy, distil, library-check
     weights: Path = Path("runs/musicnn/musicnn_msd.npz")  # gtag-train musicnn-convert's output
     fixture: Path | None = None  # musicnn reference patches the transfer export is checked against
     skip: tuple[str, ...] = ()  # steps left out on purpose

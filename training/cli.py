@@ -285,7 +285,7 @@ def library_check(out_dir: str, library_root: str) -> None:
 @click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset root with splits/{train,valid}.txt (e.g. ../shared/gtzan).")
 @click.option("--library", "library_root", default=None, type=click.Path(exists=True, file_okay=False),
-              help="A real library (tagged files, MANIFEST.tsv): musicnn-head, wavenet-distil and "
+              help="A real library (tagged files, MANIFEST.tsv): musicnn-head, taxonomy, wavenet-distil and "
                    "library-check run only with it.")
 @click.option("--run-dir", default="runs/all", show_default=True, type=click.Path(file_okay=False),
               help="The run folder: new models (models/), each step's reports and caches, stamps.")
@@ -295,7 +295,7 @@ def library_check(out_dir: str, library_root: str) -> None:
               type=click.Path(dir_okay=False), help="Converted musicnn weights for transfer (musicnn-convert).")
 @click.option("--fixture", default="tests/data/musicnn_reference.npz", show_default=True,
               type=click.Path(dir_okay=False), help="Reference patches transfer's ONNX export is checked against.")
-@click.option("--skip", multiple=True, type=click.Choice(["classic", "cnn", "wavenet", "transfer", "musicnn-head",
+@click.option("--skip", multiple=True, type=click.Choice(["classic", "cnn", "wavenet", "transfer", "musicnn-head", "taxonomy",
                                                           "wavenet-distil", "library-check", "ensemble"]),
               help="Leave a step out (repeatable).")
 @click.option("--promote/--no-promote", default=None,

@@ -262,8 +262,12 @@ def train(gtzan_root: str | Path, library_root: str | Path, models_dir: str | Pa
     report["library_cv"] = by_folder
     # Every held-out decision, per track and fold seed: what later stages (the taxonomy's node
     # scorers, `gtag-train taxonomy`) need to measure the whole rule on tracks the head never saw.
+    # ``familiar``: within the rule's unknown and distance limits, so an unwritten genre was held back
+    # for its probability alone (what another piece of evidence, such as the taxonomy's, may settle).
     held_out = [{"path": str(paths[k[0]]), "repeat": k[1], "genre": genres[int(probs[k][0].argmax())],
                  "probability": round(float(probs[k][0].max()), 6), "unknown": round(probs[k][1], 6),
+                 "distance": round(held_dist[k], 4),
+                 "familiar": bool(probs[k][1] <= max_unknown and held_dist[k] <= max_distance),
                  "written": written(k)} for k in keys]
     (run_dir / "held_out.json").write_text(json.dumps(held_out) + "\n")
     conf_all = np.array([probs[k][0].max() for k in known])

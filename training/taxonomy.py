@@ -46,6 +46,11 @@ MAX_GTZAN_FIRE = 0.02  # at most this share of GTZAN clips outside the node get 
 DEFAULT_PRECISION = 0.9  # held-out precision a node needs in every set to be written by default
 C = 0.1  # L2: few real tracks per node, so a strong prior towards "the tags as they are"
 FOLDS, REPEATS = 5, 3
+# Agreement: where the head's top genre is a node's GTZAN genre but it held the genre back for its
+# probability alone, the node's own scorer may settle it at a lower threshold (two pieces of evidence
+# fitted apart: the head on musicnn's embedding, the scorer on its MSD tags). The head's probability
+# floors tried; the scorer's threshold is chosen with each, by the same precision rule.
+AGREE_HEAD_FLOORS = (0.3, 0.35, 0.4, 0.45, 0.5)
 
 
 def library_rows(root: Path) -> list[dict[str, str]]:
@@ -105,6 +110,24 @@ def choose_threshold(p: np.ndarray, member: np.ndarray, domain: np.ndarray) -> f
         if lib_ok and fire <= MAX_GTZAN_FIRE and gtz_ok:
             return float(t)
     return 1.0
+
+
+def choose_agreement(head_p: np.ndarray, node_p: np.ndarray, eligible: np.ndarray, member: np.ndarray,
+                     domain: np.ndarray) -> tuple[float, float] | None:
+    """The (head floor, scorer threshold) pair that writes the node on the most eligible decisions
+    (head's top genre is the node's, held back for its probability alone) while those it adds are
+    right TARGET_PRECISION of the time in each set it writes to; None when no pair adds a right one.
+    Ties go to the stricter pair."""
+    best, best_key = None, (0, 0.0, 0.0)
+    for floor in AGREE_HEAD_FLOORS:
+        for t in np.unique(np.round(node_p[eligible], 3)):
+            w = eligible & (head_p >= floor) & (node_p >= t)
+            ok = all((w & (domain == d) & member).sum() >= TARGET_PRECISION * (w & (domain == d)).sum()
+                     for d in ("library", "gtzan"))
+            key = (int((w & member).sum()), float(t), floor)
+            if ok and key > best_key:
+                best, best_key = (floor, float(t)), key
+    return best
 
 
 def held_out(x, y, groups, domain, seed: int) -> np.ndarray:
@@ -200,7 +223,9 @@ def train(gtzan_root: str | Path, library_root: str | Path, models_dir: str | Pa
                                           f"at most {MAX_GTZAN_FIRE:.0%} of other GTZAN clips",
                              "measured_on": "nested: each outer fold's scorer and threshold chosen without it",
                              "min_real_tracks": MIN_REAL_TRACKS, "command": command, "nodes": {}, "unmeasured": []}
+    head = _head_held_out(Path(head_run) / "held_out.json")
     outer: dict[str, dict[int, np.ndarray]] = {}
+    agreed_outer: dict[str, dict[int, np.ndarray]] = {}
     for node in tax.nodes.values():
         evidence = [t for n in [node.name, *tax.children(node.name)] for t in tax.nodes[n].msd if t in tag_labels]
         real = sum(node.name in m for m, d in zip(member_of, domain) if d == "library")
@@ -233,11 +258,53 @@ def train(gtzan_root: str | Path, library_root: str | Path, models_dir: str | Pa
                                      "min_probability": round(threshold, 3),
                                      "fitted_on": f"{len(idx)} tracks" + (f" of {node.parent}" if node.parent else ""),
                                      "held_out": held, "default": bool(default)}
+        if node.gtzan and default and head:
+            hp, eligible = _head_arrays([rows[i] for i in idx], head, node.gtzan)
+            pair = choose_agreement(np.concatenate(hp), pooled, np.concatenate(eligible), np.tile(y, REPEATS) == 1,
+                                    np.tile(domain[idx], REPEATS))
+            if pair is not None:
+                agreed_outer[node.name] = {}
+                for seed in range(REPEATS):
+                    added = nested_agreement(x, y, groups[idx], domain[idx], seed, hp[seed], eligible[seed])
+                    agreed_outer[node.name][seed] = np.zeros(len(rows))
+                    agreed_outer[node.name][seed][idx] = added
+                block["nodes"][node.name]["agree"] = {
+                    "head_min_probability": pair[0], "min_probability": round(pair[1], 3),
+                    "chosen_on": "held-out decisions where the head's top genre is this node's, held back for "
+                                 f"its probability alone: added ones right {TARGET_PRECISION:.0%} of the time in each set"}
     on = {n: v for n, v in outer.items() if block["nodes"][n]["default"]}
-    block["decision"] = _whole_decision(rows, member_of, on, tax, _head_held_out(Path(head_run) / "held_out.json"))
+    block["decision"] = _whole_decision(rows, member_of, on, tax, head, agreed_outer)
     set_manifest_fields(models_dir, {MODEL: {"taxonomy": block}})
     (run_dir / "report.json").write_text(json.dumps(block, indent=2) + "\n")
     return block
+
+
+def _head_arrays(rows: list[dict], head: dict[str, list[dict]], label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per fold seed and row: the head's held-out probability (0 without a held-out decision), and
+    whether the decision may be settled by agreement (its top genre is ``label``, not written,
+    within the rule's other limits)."""
+    hp, eligible = np.zeros((REPEATS, len(rows))), np.zeros((REPEATS, len(rows)), bool)
+    for i, r in enumerate(rows):
+        for h in head.get(str(Path(r["path"]).resolve()), []):
+            seed = h["repeat"] % REPEATS
+            hp[seed, i] = h["probability"]
+            eligible[seed, i] = h["genre"] == label and not h["written"] and bool(h.get("familiar", False))
+    return hp, eligible
+
+
+def nested_agreement(x, y, groups, domain, seed: int, hp: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """1.0 where the agreement rule adds the node on a held-out decision: each outer fold's pair
+    chosen on its training tracks' inner held-out scores, applied to the fold's own scores."""
+    added = np.zeros(len(y))
+    for test in group_folds(y.astype(int), groups, FOLDS, seed=seed):
+        train = np.setdiff1d(np.arange(len(y)), test)
+        inner = held_out(x[train], y[train], groups[train], domain[train], seed + 100)
+        pair = choose_agreement(hp[train], inner, eligible[train], y[train] == 1, domain[train])
+        if pair is None:
+            continue
+        p = apply_logistic(fit_logistic(x[train], y[train]), x[test])
+        added[test] = (eligible[test] & (hp[test] >= pair[0]) & (p >= pair[1])).astype(float)
+    return added
 
 
 def _default(held: dict[str, dict]) -> bool:
@@ -263,7 +330,8 @@ def _mean_figures(figures: list[dict]) -> dict[str, Any]:
     return out
 
 
-def _whole_decision(rows, member_of, outer, tax: Taxonomy, head: dict[str, list[dict]]) -> dict[str, Any]:
+def _whole_decision(rows, member_of, outer, tax: Taxonomy, head: dict[str, list[dict]],
+                    agreed: dict[str, dict[int, np.ndarray]] | None = None) -> dict[str, Any]:
     """The whole genre > style decision on tracks neither the head nor the scorers saw: the head's
     held-out decision with each node's outer-fold verdict, per library folder and on GTZAN valid
     (right: every written node is one of the track's; wrong: any is not), beside the head alone."""
@@ -276,9 +344,12 @@ def _whole_decision(rows, member_of, outer, tax: Taxonomy, head: dict[str, list[
             continue
         group = r["folder"] if r["domain"] == "library" else "gtzan valid"
         for h in head[key]:
-            sure = {n: 1.0 for n, v in outer.items() if v[h["repeat"] % REPEATS][i] == 1.0}
+            seed = h["repeat"] % REPEATS
+            sure = {n: 1.0 for n, v in outer.items() if v[seed][i] == 1.0}
             head_node = tax.by_gtzan.get(h["genre"])
-            written = decide(head_node, h["probability"], None if h["written"] else "uncertain", sure, tax).path
+            settled = {n for n, v in (agreed or {}).items() if v[seed][i] == 1.0 and n == head_node}
+            reason = None if h["written"] or settled else "uncertain"
+            written = decide(head_node, h["probability"], reason, {**sure, **dict.fromkeys(settled, 1.0)}, tax).path
             alone = (head_node,) if h["written"] else ()
             for name, path in (("taxonomy", written), ("head alone", alone)):
                 d = out.setdefault(group, {}).setdefault(name, {"right": 0, "wrong": 0, "untagged": 0, "n": 0})
