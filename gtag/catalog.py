@@ -72,8 +72,8 @@ def _model(spec: ModelSpec, root: Path, voters: set[str]) -> dict[str, Any]:
 
 def _taxonomy(block: dict[str, Any]) -> dict[str, Any]:
     """The taxonomy block without the scorers' weights: what each node needs and its figures."""
-    nodes = {n: {k: d.get(k) for k in ("min_probability", "default", "held_out", "tags")}
-             for n, d in (block.get("nodes") or {}).items() if isinstance(d, dict)}
+    keys = ("min_probability", "default", "held_out", "tags", "agree")
+    nodes = {n: {k: d[k] for k in keys if k in d} for n, d in (block.get("nodes") or {}).items() if isinstance(d, dict)}
     return {**{k: v for k, v in block.items() if k != "nodes"}, "nodes": nodes}
 
 

@@ -30,6 +30,11 @@ def taxonomy_card(block: Mapping, taxonomy: Taxonomy) -> list[str]:
         wrong = f"{gtz.get('wrong', 0):g} of {gtz.get('tracks', 0):g}"
         lines.append(f"  {shown:28s} {d.get('min_probability', 1):5.2f}  {covered:>19s}  {_pct(lib.get('precision')):>5s}  "
                      f"{wrong:>11s}  {'on' if d.get('default', True) else 'off'}")
+    for name, d in nodes.items():
+        agree = d.get("agree")
+        if isinstance(agree, Mapping) and d.get("default", True):
+            lines.append(f"  {name}: also where the vote names it from {agree.get('head_min_probability', 0):.2f} "
+                         f"(below its own threshold) and this scorer is at {agree.get('min_probability', 0):.2f} or more")
     off = [u["node"] for u in block.get("unmeasured") or [] if isinstance(u, Mapping)]
     if off:
         lines.append(f"unmeasured (fewer than {block.get('min_real_tracks', 10)} real tracks to measure on; written only "

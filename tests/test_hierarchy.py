@@ -95,3 +95,30 @@ def test_rules_from_a_manifest_block():
     with pytest.raises(ValueError, match="one value per tag"):
         bad = dict(block["nodes"]["electronica"], weights=[1.0, 2.0])
         NodeRules.from_manifest({"nodes": {"Electronic": bad}}, TAX, ("electronic",))
+
+
+@pytest.mark.parametrize("head_p, node_p, default, expected", [
+    (0.45, 0.35, True, "Rock"),  # both past their agreement thresholds
+    (0.35, 0.35, True, None),  # the head too unsure even for agreement
+    (0.45, 0.25, True, None),  # the scorer too unsure
+    (0.45, 0.35, False, None),  # a node off by default never settles anything
+])
+def test_the_heads_genre_is_settled_only_where_both_agree_enough(head_p, node_p, default, expected):
+    from dataclasses import replace
+
+    from gtag.hierarchy import agreeing_node
+
+    s = replace(_scorer("Rock", ["rock"], [1], 0, 0.7, default=default), agree_head_min=0.4, agree_min=0.3)
+    rules = NodeRules({"Rock": s})
+    assert agreeing_node("Rock", head_p, {"Rock": node_p}, rules) == expected
+    assert agreeing_node("Pop", head_p, {"Rock": node_p}, rules) is None  # not the head's genre
+
+
+def test_an_agreement_rule_is_read_from_the_manifest():
+    d = {"tags": ["rock"], "weights": [1.0], "bias": 0.0, "mean": [0.0], "scale": [1.0], "min_probability": 0.7,
+         "agree": {"head_min_probability": 0.4, "min_probability": 0.3}}
+    rules = NodeRules.from_manifest({"nodes": {"Rock": d}}, TAX, ("rock",))
+    s = rules.scorers["Rock"]
+    assert (s.agree_head_min, s.agree_min) == (0.4, 0.3) and s.agrees(0.4, 0.3) and not s.agrees(0.39, 0.9)
+    plain = NodeRules.from_manifest({"nodes": {"Rock": {k: v for k, v in d.items() if k != "agree"}}}, TAX, ("rock",))
+    assert not plain.scorers["Rock"].agrees(0.99, 0.99)  # no rule: agreement never settles

@@ -73,3 +73,23 @@ def test_a_broken_taxonomy_file_names_the_file(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(TaxonomyError, match="tax.toml"):
         load_taxonomy(path)
+
+
+def test_the_model_card_shows_each_node_its_figures_and_the_agreement_rule():
+    from gtag.modelcard import taxonomy_card
+
+    held = {"library": {"coverage": 0.25, "members": 41, "precision": 0.97}, "gtzan": {"wrong": 0.3, "tracks": 28}}
+    block = {"nodes": {"Alternative Rock": {"min_probability": 0.76, "held_out": held, "default": True},
+                       "Rock": {"min_probability": 0.7, "held_out": held, "default": True,
+                                "agree": {"head_min_probability": 0.4, "min_probability": 0.3}},
+                       "Pop": {"min_probability": 0.73, "held_out": held, "default": False}},
+             "unmeasured": [{"node": "House"}], "decision": {"rock": {"taxonomy": {"right": 0.7, "wrong": 0.0},
+                                                                       "head alone": {"right": 0.59, "wrong": 0.0}}}}
+    lines = taxonomy_card(block, TAX)
+    row = next(ln for ln in lines if "Rock › Alternative Rock" in ln)
+    assert "0.76" in row and "25% of 41" in row and "97%" in row and row.endswith("on")
+    assert next(ln for ln in lines if ln.strip().startswith("Pop")).endswith("off")
+    assert any("Rock: also where the vote names it from 0.40" in ln and "0.30" in ln for ln in lines)
+    assert not any(ln.strip().startswith("Pop:") for ln in lines)  # an off node's rule is not shown
+    assert any("House" in ln and "unmeasured" in ln for ln in lines)
+    assert lines[-1] == "whole decision on held-out tracks: rock 70% right, 0% wrong (vote alone 59%, 0%)"
