@@ -17,6 +17,25 @@ GTZAN = SHARED / "gtzan"
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 
 
+def shipped_models_copy(tmp_path: Path, edit) -> Path:
+    """A copy of the shipped models under ``tmp_path/models`` whose manifest entries went through
+    ``edit(entry)`` (skips without shipped models)."""
+    import shutil
+
+    from gtag.models import default_models_dir
+
+    src = default_models_dir()
+    if not (src / "manifest.json").is_file():
+        pytest.skip("no shipped models")
+    dst = tmp_path / "models"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    manifest = json.loads((dst / "manifest.json").read_text())
+    for entry in manifest["models"]:
+        edit(entry)
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available (the shared data sits beside the checkout)")

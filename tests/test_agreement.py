@@ -10,30 +10,24 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gtag.models import default_models_dir, load_models
+from gtag.models import load_models
 from gtag.pipeline import Predictor
 
-from .conftest import FIXTURES, need
+from .conftest import FIXTURES, need, shipped_models_copy
 
 
 def _models(tmp_path: Path, agree_min: float | None, max_unknown: float | None = None) -> Path:
     """The shipped models with musicnn unsure of everything (min_probability 0.9999, no second
     opinion) and, when ``agree_min`` is given, a Rock agreement rule from any head probability."""
-    src = default_models_dir()
-    if not (src / "manifest.json").is_file():
-        pytest.skip("no shipped models")
-    dst = tmp_path / "models"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-    manifest = json.loads((dst / "manifest.json").read_text())
-    for e in manifest["models"]:
+    def edit(e: dict) -> None:
         if e["name"] == "musicnn":
             e["abstain"] = {"min_probability": 0.9999, "max_unknown": max_unknown, "max_distance": None}
             rock = e["taxonomy"]["nodes"]["Rock"]
             rock.pop("agree", None)
             if agree_min is not None:
                 rock["agree"] = {"head_min_probability": 0.0, "min_probability": agree_min}
-    (dst / "manifest.json").write_text(json.dumps(manifest))
-    return dst
+
+    return shipped_models_copy(tmp_path, edit)
 
 
 @pytest.fixture

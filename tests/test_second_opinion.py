@@ -15,7 +15,7 @@ from gtag.audio import SAMPLE_RATE, WINDOW_SAMPLES
 from gtag.models import default_models_dir, load_models
 from gtag.pipeline import AnalysisConfig, Predictor, analyse_file, second_opinion
 
-from .conftest import GTZAN, need
+from .conftest import GTZAN, need, shipped_models_copy
 from .test_spans import MUSICNN_HOP, music, write
 
 
@@ -32,21 +32,15 @@ def test_cnn_patches_from_window_audio_are_those_of_the_whole_track(seconds):
 
 def _models_with_rule(tmp_path: Path, min_probability: float, second_min: float | None) -> Path:
     """A copy of the shipped models whose musicnn abstain rule has the given thresholds."""
-    src = default_models_dir()
-    if not (src / "manifest.json").is_file():
-        pytest.skip("no shipped models")
-    dst = tmp_path / "models"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-    manifest = json.loads((dst / "manifest.json").read_text())
-    for e in manifest["models"]:
+    def edit(e: dict) -> None:
         if e["name"] == "musicnn":
             e["abstain"] = dict(e["abstain"], min_probability=min_probability)
             e["abstain"].pop("second_opinion", None)
             if second_min is not None:
                 e["abstain"]["second_opinion"] = {"model": "cnn", "min_probability": second_min}
             e["abstain"]["max_unknown"] = e["abstain"]["max_distance"] = None
-    (dst / "manifest.json").write_text(json.dumps(manifest))
-    return dst
+
+    return shipped_models_copy(tmp_path, edit)
 
 
 def test_the_cnn_is_asked_between_the_thresholds_and_decides_there(tmp_path):
