@@ -182,7 +182,7 @@ class GtagPlugin(BeetsPlugin):
         items = [i for a in objs for i in a.items()] if opts.album else objs
         jobs = self.config["jobs"].get()
         if jobs is None:
-            from gtag.tagger import default_jobs
+            from gtag.api import default_jobs
 
             jobs = max(1, min(default_jobs(), len(items)))
         try:

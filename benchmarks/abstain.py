@@ -72,7 +72,7 @@ def main() -> None:
                      if r["clip_id"] in valid_ids and r["variant"] == "original"]
         rows = dry_run([p for p, _ in clips], Path(tmp) / "gtzan.json")
         results["gtzan valid full clips"] = summary(rows, {str(p): GTZAN_NAMES[g] for p, g in clips})
-    from gtag.models import read_manifest
+    from gtag.models.runtime import read_manifest
 
     held = {}
     for s in read_manifest():

@@ -2,17 +2,17 @@
 
 Since `--max-windows` (default 20), a long mp3/flac/ogg/wav is decoded only on its spread windows
 (libsndfile seeks); the others went through PyAV and were decoded whole, then the same windows
-picked. `gtag.spans` now seeks in them too. This benchmark makes 3-minute (179 s) 44.1 kHz stereo tracks
+picked. `gtag.audio.spans` now seeks in them too. This benchmark makes 3-minute (179 s) 44.1 kHz stereo tracks
 (three one-minute tracks of one ../shared/library folder, decoded and joined), writes each in every
 container (FFmpeg's encoders, through PyAV; in a temporary folder, nothing kept), and times:
 
-- the warm loop: ``gtag.pipeline.analyse_file`` per track (decode + musicnn's patches, no ONNX), the
+- the warm loop: ``gtag.predict.pipeline.analyse_file`` per track (decode + musicnn's patches, no ONNX), the
   fastest of ``--repeats`` runs, with spans and with the whole-file decode the same container got
   before (spans switched off in-process); the ratio is against the mp3 of the same audio, same run;
 - what a user waits for: one `gtag tag --dry-run --no-cache --jobs 1` process per container over
   all its tracks, start-up included, median over rounds, as a ratio to the mp3 folder's process in
   the same round;
-- `gtag learn`'s embedding of one track (``gtag.embed.Backbone.embed_file``: 16 spread windows,
+- `gtag learn`'s embedding of one track (``gtag.learn.embed.Backbone.embed_file``: 16 spread windows,
   decoded by seeking) against what it did before (every window of a whole-file decode embedded,
   16 kept), for the mp3 and the AAC tracks.
 
@@ -54,7 +54,7 @@ def tracks(n: int) -> list[np.ndarray]:
         k = (i // len(folders)) * 3
         y = np.concatenate([sf.read(str(f), dtype="float32", always_2d=True)[0] for f in files[k:k + 3]])
         # 179 s, not 180: a WMA header declares ~45 ms more than it decodes, and a track whose last
-        # window ends within that of the end is decoded whole (1.5 % of real lengths; gtag.spans).
+        # window ends within that of the end is decoded whole (1.5 % of real lengths; gtag.audio.spans).
         out.append(y[:-SR])
     return out
 
@@ -89,9 +89,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    from gtag import spans
-    from gtag.models import load_models
-    from gtag.pipeline import Predictor, analyse_file
+    from gtag.audio import spans
+    from gtag.models.runtime import load_models
+    from gtag.predict.pipeline import Predictor, analyse_file
 
     config = Predictor(load_models(None, ["musicnn"], device="cpu", threads=1), max_windows=20).config
     with tempfile.TemporaryDirectory(prefix="gtag-containers-") as tmp:
@@ -114,8 +114,8 @@ def main() -> None:
         warm = {name: {"spans": loop(d, True), "whole": loop(d, False)} for name, d in folders.items()}
         # `gtag learn`'s embedding of a track: 16 spread windows as now, against what it did before
         # (every window of a whole-file decode embedded, 16 of them kept).
-        from gtag import audio
-        from gtag.embed import Backbone, spread
+        from gtag.audio import decode as audio
+        from gtag.learn.embed import Backbone, spread
 
         bb = Backbone()
         learn = {}

@@ -1,7 +1,7 @@
 """Feature-extraction speed: gtag's whole-track pipeline against the study-style computation.
 
 The baseline is measured in the same run on the same audio: librosa called once per 3-second
-window (gtag.features.reference_features), as the study and the Kaggle 3-second table did.
+window (gtag.audio.features.reference_features), as the study and the Kaggle 3-second table did.
 Figures are x-realtime on one core (BLAS/FFT threads pinned to 1) and the ratio between them.
 
     python benchmarks/bench_features.py [--clips N] [--data ../shared/gtzan] [--json out.json]
@@ -21,9 +21,10 @@ import time
 from datetime import date
 from pathlib import Path
 
-
 from timing import best  # benchmarks/timing.py (the script's own folder is on sys.path)
-from gtag import audio, features
+
+from gtag.audio import decode as audio
+from gtag.audio import features
 
 
 def _clips(data: Path, n: int) -> list[Path]:

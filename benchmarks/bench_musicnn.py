@@ -2,7 +2,7 @@
 
 Times, on the concatenated audio of a few GTZAN clips (decoding excluded: the same for both paths):
 
-- the musicnn path as gtag runs it: ``gtag.features.musicnn_patches`` at the manifest's hop, then
+- the musicnn path as gtag runs it: ``gtag.audio.musicnn_input.musicnn_patches`` at the manifest's hop, then
   ONNX Runtime calls of ``max_batch`` windows, for the float model and its CPU variant;
 - the patches alone;
 - the CNN path (the baseline): ``log_mel_spectrogram`` at 1.5 s and one ONNX Runtime call on the
@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from timing import best  # benchmarks/timing.py (the script's own folder is on sys.path)
-from gtag import audio, features
-from gtag.models import default_models_dir, read_manifest
+
+from gtag.audio import decode as audio
+from gtag.audio import features, musicnn_input
+from gtag.models.runtime import default_models_dir, read_manifest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "gtzan"
 
@@ -80,14 +81,14 @@ def speed_report(models_dir: Path, clips: list[Path], repeats: int = 2) -> dict[
             sess = ort.InferenceSession(str(models_dir / file), opts, providers=["CPUExecutionProvider"])
 
             def musicnn_path(sess=sess):
-                x = features.musicnn_patches(y, audio.SAMPLE_RATE, hop)
+                x = musicnn_input.musicnn_patches(y, audio.SAMPLE_RATE, hop)
                 return [sess.run(["probabilities", "msd_tags"], {mnn.input_name: x[i:i + batch]})
                         for i in range(0, len(x), batch)]
 
             t = best(musicnn_path, repeats, warm_up=True)
             out[f"musicnn_{name}_x_realtime"] = round(seconds / t, 1)
             out[f"musicnn_{name}_ms_per_window"] = round(1000 * t / out["musicnn_windows"], 1)
-        t_pat = best(lambda: features.musicnn_patches(y, audio.SAMPLE_RATE, hop), repeats, warm_up=True)
+        t_pat = best(lambda: musicnn_input.musicnn_patches(y, audio.SAMPLE_RATE, hop), repeats, warm_up=True)
         t_cnn = best(lambda: s_cnn.run(None, {s_cnn.get_inputs()[0].name: features.log_mel_spectrogram(y)[:, None]}),
                       repeats, warm_up=True)
     out["musicnn_patches_x_realtime"] = round(seconds / t_pat, 1)

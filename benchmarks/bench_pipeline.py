@@ -32,10 +32,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from gtag import audio, features
-from gtag.models import load_models, read_manifest
-from gtag.pipeline import Predictor
-from gtag.tagger import TagOptions, Tagger
+from gtag.audio import decode as audio
+from gtag.audio import features
+from gtag.models.runtime import load_models, read_manifest
+from gtag.predict.pipeline import Predictor
+from gtag.run.records import TagOptions
+from gtag.run.tagger import Tagger
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "gtzan"
 

@@ -7,7 +7,7 @@ frame by frame (mp3 frames are independent, so no re-encoding; made in a tempora
 is kept). Measured in one run, on this machine's cores, nothing pinned:
 
 - the floor: one process that imports gtag's decoder and decodes + resamples the same files
-  (`gtag.audio.load_audio`: soundfile, then soxr to 22,050 Hz mono), and nothing else;
+  (`gtag.audio.decode.load_audio`: soundfile, then soxr to 22,050 Hz mono), and nothing else;
 - `gtag predict` on one 3-minute mp3;
 - `gtag tag --dry-run` on 18 minutes (6 tracks) and on a 2-hour library (40 tracks), `--jobs 1`
   and `--jobs 2`;
@@ -58,7 +58,7 @@ CLIPS_PER_TRACK = 3  # one-minute clips per 3-minute track
 # Two commands at once (each given as one shell-quoted string), waiting for both.
 HALVES_SHELL = "{0} & first=$!; {1}; rc=$?; wait $first || exit 1; exit $rc"
 
-FLOOR_CODE = "import sys\nfrom gtag.audio import load_audio\nfor p in sys.argv[1:]:\n    load_audio(p)\n"
+FLOOR_CODE = "import sys\nfrom gtag.audio.decode import load_audio\nfor p in sys.argv[1:]:\n    load_audio(p)\n"
 
 
 MP3_BITRATES = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)  # MPEG-1 Layer III, kbit/s

@@ -8,7 +8,7 @@ makes spread windows a harder test than a real song would be.
 
 For each track: the default vote's prediction with every window (``max_windows=0``) and with
 ``DEFAULT_MAX_WINDOWS`` through the real path (spans decoded by seeking); other caps are the same
-spread subsets of the full analysis' windows (``gtag.spans.spread``), whose inputs the real path
+spread subsets of the full analysis' windows (``gtag.audio.spans.spread``), whose inputs the real path
 reproduces up to float rounding (the report shows how close the real path is to that subset).
 Reported per cap: the voted genre and the tag/abstain decision agreeing with the full analysis,
 what gtag would write (the same genre, or nothing either way),
@@ -31,11 +31,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_process import LIBRARY, mp3_frames  # noqa: E402
 
-from gtag import vote  # noqa: E402
-from gtag.models import load_models  # noqa: E402
-from gtag.pipeline import Predictor, analyse_file  # noqa: E402
+from gtag.audio.spans import spread  # noqa: E402
 from gtag.config import DEFAULT_MAX_WINDOWS  # noqa: E402
-from gtag.spans import spread  # noqa: E402
+from gtag.models import vote  # noqa: E402
+from gtag.models.runtime import load_models  # noqa: E402
+from gtag.predict.pipeline import Predictor, analyse_file  # noqa: E402
 
 CAPS = (8, 12, 16, 20, 24, 30, 40)
 

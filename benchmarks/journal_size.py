@@ -1,7 +1,7 @@
 """How big the undo journal grows: N recorded writes (default 10,000) of realistic rows.
 
 Each row is what `gtag tag` records for one file: the genre fields of a real fixture before and after
-(gtag.genrefields.read_fields), a content key, a library-like path. Prints the journal's size after
+(gtag.tags.genrefields.read_fields), a content key, a library-like path. Prints the journal's size after
 SQLite checkpoints its WAL, per write and per 10,000 writes, and the time per recorded write (each one
 a durable commit, twice: pending, then written).
 
@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from gtag.content import content_key
-from gtag.genrefields import read_fields
-from gtag.journal import WRITTEN, Journal, expected_fields
+from gtag.keep.journal import WRITTEN, Journal, expected_fields
+from gtag.tags.content import content_key
+from gtag.tags.genrefields import read_fields
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "formats"
 

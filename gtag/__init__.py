@@ -11,7 +11,7 @@ _API = ("Decision", "GenrePredictor", "Prediction", "TagOptions", "load_config",
 
 def __getattr__(name: str):
     if name in _API:
-        from . import api
+        from gtag import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'gtag' has no attribute {name!r}")

@@ -21,15 +21,28 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from .audio import AudioLoadError, SilentAudio
-from .config import DEFAULT_MAX_WINDOWS, Config, ConfigError, GenrePolicy, load_config, parse_config
-from .models import ModelError
-from .pipeline import Prediction, Predictor, cache_record, predict_in_worker, prediction_from_cache
-from .tagger import (FAILED, SKIPPED_LOW_CONFIDENCE, SKIPPED_SILENT, SKIPPED_UNCERTAIN, TAGGED, UNCHANGED,
-                     Decision, Record, TagOptions, choose_genres, decide, write_report)
+from gtag.audio.decode import AudioLoadError, SilentAudio
+from gtag.config import DEFAULT_MAX_WINDOWS, Config, ConfigError, GenrePolicy, load_config, parse_config
+from gtag.models.runtime import ModelError
+from gtag.predict.pipeline import Predictor, predict_in_worker
+from gtag.predict.prediction import Prediction, cache_record, prediction_from_cache
+from gtag.run.decision import Decision, choose_genres, decide
+from gtag.run.records import (
+    FAILED,
+    SKIPPED_LOW_CONFIDENCE,
+    SKIPPED_SILENT,
+    SKIPPED_UNCERTAIN,
+    TAGGED,
+    UNCHANGED,
+    Record,
+    TagOptions,
+    write_report,
+)
+from gtag.run.jobs import default_jobs
 
 __all__ = ["AudioLoadError", "Config", "ConfigError", "Decision", "GenrePolicy", "GenrePredictor", "ModelError",
-           "PREDICT_ERRORS", "Prediction", "Record", "SilentAudio", "TagOptions", "load_config", "load_predictor",
+           "PREDICT_ERRORS", "Prediction", "Record", "SilentAudio", "TagOptions", "default_jobs", "load_config",
+           "load_predictor",
            "parse_config", "prediction_from_dict", "prediction_to_dict", "write_report",
            "FAILED", "SKIPPED_LOW_CONFIDENCE", "SKIPPED_SILENT", "SKIPPED_UNCERTAIN", "TAGGED", "UNCHANGED"]
 
@@ -85,7 +98,7 @@ class GenrePredictor:
             for p in paths:
                 yield p, self._try(p)
             return
-        from .workers import WorkerPool
+        from gtag.run.workers import WorkerPool
 
         pool = WorkerPool(min(self.jobs, len(paths)))
         pending: deque[tuple[str, Future, int]] = deque()
@@ -137,7 +150,7 @@ class GenrePredictor:
 
     def album_vote(self, preds: Sequence[Prediction]) -> Prediction:
         """One prediction for tracks that belong together (an album): their mean, as `gtag tag --album`."""
-        from .album import album_vote
+        from gtag.predict.album import album_vote
 
         return album_vote(preds)
 
@@ -151,8 +164,8 @@ def load_predictor(models: str | Sequence[str] | None = None, models_dir: str | 
     $GTAG_MODELS); ``device`` "auto", "cpu" or "cuda"; ``jobs`` worker processes of
     ``predict_many``; ``max_windows`` 3 s windows analysed per track (0: all); ``threads`` ONNX
     Runtime threads per session (0: its default). Raises ModelError (one line) when they cannot load."""
-    from .cli import resolve_models_dir
-    from .models import load_models
+    from gtag.models.catalog import resolve_models_dir
+    from gtag.models.runtime import load_models
 
     names = [n.strip() for n in (models.split(",") if isinstance(models, str) else models or []) if n.strip()]
     root = resolve_models_dir(os.fspath(models_dir) if models_dir is not None else None)

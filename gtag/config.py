@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from .genres import normalise
+from gtag.genres.names import normalise
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,10 +31,10 @@ DEFAULT_NAMES: Mapping[str, str] = MappingProxyType({
     "hiphop": "Hip-Hop", "jazz": "Jazz", "metal": "Metal", "pop": "Pop", "reggae": "Reggae", "rock": "Rock",
 })  # fmt: skip
 
-# Windows `gtag predict` and `gtag tag` analyse per track at most (--max-windows; gtag.spans): 20 of
+# Windows `gtag predict` and `gtag tag` analyse per track at most (--max-windows; gtag.audio.spans): 20 of
 # musicnn's 3 s windows cover a 63 s track whole, so GTZAN's 30 s clips and one-minute excerpts are
 # analysed as without a cap, and a 3-minute track is read on a third of its windows, which agree
-# with all of them on the genre (README, "Speed"). Here, not in gtag.spans, so the CLI's options
+# with all of them on the genre (README, "Speed"). Here, not in gtag.audio.spans, so the CLI's options
 # are built without importing numpy.
 DEFAULT_MAX_WINDOWS = 20
 
@@ -113,7 +113,7 @@ class Config:
     min_confidence: float | None = None
     top_k: int | None = None
     models: tuple[str, ...] | None = None
-    depth: str | None = None  # "genre" or "style" (gtag.taxonomy)
+    depth: str | None = None  # "genre" or "style" (gtag.genres.taxonomy)
     source: Path | None = None  # the file it came from, for messages
 
 
@@ -201,7 +201,7 @@ def _nodes(data: Mapping[str, object], key: str) -> frozenset[str]:
     value = data.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TypeError(f"{key} must be a list of genre or style names")
-    from .taxonomy import default_taxonomy
+    from gtag.genres.taxonomy import default_taxonomy
 
     tax = default_taxonomy()
     out = set()

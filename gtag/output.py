@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 
 # Stand-ins for the non-ASCII characters gtag's own messages and rich's tables use.
@@ -111,3 +112,15 @@ class GuardedStream:
 
 STDOUT = GuardedStream("stdout")
 STDERR = GuardedStream("stderr")
+
+
+def one_line(text: str) -> str:
+    """``text`` safe to print as one line: control characters (a newline in a file name) written
+    as escapes, and the bytes of a non-UTF-8 name as \\xNN instead of an encoding error."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+# C0 and C1 controls (U+009B is a terminal's CSI, like ESC [), and the bidirectional overrides and
+# isolates (U+202E shows "3pm.exe" as "exe.mp3"): shown as escapes, never sent to the terminal raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gtag.audio import SAMPLE_RATE
-from gtag.features import FEATURE_NAMES, N_MELS, WINDOW_FRAMES
+from gtag.audio.decode import SAMPLE_RATE
+from gtag.audio.features import FEATURE_NAMES, N_MELS, WINDOW_FRAMES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
@@ -22,7 +22,7 @@ def shipped_models_copy(tmp_path: Path, edit) -> Path:
     ``edit(entry)`` (skips without shipped models)."""
     import shutil
 
-    from gtag.models import default_models_dir
+    from gtag.models.runtime import default_models_dir
 
     src = default_models_dir()
     if not (src / "manifest.json").is_file():
@@ -86,7 +86,7 @@ def tiny_models(tmp_path: Path) -> Path:
     """A models folder with two tiny untrained models (features and log-mel kinds, labels in
     different orders) and a valid manifest: exercises loading, hashing, batching and voting."""
     pytest.importorskip("onnx")
-    from gtag.models import sha256_file
+    from gtag.models.runtime import sha256_file
 
     root = tmp_path / "models"
     root.mkdir()
@@ -133,5 +133,5 @@ def _signals_as_from_a_terminal():
 
 @pytest.fixture(autouse=True)
 def _own_undo_journal(tmp_path, monkeypatch):
-    """gtag tag records its writes in a journal of the test's own, never the user's (gtag.journal)."""
+    """gtag tag records its writes in a journal of the test's own, never the user's (gtag.keep.journal)."""
     monkeypatch.setenv("GTAG_JOURNAL", str(tmp_path / "undo-journal.sqlite3"))

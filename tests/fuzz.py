@@ -92,7 +92,7 @@ def time_limit(seconds: int):
 
 
 def _decoded(path: Path) -> bytes | None:
-    from gtag.audio import AudioLoadError, load_audio
+    from gtag.audio.decode import AudioLoadError, load_audio
 
     try:
         return hashlib.sha256(load_audio(path).samples.tobytes()).digest()
@@ -102,16 +102,18 @@ def _decoded(path: Path) -> bytes | None:
 
 def check(path: Path) -> list[str]:
     """The contract's breaches for one file (empty when it holds)."""
-    from gtag import tags
-    from gtag.audio import MAX_ANALYSED_SECONDS, SAMPLE_RATE, AudioLoadError, load_audio
+    from gtag.audio.decode import MAX_ANALYSED_SECONDS, SAMPLE_RATE, AudioLoadError, load_audio
+    from gtag.tags import formats as tags_formats
+    from gtag.tags import reading as tags_reading
+    from gtag.tags import tempfiles, writing
 
     problems = []
     try:
         with time_limit(SECONDS_PER_FILE):
             try:
-                tags.read_genres(path)
-                tags.format_name(path)
-            except tags.TagError as exc:
+                tags_reading.read_genres(path)
+                tags_formats.format_name(path)
+            except tags_formats.TagError as exc:
                 if "\n" in str(exc):
                     problems.append("read: a TagError of several lines")
             try:
@@ -123,14 +125,14 @@ def check(path: Path) -> list[str]:
             before_bytes = path.read_bytes()
             before_audio = _decoded(path)
             try:
-                tags.write_genres(path, ["Jazz"])
-            except tags.TagError as exc:
+                writing.write_genres(path, ["Jazz"])
+            except tags_formats.TagError as exc:
                 if path.read_bytes() != before_bytes:
                     problems.append(f"write failed ({exc}) and changed the file")
             else:
                 if before_audio is not None and _decoded(path) != before_audio:
                     problems.append("write changed the decoded audio")
-            leftovers = [p.name for p in path.parent.iterdir() if p.name.startswith(tags.TEMP_PREFIX)]
+            leftovers = [p.name for p in path.parent.iterdir() if p.name.startswith(tempfiles.TEMP_PREFIX)]
             if leftovers:
                 problems.append(f"temporary copies left: {leftovers}")
     except Hang as exc:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gtag.models import load_models
-from gtag.pipeline import Predictor
+from gtag.models.runtime import load_models
+from gtag.predict.pipeline import Predictor
 
 from .conftest import FIXTURES, need, shipped_models_copy
 

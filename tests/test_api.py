@@ -88,3 +88,24 @@ def test_models_that_cannot_load_are_one_model_error(tmp_path):
 
     with pytest.raises(ModelError):
         load_predictor(models_dir=tmp_path / "none")
+
+
+def test_the_readme_example_does_what_it_says(tmp_path, monkeypatch):
+    """README's "In Python" block, run on a real blues clip: each ``expr  # value`` line holds."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("### In Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    shutil.copy(need(BLUES), tmp_path / "blues.mp3")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    checked = 0
+    for line in block.splitlines():
+        code, _, comment = line.partition("#")
+        if code.strip() and re.fullmatch(r"\s*[\w.,() ]+", code) and "=" not in code and "import" not in code:
+            assert repr(eval(code.strip(), scope)) == comment.strip(), line  # noqa: S307 (our README)
+            checked += 1
+        elif code.strip():
+            exec(code, scope)  # noqa: S102
+    assert checked == 2

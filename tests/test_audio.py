@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gtag import audio
-from gtag.audio import SAMPLE_RATE, WINDOW_SAMPLES, AudioLoadError, load_audio
+from gtag.audio import decode as audio
+from gtag.audio.decode import SAMPLE_RATE, WINDOW_SAMPLES, AudioLoadError, load_audio
 
 from .conftest import FIXTURES, need, write_wav
 

@@ -1,4 +1,4 @@
-"""gtag.cache.PredictionCache: hits only for the same file content identity and the same models."""
+"""gtag.run.cache.PredictionCache: hits only for the same file content identity and the same models."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gtag.cache import PredictionCache, default_cache_path
+from gtag.run.cache import PredictionCache, default_cache_path
 
 RESULT = {"labels": ["blues", "jazz"], "probabilities": [0.25, 0.75], "duration": 12.5, "truncated": False}
 
@@ -132,7 +132,7 @@ class _CommitCutByCtrlC:
 def test_embedding_cache_counts_what_it_holds_since_it_was_opened(tmp_path: Path) -> None:
     import numpy as np
 
-    from gtag.cache import EmbeddingCache
+    from gtag.run.cache import EmbeddingCache
 
     emb = np.ones((4, 8), np.float32)
     first = EmbeddingCache(tmp_path / "c.sqlite3")

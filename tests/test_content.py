@@ -1,4 +1,4 @@
-"""gtag.content: a file's key survives every tag write and changes with its audio."""
+"""gtag.tags.content: a file's key survives every tag write and changes with its audio."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gtag.content import KEY_VERSION, ContentError, content_key
-from gtag.tags import write_genres
+from gtag.tags.content import KEY_VERSION, ContentError, content_key
+from gtag.tags.writing import write_genres
 
 from .conftest import FIXTURES, need
 

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from gtag import audio
+from gtag.audio import decode as audio
 from training import distil
 
 SR = audio.SAMPLE_RATE
@@ -76,7 +76,7 @@ def test_distil_end_to_end(tmp_path):
     """A tiny student learns from the shipped musicnn (labelled and unlabelled audio), writes its
     report with before/after figures, and replaces the shipped wavenet only when it beats it."""
     sf = pytest.importorskip("soundfile")
-    from gtag.models import load_models
+    from gtag.models.runtime import load_models
 
     rng = np.random.default_rng(0)
     root = tmp_path / "data"

@@ -1,4 +1,4 @@
-"""gtag.dsp computes what librosa computes, and the tag-time path of the spectrogram models imports
+"""gtag.audio.dsp computes what librosa computes, and the tag-time path of the spectrogram models imports
 neither librosa nor scipy nor numba."""
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gtag import audio, dsp, features
+from gtag.audio import decode as audio
+from gtag.audio import dsp, features, musicnn_input
 from tests.conftest import GENRES, GTZAN, need
 
 librosa = pytest.importorskip("librosa")
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the parity of the shipped models is held to: a track's voted probabilities may move by at
-# most this much when librosa's spectrogram is replaced by gtag.dsp's (docs/design.md states it). On the
+# most this much when librosa's spectrogram is replaced by gtag.audio.dsp's (docs/design.md states it). On the
 # 123 valid tracks the largest change is 1.3e-5 (musicnn's CPU variant), with the same label on all.
 PROBABILITY_TOLERANCE = 1e-4
 
@@ -68,8 +69,8 @@ def _librosa_mel_power(y, sr, n_fft, hop, n_mels):
 
 
 def _with_librosa(fn, y: np.ndarray, **kw) -> np.ndarray:
-    """``fn(y)`` computed with librosa's spectrogram in place of gtag.dsp's: what gtag computed
-    before gtag.dsp, and what the shipped models were validated on."""
+    """``fn(y)`` computed with librosa's spectrogram in place of gtag.audio.dsp's: what gtag computed
+    before gtag.audio.dsp, and what the shipped models were validated on."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(dsp, "mel_power", _librosa_mel_power)
         mp.setattr(dsp, "stft", lambda y, n_fft, hop: librosa.stft(y, n_fft=n_fft, hop_length=hop))
@@ -77,7 +78,7 @@ def _with_librosa(fn, y: np.ndarray, **kw) -> np.ndarray:
 
 
 def test_spectrogram_inputs_match_librosas(tone):
-    a, b = _with_librosa(features.musicnn_patches, tone), features.musicnn_patches(tone)
+    a, b = _with_librosa(musicnn_input.musicnn_patches, tone), musicnn_input.musicnn_patches(tone)
     assert a.shape == b.shape
     # float16 storage may round a value the other way: one float16 step of a log10 is < 5e-4.
     assert np.max(np.abs(a - b)) < 5e-4 and np.mean(np.abs(a - b)) < 1e-6
@@ -90,16 +91,16 @@ def test_shipped_models_predict_as_with_librosa():
     """The default models (musicnn, its CPU variant, and the CNN) give each GTZAN valid track the same
     genre with probabilities within PROBABILITY_TOLERANCE (two tracks per genre here; all 123 in the
     check quoted in docs/design.md)."""
-    from gtag import vote
-    from gtag.models import load_models
+    from gtag.models import vote
+    from gtag.models.runtime import load_models
 
     rows = [r.split("\t") for r in need(GTZAN / "MANIFEST.tsv").read_text().splitlines()[1:]]
     valid = {g: [r for r in rows if r[2] == "valid" and r[1] == g][:2] for g in GENRES}
     models = load_models(names=["musicnn", "cnn"], device="cpu", threads=1)
     models += load_models(names=["musicnn"], device="cpu", threads=1, cpu_variant=False)
     builds = {
-        "musicnn_mel": (lambda y: _with_librosa(features.musicnn_patches, y, hop=2 * audio.HOP_SAMPLES),
-                        lambda y: features.musicnn_patches(y, hop=2 * audio.HOP_SAMPLES)),
+        "musicnn_mel": (lambda y: _with_librosa(musicnn_input.musicnn_patches, y, hop=2 * audio.HOP_SAMPLES),
+                        lambda y: musicnn_input.musicnn_patches(y, hop=2 * audio.HOP_SAMPLES)),
         "log_mel": (lambda y: _with_librosa(features.log_mel_spectrogram, y)[:, None],
                     lambda y: features.log_mel_spectrogram(y)[:, None]),
     }
@@ -126,13 +127,13 @@ def test_spectrogram_models_import_no_librosa_scipy_or_numba():
     libraries that cost seconds to import or compile."""
     loaded = _modules_after(
         "import numpy as np\n"
-        "from gtag import features\n"
+        "from gtag.audio import features, musicnn_input\n"
         "y = np.random.default_rng(0).standard_normal(100000).astype(np.float32)\n"
-        "features.musicnn_patches(y); features.log_mel_spectrogram(y)\n"
-        "from gtag.models import load_models\n"
+        "musicnn_input.musicnn_patches(y); features.log_mel_spectrogram(y)\n"
+        "from gtag.models.runtime import load_models\n"
         "[m.predict(np.zeros((1, 187, 96), np.float32)) for m in load_models(names=['musicnn'], device='cpu')]\n"
     )
-    assert "gtag.features" in loaded and "onnxruntime" in loaded
+    assert "gtag.audio.features" in loaded and "onnxruntime" in loaded
     assert not {"librosa", "scipy", "numba"} & {m.split(".")[0] for m in loaded}
 
 
@@ -152,8 +153,8 @@ def test_workers_import_no_librosa_scipy_or_numba(tmp_path, tone):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from gtag.models import load_models
-    from gtag.pipeline import Predictor
+    from gtag.models.runtime import load_models
+    from gtag.predict.pipeline import Predictor
     from tests.conftest import write_wav
     from tests.worker_probe import modules_after_predicting
 
@@ -161,14 +162,14 @@ def test_workers_import_no_librosa_scipy_or_numba(tmp_path, tone):
     path = write_wav(tmp_path / "tone.wav", tone)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         loaded = pool.submit(modules_after_predicting, str(path), source).result()
-    assert "gtag.pipeline" in loaded and "onnxruntime" in loaded
+    assert "gtag.predict.pipeline" in loaded and "onnxruntime" in loaded
     assert not {"librosa", "scipy", "numba"} & {m.split(".")[0] for m in loaded}
 
 
 def test_the_fork_server_never_loads_onnx_runtime():
     """Workers are forked from a server that imported WORKER_PRELOAD; ONNX Runtime is not fork-safe,
     so none of it may import ONNX Runtime (each worker loads it after the fork)."""
-    from gtag.workers import WORKER_PRELOAD
+    from gtag.run.workers import WORKER_PRELOAD
 
     loaded = _modules_after("import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in WORKER_PRELOAD))
     assert set(WORKER_PRELOAD) <= loaded

@@ -137,7 +137,7 @@ def test_ensemble_command_scores_train_only_copies_of_every_model(tmp_path):
     the train split, takes musicnn's train-only export from the transfer run, scores all three on
     valid, writes weights into the manifest and reports the selection without each model."""
     pytest.importorskip("torch")
-    from gtag.models import read_manifest
+    from gtag.models.runtime import read_manifest
     from training.classic import ClassicOptions, train_classic
     from training.ensemble import choose_ensemble
     from training.musicnn import save_weights

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from gtag.cli import main
 from gtag.config import GenrePolicy
 from gtag.exitcodes import MEANINGS, Exit
-from gtag.messages import file_failure, folders_without_audio, refusal_reason
+from gtag.run.messages import file_failure, folders_without_audio, refusal_reason
 
 from .test_tag_cli import gtag_tag, make_lib  # noqa: F401  (gtag_tag: fixture)
 

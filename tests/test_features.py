@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import median_filter
 
-from gtag import features
-from gtag.audio import SAMPLE_RATE, WINDOW_SAMPLES, load_audio
-from gtag.features import FEATURE_NAMES, N_MELS, WINDOW_FRAMES
+from gtag.audio import features, musicnn_input
+from gtag.audio.decode import SAMPLE_RATE, WINDOW_SAMPLES, load_audio
+from gtag.audio.features import FEATURE_NAMES, N_MELS, WINDOW_FRAMES
 
 from .conftest import GTZAN, need
 
@@ -134,13 +134,13 @@ def test_float16_rounding_is_numpys_cast_bit_for_bit(name, values):
     # musicnn's inputs pass through float16 (its stored mel): the fast rounding must not move one of them.
     x = values[np.isfinite(values) & (np.abs(values) <= np.finfo(np.float16).max)]
     want = x.astype(np.float16).astype(np.float32)
-    got = features.round_to_float16(x)
+    got = musicnn_input.round_to_float16(x)
     assert got.dtype == np.float32 and got.shape == x.shape
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
 def test_float16_rounding_keeps_nan_and_the_array_shape():
     x = np.array([[np.nan, 1.0001], [2.0, np.float32(2**-20)]], dtype=np.float32)
-    got = features.round_to_float16(x)
+    got = musicnn_input.round_to_float16(x)
     assert got.shape == (2, 2) and np.isnan(got[0, 0])
     assert np.array_equal(got[~np.isnan(got)], x[~np.isnan(x)].astype(np.float16).astype(np.float32))

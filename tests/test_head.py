@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gtag import head as heads
-from gtag.vote import AbstainRule, abstain_reason
+from gtag.models import head as heads
+from gtag.models.vote import AbstainRule, abstain_reason
 
 LABELS = ("a", "b", "c")
 

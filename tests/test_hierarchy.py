@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gtag.hierarchy import NodeRules, NodeScorer, decide, logit, sure_nodes
-from gtag.taxonomy import default_taxonomy
+from gtag.genres.hierarchy import NodeRules, NodeScorer, decide, logit, sure_nodes
+from gtag.genres.taxonomy import default_taxonomy
 
 TAX = default_taxonomy()
 
@@ -106,7 +106,7 @@ def test_rules_from_a_manifest_block():
 def test_the_heads_genre_is_settled_only_where_both_agree_enough(head_p, node_p, default, expected):
     from dataclasses import replace
 
-    from gtag.hierarchy import agreeing_node
+    from gtag.genres.hierarchy import agreeing_node
 
     s = replace(_scorer("Rock", ["rock"], [1], 0, 0.7, default=default), agree_head_min=0.4, agree_min=0.3)
     rules = NodeRules({"Rock": s})

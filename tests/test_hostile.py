@@ -18,14 +18,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gtag import audio, tags
-from gtag.audio import SAMPLE_RATE, AudioLoadError, load_audio
-from gtag.cli import main, one_line
-from gtag.library import not_regular, walk
-from gtag.models import load_models
-from gtag.pipeline import Predictor
-from gtag.tagger import SKIPPED_NOT_REGULAR, TagOptions, Tagger
-from gtag.tags import TagError, read_genres, remove_stale_temp_files, write_genres
+from gtag.audio import decode as audio
+from gtag.audio.decode import SAMPLE_RATE, AudioLoadError, load_audio
+from gtag.cli import main
+from gtag.models.runtime import load_models
+from gtag.output import one_line
+from gtag.predict.pipeline import Predictor
+from gtag.run.library import not_regular, walk
+from gtag.run.records import SKIPPED_NOT_REGULAR, TagOptions
+from gtag.run.tagger import Tagger
+from gtag.tags import formats, tempfiles
+from gtag.tags import writing as tags_writing
+from gtag.tags.formats import TagError
+from gtag.tags.reading import read_genres
+from gtag.tags.tempfiles import remove_stale_temp_files
+from gtag.tags.writing import write_genres
 
 from .conftest import write_wav
 from .test_tag_cli import gtag_tag, make_lib, noise, sha, temp_files  # noqa: F401 (fixture)
@@ -263,7 +270,7 @@ def test_write_refuses_a_file_that_is_not_the_analysed_version(tmp_path: Path) -
     st = path.stat()
     analysed = (st.st_dev, st.st_ino, st.st_size - 1, st.st_mtime_ns)
     before = sha(path)
-    with pytest.raises(tags.FileChanged, match="changed since it was analysed"):
+    with pytest.raises(formats.FileChanged, match="changed since it was analysed"):
         write_genres(path, ["Jazz"], expect=analysed)
     assert sha(path) == before
     write_genres(path, ["Jazz"], expect=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
@@ -282,7 +289,7 @@ def test_swapped_temporary_copy_touches_nothing_else(tmp_path: Path, monkeypatch
     victim.write_bytes(b"root's own")
     victim.chmod(0o600)
     before = sha(path)
-    real_verify = tags._verify
+    real_verify = tags_writing._verify
 
     def verify_then_swap(spec, original, tmp, *args):
         real_verify(spec, original, tmp, *args)
@@ -290,7 +297,7 @@ def test_swapped_temporary_copy_touches_nothing_else(tmp_path: Path, monkeypatch
         os.unlink(name)
         os.symlink(victim, name)
 
-    monkeypatch.setattr(tags, "_verify", verify_then_swap)
+    monkeypatch.setattr(tags_writing, "_verify", verify_then_swap)
     with pytest.raises(TagError, match="replaced by another program"):
         write_genres(path, ["Jazz"])
     assert stat.S_IMODE(victim.stat().st_mode) == 0o600 and victim.read_bytes() == b"root's own"
@@ -307,7 +314,7 @@ def test_unrenamable_temporary_copy_is_reported(tmp_path: Path, monkeypatch) -> 
         raise PermissionError(13, "Permission denied")
 
     def failing_unlink(self, missing_ok=False):
-        if self.name.startswith(tags.TEMP_PREFIX):
+        if self.name.startswith(tempfiles.TEMP_PREFIX):
             raise PermissionError(13, "Permission denied")
         return real_unlink(self, missing_ok=missing_ok)
 
@@ -445,7 +452,7 @@ def test_unusable_cache_is_a_clear_error(make, how: str, tmp_path: Path, gtag_ta
 
 
 def test_old_cache_schema_is_rebuilt_and_bad_rows_are_misses(tmp_path: Path, gtag_tag) -> None:
-    from gtag.cache import APPLICATION_ID
+    from gtag.run.cache import APPLICATION_ID
 
     db = sqlite3.connect(gtag_tag.cache)
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")  # gtag's own cache (issue 29: only then)
@@ -564,7 +571,7 @@ def test_msd_labels_that_do_not_match_the_tag_output_exit_3(n_labels: int, tiny_
     from click.testing import CliRunner
     from onnx import TensorProto, helper, numpy_helper
 
-    from gtag.models import sha256_file
+    from gtag.models.runtime import sha256_file
 
     from .conftest import GENRES
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gtag import tags
 from gtag.cli import main
-from gtag.tags import read_genres, write_genres
+from gtag.tags.reading import read_genres
+from gtag.tags.writing import write_genres
 
 from .conftest import FIXTURES, GENRES, need, write_wav
 from .test_robustness import _children, _first_file_done, _ps, _wait_for, needs_proc
@@ -204,7 +204,7 @@ def test_a_foreign_database_as_cache_is_refused_untouched(tmp_path: Path, gtag_t
 
 
 def test_an_unmarked_cache_of_an_older_gtag_keeps_working(tmp_path: Path, gtag_tag) -> None:
-    from gtag.cache import APPLICATION_ID, EMBED_SCHEMA, SCHEMA
+    from gtag.run.cache import APPLICATION_ID, EMBED_SCHEMA, SCHEMA
 
     db = sqlite3.connect(gtag_tag.cache)  # what gtag tag and gtag learn made before the mark
     db.execute(SCHEMA)
@@ -254,11 +254,11 @@ def test_two_labels_named_alike_are_written_once(tmp_path: Path, gtag_tag) -> No
 _HOLDER = """
 import os, sys, time
 from pathlib import Path
-from gtag import tags
-from gtag.workers import WorkerPool
+from gtag.tags import tempfiles
+from gtag.run.workers import WorkerPool
 pool = WorkerPool(1)
 temps = []
-fd, _ = tags._temp_copy(Path(sys.argv[1]), sys.argv[1], temps)
+fd, _ = tempfiles._temp_copy(Path(sys.argv[1]), sys.argv[1], temps)
 os.write(fd, b"half a copy")
 print(pool._slots, temps[0], flush=True)
 time.sleep(120)
@@ -407,7 +407,7 @@ def test_a_sparse_file_stays_sparse(tmp_path: Path) -> None:
 
 
 def test_no_more_workers_than_files(tmp_path: Path, tiny_models: Path, monkeypatch) -> None:
-    from gtag import workers
+    from gtag.run import workers
 
     started: list[int] = []
 

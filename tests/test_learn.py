@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gtag.learn import LibraryTrack, label_tracks, normalise, read_map
+from gtag.learn.labels import LibraryTrack, label_tracks, normalise, read_map
 
 from .conftest import SHARED, need
 
@@ -78,7 +78,7 @@ def test_learn_from_two_thirds_then_tag_the_stripped_third(tmp_path, monkeypatch
     from click.testing import CliRunner
 
     from gtag.cli import main
-    from gtag.tags import read_genres
+    from gtag.tags.reading import read_genres
 
     music = need(LIBRARY / "music")
     monkeypatch.setenv("GTAG_CACHE", str(tmp_path / "cache.sqlite3"))
@@ -169,7 +169,7 @@ def test_ctrl_c_while_embedding_keeps_what_is_done_and_a_rerun_resumes(tmp_path,
     from click.testing import CliRunner
 
     from gtag.cli import main
-    from gtag.embed import Backbone
+    from gtag.learn.embed import Backbone
 
     lib = _learning_library(tmp_path, monkeypatch, 5)
     real, calls = Backbone.embed_file, []
@@ -200,8 +200,8 @@ def test_ctrl_c_right_after_a_write_is_counted(tmp_path, monkeypatch, jobs):
     threaded run met at random)."""
     from click.testing import CliRunner
 
-    from gtag.cache import EmbeddingCache
     from gtag.cli import main
+    from gtag.run.cache import EmbeddingCache
 
     lib = _learning_library(tmp_path, monkeypatch, 3)
     real_put, puts = EmbeddingCache.put, []

@@ -1,4 +1,4 @@
-"""gtag.library.walk: which files `gtag tag` looks at, and in which order.
+"""gtag.run.library.walk: which files `gtag tag` looks at, and in which order.
 
 The files here are empty placeholders: walk() looks at names and folders, never at contents.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gtag.library import walk
+from gtag.run.library import walk
 
 
 def _touch(root: Path, *names: str) -> None:

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from gtag.features import FEATURE_NAMES
-from gtag.models import ModelError, default_models_dir, load_models, providers_for, read_manifest, sha256_file
+from gtag.audio.features import FEATURE_NAMES
+from gtag.models.runtime import ModelError, default_models_dir, load_models, providers_for, read_manifest, sha256_file
 
 from .conftest import GENRES
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from gtag.cli import main
 from gtag.exitcodes import Exit
-from gtag.models import default_models_dir, read_manifest
+from gtag.models.runtime import default_models_dir, read_manifest
 
 from .conftest import GENRES
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gtag import audio, features
-from gtag.models import KIND_MUSICNN, default_models_dir, load_models, read_manifest, sha256_file
+from gtag.audio import decode as audio
+from gtag.audio import features, musicnn_input
+from gtag.models.runtime import KIND_MUSICNN, default_models_dir, load_models, read_manifest, sha256_file
 
 from .conftest import GENRES, GTZAN, need, write_wav
 
@@ -120,7 +121,7 @@ def test_reference_fixture_is_small_and_complete():
     corner = ref["range_corner"]  # the input range's corners, where the dead-filter proof is tightest
     assert corner.shape == (n,) and 2 <= corner.sum() < n
     assert (ref["patches"][corner] == 0).all(axis=(1, 2)).any()  # silence
-    assert np.isclose(ref["patches"][corner], features.MUSICNN_LOG_MEL_MAX).all(axis=(1, 2)).any()
+    assert np.isclose(ref["patches"][corner], musicnn_input.MUSICNN_LOG_MEL_MAX).all(axis=(1, 2)).any()
 
 
 def test_shipped_onnx_reproduces_tensorflow_msd_tags():
@@ -180,7 +181,7 @@ def test_shipped_cpu_variant_follows_the_float_model_on_extreme_audio():
     t = np.arange(n) / sr
     signals = [np.zeros(n), rng.uniform(-1, 1, n), np.sign(np.sin(2 * np.pi * 440 * t)),
                np.clip(10 * rng.standard_normal(n), -1, 1), np.sin(2 * np.pi * 50 * t)]
-    x = np.concatenate([features.musicnn_patches(y.astype(np.float32), sr, 3 * sr) for y in signals])
+    x = np.concatenate([musicnn_input.musicnn_patches(y.astype(np.float32), sr, 3 * sr) for y in signals])
     (pq, tq), (pf, tf) = q.predict_with_tags(x), f.predict_with_tags(x)
     # the float model's genre wherever it has one (a near-tie, within 0.05, may swap its two leaders)
     top2 = np.sort(pf, axis=1)[:, -2:]
@@ -310,14 +311,14 @@ def test_dead_filter_proof_holds_on_the_worst_inputs():
     c = float(bn.bias[0].detach() - a * bn.running_mean[0])
     b = net.timbral[0]
     with torch.no_grad():  # filter 1 reaches +0.05 only where the whole kernel sees x_max
-        top = a * features.MUSICNN_LOG_MEL_MAX + c
+        top = a * musicnn_input.MUSICNN_LOG_MEL_MAX + c
         b.conv.bias[1] = 0.05 - 0.01 * b.conv.weight[1].numel() * max(top, 0.0)
     dead = dead_filters(net)
     assert dead["timbral.0"][0] and not dead["timbral.0"][1]
     assert 0.2 < np.mean(np.concatenate(list(dead.values()))) < 0.8
     rng = np.random.default_rng(1)
-    corners = [np.zeros((187, 96)), np.full((187, 96), features.MUSICNN_LOG_MEL_MAX)]
-    corners += [np.where(rng.random((187, 96)) < 0.5, 0.0, features.MUSICNN_LOG_MEL_MAX) for _ in range(6)]
+    corners = [np.zeros((187, 96)), np.full((187, 96), musicnn_input.MUSICNN_LOG_MEL_MAX)]
+    corners += [np.where(rng.random((187, 96)) < 0.5, 0.0, musicnn_input.MUSICNN_LOG_MEL_MAX) for _ in range(6)]
     x = torch.from_numpy(np.stack(corners).astype(np.float32))
     with torch.no_grad():
         xb = net.bn_input(x.unsqueeze(1))
@@ -345,8 +346,8 @@ def test_dropping_dead_filters_keeps_every_output(tmp_path, align):
         assert n % align == 0 or n == total[name]
         assert n == total[name] - report["skipped"][name.replace("_", ".")]
     rng = np.random.default_rng(4)
-    x = np.concatenate([np.zeros((1, 187, 96)), np.full((1, 187, 96), features.MUSICNN_LOG_MEL_MAX),
-                        rng.uniform(0, features.MUSICNN_LOG_MEL_MAX, (3, 187, 96)),
+    x = np.concatenate([np.zeros((1, 187, 96)), np.full((1, 187, 96), musicnn_input.MUSICNN_LOG_MEL_MAX),
+                        rng.uniform(0, musicnn_input.MUSICNN_LOG_MEL_MAX, (3, 187, 96)),
                         np.abs(rng.standard_normal((3, 187, 96))) * 2]).astype(np.float32)
     with torch.no_grad():
         want, got = full.embed(torch.from_numpy(x)), pruned.embed(torch.from_numpy(x))
@@ -361,7 +362,7 @@ def test_dropping_dead_filters_keeps_every_output(tmp_path, align):
 def test_cpu_variant_is_loaded_on_cpu_checked_and_close(tmp_path, tiny_musicnn_models):
     """A manifest "cpu_variant" (int8 timbral convs) is what a CPU session runs, hash-checked like
     the main file; cpu_variant=False loads the float model."""
-    from gtag.models import ModelError
+    from gtag.models.runtime import ModelError
     from training.export import quantize_nodes
 
     root = tiny_musicnn_models
@@ -383,7 +384,7 @@ def test_cpu_variant_is_loaded_on_cpu_checked_and_close(tmp_path, tiny_musicnn_m
     (pq, tq), (pf, tf) = q.predict_with_tags(x), f.predict_with_tags(x)
     assert np.abs(tq - tf).mean() < 0.02 and np.abs(pq - pf).mean() < 0.02
     # a --jobs worker loads what its parent loaded: the float model stays float in the workers
-    from gtag.pipeline import Predictor, _WORKER_PREDICTORS, predict_in_worker
+    from gtag.predict.pipeline import _WORKER_PREDICTORS, Predictor, predict_in_worker
 
     wav = write_wav(tmp_path / "a.wav", np.sin(np.arange(5 * 22050) * 0.05).astype(np.float32) * 0.3)
     for model in (q, f):
@@ -400,7 +401,7 @@ def test_cpu_variant_is_loaded_on_cpu_checked_and_close(tmp_path, tiny_musicnn_m
 
 def test_musicnn_patches_follow_gtags_windows(tone):
     y = np.tile(tone, 2)  # 10 s
-    p = features.musicnn_patches(y)
+    p = musicnn_input.musicnn_patches(y)
     starts = features.analyze(y, want_features=False).starts
     assert p.shape == (len(starts), 187, 96) and p.dtype == np.float32
     assert p.min() >= 0 and np.isfinite(p).all()
@@ -409,21 +410,21 @@ def test_musicnn_patches_follow_gtags_windows(tone):
     # With a hop of 0.8 s every start falls on a 16 kHz frame exactly (17,640 samples at 22,050 Hz
     # = 12,800 at 16 kHz = 50 frames); at the default 1.5 s hop it is rounded to the nearest frame.
     hop = 17_640
-    p = features.musicnn_patches(y, hop=hop)
+    p = musicnn_input.musicnn_patches(y, hop=hop)
     starts = audio.window_starts(y.size, audio.WINDOW_SAMPLES, hop)
     assert len(p) == len(starts) == 9
     for i, s in enumerate(starts):
-        alone = features.musicnn_patches(y[s:s + audio.WINDOW_SAMPLES])[0]
+        alone = musicnn_input.musicnn_patches(y[s:s + audio.WINDOW_SAMPLES])[0]
         assert np.median(np.abs(alone[4:-4] - p[i][4:-4])) < 1e-3
 
 
 def test_musicnn_patches_of_short_and_silent_input():
     short = (0.1 * np.sin(np.arange(int(1.5 * audio.SAMPLE_RATE)) * 0.05)).astype(np.float32)
-    assert features.musicnn_patches(short).shape == (1, 187, 96)  # tiled to one window
-    silent = features.musicnn_patches(np.zeros(audio.WINDOW_SAMPLES, np.float32))
+    assert musicnn_input.musicnn_patches(short).shape == (1, 187, 96)  # tiled to one window
+    silent = musicnn_input.musicnn_patches(np.zeros(audio.WINDOW_SAMPLES, np.float32))
     assert silent.shape == (1, 187, 96) and np.allclose(silent, 0)  # log10(1 + 0)
     with pytest.raises(ValueError):
-        features.musicnn_patches(short, sr=16000)
+        musicnn_input.musicnn_patches(short, sr=16000)
 
 
 @pytest.fixture
@@ -439,7 +440,7 @@ def tiny_musicnn_models(tmp_path) -> Path:
 
 
 def test_predictor_reports_msd_tags(tmp_path, tiny_musicnn_models, tone):
-    from gtag.pipeline import Predictor
+    from gtag.predict.pipeline import Predictor
 
     path = write_wav(tmp_path / "a.wav", tone)
     pred = Predictor(load_models(tiny_musicnn_models, device="cpu")).predict_file(path)
@@ -489,7 +490,7 @@ def test_shipped_musicnn_on_real_audio_sees_metal():
     """On a metal clip, the shipped model's MSD tags put metal tags on top (sanity of the whole
     16 kHz input path, not only the network)."""
     _shipped_musicnn()
-    from gtag.pipeline import Predictor
+    from gtag.predict.pipeline import Predictor
 
     clip = need(GTZAN / "audio" / "metal" / "metal.00000.ogg")
     pred = Predictor(load_models(default_models_dir(), ["musicnn"], device="cpu")).predict_file(clip)
@@ -500,10 +501,10 @@ def test_shipped_musicnn_on_real_audio_sees_metal():
 def test_transfer_command_end_to_end(tmp_path):
     """`gtag-train transfer` on a toy dataset with random (full-size) musicnn weights: it chooses C,
     scores valid at the tag-time hop (every 3 s), exports the float model and its CPU variant with an
-    `embedding` output (so gtag.embed.Backbone cuts it and a new head attaches), a train-only copy
+    `embedding` output (so gtag.learn.embed.Backbone cuts it and a new head attaches), a train-only copy
     for `gtag-train ensemble`, and a manifest entry that gtag loads (the variant on a CPU)."""
-    from gtag.embed import Backbone
-    from gtag.head import EMBEDDING_OUTPUT
+    from gtag.learn.embed import Backbone
+    from gtag.models.head import EMBEDDING_OUTPUT
     from training.musicnn_onnx import CPU_VARIANT_FILE
     from training.transfer import TAG_HOP_SECONDS, TransferOptions, train_transfer
 

@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from gtag import audio, features  # noqa: E402
+from gtag.audio import decode as audio  # noqa: E402
+from gtag.audio import features
 from training import cnn, loop, nets, wavenet, windows  # noqa: E402
 
 SR = audio.SAMPLE_RATE
@@ -160,7 +161,7 @@ def _write_dataset(root) -> None:
 
 def test_train_commands_end_to_end(tmp_path):
     """Both commands run, write their reports and a manifest entry gtag can load."""
-    from gtag.models import load_models
+    from gtag.models.runtime import load_models
 
     _write_dataset(tmp_path / "data")
     out, runs = tmp_path / "models", tmp_path / "runs"

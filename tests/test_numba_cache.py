@@ -1,4 +1,4 @@
-"""gtag.numba_cache: librosa's numba kernels never read librosa's in-tree cache, and the cache gtag
+"""gtag.audio.numba_cache: librosa's numba kernels never read librosa's in-tree cache, and the cache gtag
 uses instead is written by one process at a time (issue 17).
 
 These tests read numba's own cache files (index and data are pickles) to set up and to inspect
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gtag import numba_cache
+from gtag.audio import numba_cache
 
 from .conftest import SHARED, need
 
@@ -50,7 +50,7 @@ def test_numba_is_pointed_at_gtags_locked_cache(tmp_path: Path) -> None:
     r = _python("""
         import os
         import numba.core.caching as c
-        from gtag import numba_cache
+        from gtag.audio import numba_cache
         numba_cache.prepare()
         from numba.core import config
         print(numba_cache.prepare(), config.CACHE_DIR == os.environ["NUMBA_CACHE_DIR"], config.CACHE_DIR)
@@ -68,7 +68,7 @@ def test_private_cache_when_numba_is_not_as_expected(tmp_path: Path) -> None:
     """If numba's cache internals change, each process compiles into a folder of its own."""
     r = _python("""
         import os
-        from gtag import numba_cache
+        from gtag.audio import numba_cache
         numba_cache._numba_as_expected = lambda: False
         print(numba_cache.prepare(), os.environ["NUMBA_CACHE_DIR"])
     """, _env(XDG_CACHE_HOME=str(tmp_path)))
@@ -81,7 +81,7 @@ def test_private_cache_when_numba_is_not_as_expected(tmp_path: Path) -> None:
 
 LOCK_SPY = """
 import fcntl, os, sys
-from gtag import numba_cache
+from gtag.audio import numba_cache
 numba_cache.prepare()
 import numba.core.caching as c
 lock = str(numba_cache.lock_path(os.environ["NUMBA_CACHE_DIR"]))
@@ -175,7 +175,7 @@ def test_a_corrupt_librosa_cache_in_tree_is_never_read(tmp_path: Path) -> None:
 
     r = _python("""
         import numpy as np
-        from gtag import features
+        from gtag.audio import features
         y = np.random.default_rng(0).standard_normal(5 * 22050).astype(np.float32)
         an = features.analyze(y, 22050, 33075, want_features=True, want_mel=False)
         assert an.features.shape == (2, 57) and np.isfinite(an.features).all()
@@ -206,7 +206,7 @@ DTYPES = ["float32", "float64", "int64", "int32"]
 WORKER = """
 import sys, time
 from pathlib import Path
-from gtag import numba_cache
+from gtag.audio import numba_cache
 numba_cache.prepare()
 import numpy as np
 sys.path.insert(0, sys.argv[1])
@@ -281,7 +281,7 @@ def test_deleting_the_cache_folder_mid_run_keeps_the_lock(tmp_path: Path) -> Non
     holds it keeps excluding the others, and the folder is made again for numba to write into."""
     r = _python("""
         import fcntl, os, shutil
-        from gtag import numba_cache
+        from gtag.audio import numba_cache
         numba_cache.prepare()
         where = os.environ["NUMBA_CACHE_DIR"]
         with numba_cache.cache_lock(exclusive=True):
@@ -305,7 +305,8 @@ def test_a_feature_pass_compiles_every_kernel_under_the_exclusive_lock(tmp_path:
     the exclusive lock (the warm-up pass), so processes starting together never write at once."""
     r = _python("""
         import numpy as np
-        from gtag import features, numba_cache
+        from gtag.audio import features
+        from gtag.audio import numba_cache
         numba_cache.prepare()
         import numba.core.caching as c
         saves = []

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gtag.cli import main, timeline
-from gtag.models import load_models
-from gtag.pipeline import Predictor, analyse_file
+from gtag.cli import main
+from gtag.cli.predict import timeline
+from gtag.models.runtime import load_models
+from gtag.predict.pipeline import Predictor, analyse_file
 
 from .conftest import FIXTURES, GTZAN, need, write_wav
 
@@ -102,7 +103,7 @@ def test_models_command_lists_metrics_readable_in_80_columns():
     import subprocess
     import sys
 
-    from gtag.models import default_models_dir, read_manifest
+    from gtag.models.runtime import default_models_dir, read_manifest
 
     r = subprocess.run([sys.executable, "-m", "gtag.cli", "models"], capture_output=True, text=True,
                        env={**__import__("os").environ, "COLUMNS": "80"}, check=True)
@@ -122,7 +123,9 @@ def test_timeline_merges_runs():
 def test_each_model_windows_at_its_own_hop(tmp_path, tiny_models, tone):
     """A manifest hop per model: the log-mel model votes every 3 s while the feature model votes
     every 1.5 s; the timeline uses the finer windows; an explicit hop applies to all models."""
-    from gtag import audio, features, vote
+    from gtag.audio import decode as audio
+    from gtag.audio import features
+    from gtag.models import vote
 
     entry = json.loads((tiny_models / "manifest.json").read_text())
     for m in entry["models"]:
@@ -174,7 +177,7 @@ def test_models_picked_with_model_vote_equally(tmp_path, tiny_models, tone):
 
 def test_worker_processes_vote_with_the_parents_weights(tmp_path, tiny_models, tone):
     """`gtag tag --jobs 2`: the pool workers rebuild the predictor with the same weights."""
-    from gtag.pipeline import predict_in_worker
+    from gtag.predict.pipeline import predict_in_worker
 
     path = write_wav(tmp_path / "a.wav", tone)
     models = load_models(tiny_models, device="cpu")

@@ -10,9 +10,10 @@ import mutagen
 import numpy as np
 import pytest
 
-from gtag import genres
 from gtag.config import DEFAULT_NAMES, ConfigError, GenrePolicy, load_config
-from gtag.tags import read_genres, write_genres
+from gtag.genres import names as genres
+from gtag.tags.reading import read_genres
+from gtag.tags.writing import write_genres
 
 from .conftest import GENRES, need
 from .test_tag_cli import FORMATS, gtag_tag, make_lib, snapshot  # noqa: F401  (gtag_tag: fixture)
@@ -293,7 +294,7 @@ def test_options_with_a_config_pickle(tmp_path: Path) -> None:
     """Options cross process boundaries (worker pools, Ray): a config's policy must travel too."""
     import pickle
 
-    from gtag.tagger import TagOptions
+    from gtag.run.records import TagOptions
 
     cfg = load_config(_config(tmp_path, 'exclude = ["disco"]\n[names]\nhiphop = "Hip Hop"\n'))
     opts = pickle.loads(pickle.dumps(TagOptions(policy=cfg.policy, separator="; ")))

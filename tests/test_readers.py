@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gtag.tags import write_genres
+from gtag.tags.writing import write_genres
 
 FORMATS = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "formats"
 README = Path(__file__).resolve().parents[1] / "docs" / "formats.md"  # the reader table's page

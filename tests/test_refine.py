@@ -1,4 +1,4 @@
-"""Refine, never coarsen (gtag.refine): --force keeps a finer genre, --merge adds the parent beside it
+"""Refine, never coarsen (gtag.genres.refine): --force keeps a finer genre, --merge adds the parent beside it
 in every container (read back by mutagen, TagLib and mediafile), --replace replaces."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import mutagen
 import pytest
 from mutagen.id3 import ID3, TCON
 
-from gtag.refine import MERGE, REFINE, REPLACE, decide
-from gtag.tags import read_genres, write_genres
+from gtag.genres.refine import MERGE, REFINE, REPLACE, decide
+from gtag.tags.reading import read_genres
+from gtag.tags.writing import write_genres
 
 from .test_tag_cli import gtag_tag, make_lib  # noqa: F401  (gtag_tag is a fixture)
 

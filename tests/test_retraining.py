@@ -40,8 +40,8 @@ def _sha(models: Path, name: str) -> str:
 
 def _default_vote(models: Path, clip: Path) -> np.ndarray:
     """What the default run hears: the models the manifest's weights select, voting by them."""
-    from gtag.models import load_models
-    from gtag.pipeline import Predictor
+    from gtag.models.runtime import load_models
+    from gtag.predict.pipeline import Predictor
 
     return Predictor(load_models(models, device="cpu")).predict_file(clip).probabilities
 

@@ -10,7 +10,7 @@ import mutagen
 from click.testing import CliRunner
 
 from gtag.cli import main
-from gtag.tags import read_genres
+from gtag.tags.reading import read_genres
 
 from .test_tag_cli import gtag_tag, make_lib, sha  # noqa: F401  (gtag_tag is a fixture)
 from .test_undo import _set_originals

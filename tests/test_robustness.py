@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 from gtag.cli import main
-from gtag.tags import read_genres
-from gtag.workers import CRASH_HOOK_ENV, WorkerPool, describe_exit
+from gtag.run.workers import CRASH_HOOK_ENV, WorkerPool, describe_exit
+from gtag.tags.reading import read_genres
 
 from .test_tag_cli import make_lib, snapshot, temp_files
 
@@ -117,13 +117,13 @@ def test_a_dead_worker_costs_one_file(tmp_path: Path, tiny_models: Path, monkeyp
 def test_ctrl_c_before_tagging_exits_130_with_a_summary(where: str, jobs: str, tmp_path: Path, tiny_models: Path,
                                                         monkeypatch) -> None:
     # With -j 2 the workers are already running when the models load: they are stopped too.
-    import gtag.cli
-    import gtag.library
+    import gtag.cli.app
+    import gtag.run.library
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gtag.library if where == "walk" else gtag.cli, "walk" if where == "walk" else "load_models",
+    monkeypatch.setattr(gtag.run.library if where == "walk" else gtag.cli.app, "walk" if where == "walk" else "load_models",
                         interrupted)
     lib = make_lib(tmp_path / "lib", wavs={"a.wav": 3, "b.wav": 3})
     before = set(threading.enumerate())
@@ -140,9 +140,9 @@ def test_a_swallowed_ctrl_c_still_stops_the_run(tmp_path: Path, tiny_models: Pat
     """F9: Ctrl-C during a library call that swallows KeyboardInterrupt (numba printing it as
     "ignored" during a compile) used to let the run go on and exit 0. Now the signal is recorded
     and the run stops after that file: exit 130, the rest untouched."""
-    import gtag.pipeline
+    import gtag.predict.pipeline
 
-    real = gtag.pipeline.analyse_file
+    real = gtag.predict.pipeline.analyse_file
     calls = []
 
     def analyse_then_swallowed_ctrl_c(path, config):
@@ -155,7 +155,7 @@ def test_a_swallowed_ctrl_c_still_stops_the_run(tmp_path: Path, tiny_models: Pat
                 pass  # swallowed, as a careless library would
         return real(path, config)
 
-    monkeypatch.setattr(gtag.pipeline, "analyse_file", analyse_then_swallowed_ctrl_c)
+    monkeypatch.setattr(gtag.predict.pipeline, "analyse_file", analyse_then_swallowed_ctrl_c)
     lib = make_lib(tmp_path / "lib", wavs={f"t{i}.wav": 3 for i in range(4)})
     report = tmp_path / "r.json"
     r = CliRunner().invoke(main, ["tag", "--models", str(tiny_models), "--no-cache", "-j", "1",
@@ -171,10 +171,10 @@ def test_a_ctrl_c_ignored_when_gtag_started_stays_ignored(tmp_path: Path, tiny_m
     """A background job (`gtag tag &` in a script) starts with SIGINT ignored, so that a Ctrl-C meant
     for the foreground does not stop it: gtag tag keeps that, as learn and predict do, and tags
     every file; SIGTERM still has gtag's clean stop."""
-    import gtag.pipeline
-    from gtag import signals
+    import gtag.predict.pipeline
+    from gtag.run import signals
 
-    real, calls = gtag.pipeline.analyse_file, []
+    real, calls = gtag.predict.pipeline.analyse_file, []
 
     def analyse_then_ctrl_c(path, config):
         calls.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
@@ -183,7 +183,7 @@ def test_a_ctrl_c_ignored_when_gtag_started_stays_ignored(tmp_path: Path, tiny_m
             time.sleep(0.2)
         return real(path, config)
 
-    monkeypatch.setattr(gtag.pipeline, "analyse_file", analyse_then_ctrl_c)
+    monkeypatch.setattr(gtag.predict.pipeline, "analyse_file", analyse_then_ctrl_c)
     lib = make_lib(tmp_path / "lib", wavs={f"t{i}.wav": 3 for i in range(3)})
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -267,7 +267,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path, tiny_models: Pat
 _POOL_PROBE = """
 import os, sys, threading, time
 {before}
-from gtag.workers import WorkerPool
+from gtag.run.workers import WorkerPool
 from tests.worker_probe import parent_and_onnx_runtime
 
 pool = WorkerPool(2, fork=True)

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gtag import audio, features, spans
-from gtag.audio import SAMPLE_RATE, WINDOW_SAMPLES
-from gtag.models import default_models_dir, load_models
-from gtag.pipeline import AnalysisConfig, Predictor, analyse_file, second_opinion
+from gtag.audio import decode as audio
+from gtag.audio import features, spans
+from gtag.audio.decode import SAMPLE_RATE, WINDOW_SAMPLES
+from gtag.models.runtime import default_models_dir, load_models
+from gtag.predict.pipeline import AnalysisConfig, Predictor, analyse_file, second_opinion
 
 from .conftest import GTZAN, need, shipped_models_copy
 from .test_spans import MUSICNN_HOP, music, write

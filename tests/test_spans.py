@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gtag import audio, features, spans
-from gtag.audio import SAMPLE_RATE, WINDOW_SAMPLES
-from gtag.models import KIND_LOG_MEL, KIND_MUSICNN, load_models, sha256_file
-from gtag.pipeline import Predictor, analyse_file
+from gtag.audio import decode as audio
+from gtag.audio import features, musicnn_input, spans
+from gtag.audio.decode import SAMPLE_RATE, WINDOW_SAMPLES
+from gtag.models.runtime import KIND_LOG_MEL, KIND_MUSICNN, load_models, sha256_file
+from gtag.predict.pipeline import Predictor, analyse_file
 
 from .conftest import GENRES, SHARED, _linear_model, need
 
@@ -46,7 +47,7 @@ def test_spread_keeps_short_grids_whole_and_picks_n_from_first_to_last():
     picked = spans.spread(60, 20)
     assert len(picked) == 20 and picked[0] == 0 and picked[-1] == 59 and np.all(np.diff(picked) > 0)
     assert np.diff(picked).max() - np.diff(picked).min() <= 1  # evenly spread
-    from gtag.embed import spread
+    from gtag.learn.embed import spread
 
     assert list(spread(60, 16)) == list(spans.spread(60, 16))  # learn's cache and tag pick alike
 
@@ -66,10 +67,10 @@ def test_capped_starts_rule():
 
 def test_span_patches_are_the_whole_track_patches_of_those_windows():
     y = music(75)
-    every = features.musicnn_patches(y, SAMPLE_RATE, MUSICNN_HOP)
+    every = musicnn_input.musicnn_patches(y, SAMPLE_RATE, MUSICNN_HOP)
     starts = audio.window_starts(y.size, WINDOW_SAMPLES, MUSICNN_HOP)
     rows = spans.spread(len(starts), 7)
-    got = features.musicnn_span_patches(spans.spans_from_signal(y, starts[rows]), starts[rows])
+    got = musicnn_input.musicnn_span_patches(spans.spans_from_signal(y, starts[rows]), starts[rows])
     # float rounding may flip a float16 step of the stored mel: ~4e-4 in log10 (musicnn's own format)
     assert np.abs(got - every[rows]).max() < 1e-3
     assert np.mean(got == every[rows]) > 0.99
@@ -106,16 +107,16 @@ def test_files_libsndfile_cannot_read_are_decoded_on_their_spread_windows_only(t
     assert parts is not None and [p.start for p in parts] == [max(0, int(s) - spans.SPAN_MARGIN) for s in starts]
     # every window's patch as a whole-file decode gives it: a sample or two apart at most (WMA's
     # millisecond timestamps: up to ~20 samples; a misplaced window differs by ~0.2 per value)
-    got = features.musicnn_span_patches(parts, starts)
-    ref = features.musicnn_span_patches(spans.spans_from_signal(whole, starts), starts)
+    got = musicnn_input.musicnn_span_patches(parts, starts)
+    ref = musicnn_input.musicnn_span_patches(spans.spans_from_signal(whole, starts), starts)
     assert np.median(np.abs(got - ref)) < 0.02 and np.abs(got - ref).mean() < 0.05
     # a window 50 ms from the end: its span's margin runs to the end of the file (where WMA's last,
     # flushed frame has no timestamp)
     last = np.array([whole.size - WINDOW_SAMPLES - SAMPLE_RATE // 20])
     tail = spans.read_spans(path, last)
     assert tail is not None
-    near_end = features.musicnn_span_patches(spans.spans_from_signal(whole, last), last)
-    assert np.abs(features.musicnn_span_patches(tail, last) - near_end).mean() < 0.05
+    near_end = musicnn_input.musicnn_span_patches(spans.spans_from_signal(whole, last), last)
+    assert np.abs(musicnn_input.musicnn_span_patches(tail, last) - near_end).mean() < 0.05
     monkeypatch.setattr(audio, "load_audio", lambda *a, **k: pytest.fail("decoded the whole file"))
     pred = Predictor(musicnn, max_windows=10).predict_file(path)
     assert len(pred.window_starts) == 10 and not pred.truncated and abs(pred.duration - 95) < 0.1
@@ -161,7 +162,7 @@ def test_long_track_on_exactly_n_spread_windows(tmp_path, musicnn):
 
 
 def test_hour_long_file_is_read_on_its_spread_windows_to_the_end(tmp_path, musicnn):
-    """Past gtag.audio.MAX_ANALYSED_SECONDS (600 s, which a whole decode keeps as 30 s blocks) the
+    """Past gtag.audio.decode.MAX_ANALYSED_SECONDS (600 s, which a whole decode keeps as 30 s blocks) the
     spread windows still reach the end of the file."""
     import soundfile as sf
 
@@ -250,7 +251,7 @@ def test_predict_says_when_windows_are_spread(tmp_path, cap, spread_note):
 def test_learn_embeds_the_spread_windows_tag_analyses(tmp_path, monkeypatch):
     """`gtag learn` embeds CACHED_WINDOWS spread windows of a long track, decoding only them,
     and a short track's every window, as before."""
-    from gtag.embed import CACHED_WINDOWS, Backbone
+    from gtag.learn.embed import CACHED_WINDOWS, Backbone
 
     bb = Backbone()
     short = write(tmp_path / "clip.wav", music(30, seed=7), SAMPLE_RATE)

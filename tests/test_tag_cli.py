@@ -22,16 +22,19 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from gtag import __version__, tags
-from gtag.audio import SAMPLE_RATE
+from gtag import __version__
+from gtag.audio.decode import SAMPLE_RATE
 from gtag.cli import main
-from gtag.library import walk
-from gtag.pipeline import Prediction
 from gtag.config import GenrePolicy
-from gtag.tagger import DISPLAY_NAMES, choose_genres
+from gtag.predict.prediction import Prediction
+from gtag.run.decision import choose_genres
+from gtag.run.library import walk
+from gtag.run.records import DISPLAY_NAMES
+from gtag.tags import tempfiles, writing
 
 display_name = GenrePolicy().name  # what gtag writes for a label, without a config file
-from gtag.tags import read_extra, read_genres, write_genres
+from gtag.tags.reading import read_extra, read_genres
+from gtag.tags.writing import write_genres
 
 from .conftest import FIXTURES, GENRES, need, write_wav
 from .test_tags import audio_fingerprint
@@ -97,7 +100,7 @@ def sha(path: Path) -> str:
 
 
 def temp_files(root: Path) -> list[str]:
-    return [f for _, _, files in os.walk(root) for f in files if f.startswith(tags.TEMP_PREFIX)]
+    return [f for _, _, files in os.walk(root) for f in files if f.startswith(tempfiles.TEMP_PREFIX)]
 
 
 @dataclass
@@ -441,8 +444,8 @@ def test_a_wrong_model_is_one_line_before_the_library_is_walked(args, says, tmp_
     # A large library takes a while to walk: a typo in --model must not wait for it.
     from click.testing import CliRunner
 
-    from gtag import library
     from gtag.cli import main
+    from gtag.run import library
 
     walked = []
     monkeypatch.setattr(library, "walk", lambda paths: walked.append(paths) or iter(()))
@@ -499,7 +502,7 @@ def test_second_run_comes_from_the_cache(how: str, tmp_path: Path, gtag_tag, mon
     def no_analysis(*args, **kwargs):
         raise AssertionError("a cached file was analysed again")
 
-    monkeypatch.setattr("gtag.tagger.analyse_file", no_analysis)
+    monkeypatch.setattr("gtag.run.tagger.analyse_file", no_analysis)
     second = gtag_tag("--force", lib, **kw)
     assert second.code == 0, second.stderr
     assert all(r["cached"] for r in second.report)
@@ -522,7 +525,7 @@ def test_interrupted_run_resumes(where: str, tmp_path: Path, gtag_tag, monkeypat
     calls: list = []
 
     if where == "before_write":
-        real_write = tags.write_genres
+        real_write = writing.write_genres
 
         def write_genres_then_ctrl_c(path, genres, extra=None, **kwargs):
             calls.append(path)
@@ -530,9 +533,9 @@ def test_interrupted_run_resumes(where: str, tmp_path: Path, gtag_tag, monkeypat
                 raise KeyboardInterrupt
             return real_write(path, genres, extra, **kwargs)
 
-        monkeypatch.setattr(tags, "write_genres", write_genres_then_ctrl_c)
+        monkeypatch.setattr(writing, "write_genres", write_genres_then_ctrl_c)
     else:  # with the tagged temporary copy made, just before it would replace the original
-        real_verify = tags._verify
+        real_verify = writing._verify
 
         def verify_then_ctrl_c(*args, **kwargs):
             calls.append(args)
@@ -541,7 +544,7 @@ def test_interrupted_run_resumes(where: str, tmp_path: Path, gtag_tag, monkeypat
                 raise KeyboardInterrupt
             return real_verify(*args, **kwargs)
 
-        monkeypatch.setattr(tags, "_verify", verify_then_ctrl_c)
+        monkeypatch.setattr(writing, "_verify", verify_then_ctrl_c)
 
     run = gtag_tag(lib)
     assert run.code == 130
@@ -621,13 +624,13 @@ def test_write_confidence(tmp_path: Path, gtag_tag) -> None:
     ],
 )
 def test_default_jobs_respect_cpus_and_memory(cpus, available, expected):
-    from gtag.tagger import plan_jobs
+    from gtag.run.jobs import plan_jobs
 
     assert plan_jobs(cpus, available) == expected
 
 
 def test_default_jobs_on_this_machine_is_usable():
-    from gtag.tagger import default_jobs
+    from gtag.run.jobs import default_jobs
 
     n = default_jobs()
     assert 1 <= n <= (os.cpu_count() or 1)

@@ -21,8 +21,13 @@ from mutagen.asf import ASF
 from mutagen.id3 import ID3
 from mutagen.mp4 import MP4, Atom
 
-from gtag import tags
-from gtag.tags import FORMATS, TagError, UnsupportedFormat, read_extra, read_genres, write_genres
+from gtag.tags import formats as tags_formats
+from gtag.tags import reading as tags_reading
+from gtag.tags import tempfiles
+from gtag.tags import writing as tags_writing
+from gtag.tags.formats import FORMATS, TagError, UnsupportedFormat
+from gtag.tags.reading import read_extra, read_genres
+from gtag.tags.writing import write_genres
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 FIXTURE_NAMES = (
@@ -49,7 +54,7 @@ def _copy(name: str, folder: Path) -> Path:
 
 
 def _temp_files(folder: Path) -> list[str]:
-    return [p.name for p in folder.iterdir() if p.name.startswith(tags.TEMP_PREFIX)]
+    return [p.name for p in folder.iterdir() if p.name.startswith(tempfiles.TEMP_PREFIX)]
 
 
 def _raw_genres(path: Path) -> list[str]:
@@ -108,8 +113,7 @@ def mediafile():
 @pytest.fixture(scope="module")
 def gtag_mediafile(mediafile):
     """A MediaFile subclass that also reads gtag's extra fields, as a beets plugin would."""
-    from mediafile import ASFStorageStyle, MediaField, MP3DescStorageStyle, MP4StorageStyle
-    from mediafile import StorageStyle
+    from mediafile import ASFStorageStyle, MediaField, MP3DescStorageStyle, MP4StorageStyle, StorageStyle
 
     class GtagMediaFile(mediafile.MediaFile):
         pass
@@ -164,10 +168,10 @@ def test_write_two_genres(name: str, tmp_path: Path, mediafile) -> None:
 
 def test_id3v23_stays_v23(tmp_path: Path) -> None:
     path = _copy(MP3_V23, tmp_path)
-    assert tags.format_name(path) == "mp3/id3v2.3"
+    assert tags_formats.format_name(path) == "mp3/id3v2.3"
     write_genres(path, ["Jazz", "Blues"], EXTRA)
     assert path.read_bytes()[:4] == b"ID3\x03"
-    assert tags.format_name(path) == "mp3/id3v2.3"
+    assert tags_formats.format_name(path) == "mp3/id3v2.3"
 
 
 def test_replacing_and_removing_genres(tmp_path: Path) -> None:
@@ -285,14 +289,14 @@ def test_asf_genre_id_is_removed(tmp_path: Path) -> None:
 def test_format_name(name: str, expected: str) -> None:
     if not (FIXTURES / name).is_file():
         pytest.skip(f"fixture {name} is missing")
-    assert tags.format_name(FIXTURES / name) == expected
+    assert tags_formats.format_name(FIXTURES / name) == expected
     # gtag tag reads both from one parse of the tags
     path = FIXTURES / name
-    assert tags.read_format_and_genres(path, "; ") == (expected, tags.read_genres(path, "; "))
+    assert tags_reading.read_format_and_genres(path, "; ") == (expected, tags_reading.read_genres(path, "; "))
 
 
 def test_format_table_is_complete() -> None:
-    assert {spec.style for spec in FORMATS} == set(tags.STYLES)
+    assert {spec.style for spec in FORMATS} == set(tags_formats.STYLES)
     for spec in FORMATS:
         assert spec.extensions and all(ext.startswith(".") for ext in spec.extensions)
         assert spec.mutagen_class_name.startswith("mutagen.")
@@ -333,7 +337,7 @@ def test_read_only_folder_is_refused(tmp_path: Path) -> None:
 def test_non_audio_is_refused(tmp_path: Path, filename: str, content: bytes) -> None:
     path = tmp_path / filename
     path.write_bytes(content)
-    for call in (read_genres, lambda p: write_genres(p, ["Jazz"]), tags.format_name):
+    for call in (read_genres, lambda p: write_genres(p, ["Jazz"]), tags_formats.format_name):
         with pytest.raises(TagError, match=filename):
             call(path)
     assert path.read_bytes() == content
@@ -407,7 +411,7 @@ def test_ctrl_c_at_any_step_of_a_write_leaves_no_temporary_copy(
 ) -> None:
     # A Ctrl-C that landed just after the copy was made (before the code that removes it on a
     # failure had started) left a .gtag-* file in the user's folder (CI saw one after a -j 2 Ctrl-C).
-    from gtag import riffinfo
+    from gtag.tags import riffinfo
 
     path = _copy("formats/classical.wav", tmp_path)
     riffinfo.write_info(path, {"INAM": "Fixture classical"})  # so the second (INFO) copy is made too
@@ -416,7 +420,11 @@ def test_ctrl_c_at_any_step_of_a_write_leaves_no_temporary_copy(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(*(os, "replace") if step == "replace" else (tags, step), interrupted)
+    if step == "replace":
+        monkeypatch.setattr(os, "replace", interrupted)
+    for module in (tags_writing, tempfiles):  # where the write looks the step up
+        if hasattr(module, step):
+            monkeypatch.setattr(module, step, interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_genres(path, ["Jazz"])
     assert path.read_bytes() == original
@@ -432,7 +440,7 @@ def test_a_stop_signal_while_the_copy_is_made_waits_until_it_is_recorded(
 
     def signalled_open(name, *args, **kwargs):
         made = real_open(name, *args, **kwargs)
-        if Path(name).name.startswith(tags.TEMP_PREFIX):
+        if Path(name).name.startswith(tempfiles.TEMP_PREFIX):
             # Ctrl-C the moment the file exists, before it is returned, as Python runs the handler
             # when another thread (ONNX Runtime's) took the signal: the mask does not hold it then.
             raise KeyboardInterrupt
@@ -473,14 +481,14 @@ def test_concurrent_change_is_not_overwritten(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = _copy("mediafile/full.flac", tmp_path)
-    real_verify = tags._verify
+    real_verify = tags_writing._verify
 
     def verify_then_other_program_writes(*args, **kwargs) -> None:
         real_verify(*args, **kwargs)
         with open(path, "ab") as fh:
             fh.write(b"x")
 
-    monkeypatch.setattr(tags, "_verify", verify_then_other_program_writes)
+    monkeypatch.setattr(tags_writing, "_verify", verify_then_other_program_writes)
     with pytest.raises(TagError, match="changed"):
         write_genres(path, ["Jazz"])
     assert path.read_bytes().endswith(b"x")  # the other program's version is kept
@@ -533,7 +541,7 @@ def _riff_chunks(path: Path) -> list[tuple[bytes, bytes]]:
 def test_wav_info_gets_the_genre_and_keeps_the_rest(tmp_path: Path) -> None:
     path = _copy("formats/classical.wav", tmp_path)
     # A second INFO item, as other taggers write them, must survive with its bytes.
-    from gtag import riffinfo
+    from gtag.tags import riffinfo
 
     riffinfo.write_info(path, {"INAM": "Fixture classical"})
     before = _riff_chunks(path)
@@ -568,7 +576,7 @@ def test_wav_without_info_gets_none(tmp_path: Path) -> None:
 
 
 def test_wav_info_genre_counts_as_existing(tmp_path: Path) -> None:
-    from gtag import riffinfo
+    from gtag.tags import riffinfo
 
     path = _copy("formats/classical.wav", tmp_path)
     riffinfo.write_info(path, {"IGNR": "Soundtrack"})
@@ -576,7 +584,7 @@ def test_wav_info_genre_counts_as_existing(tmp_path: Path) -> None:
 
 
 def test_wav_info_failure_leaves_file_untouched(tmp_path: Path, monkeypatch) -> None:
-    from gtag import riffinfo
+    from gtag.tags import riffinfo
 
     path = _copy("formats/classical.wav", tmp_path)
     before = path.read_bytes()
@@ -599,8 +607,8 @@ def test_wav_info_failure_leaves_file_untouched(tmp_path: Path, monkeypatch) -> 
 
 def test_id3v23_separator(tmp_path: Path, mediafile) -> None:
     path = _copy(MP3_V23, tmp_path)
-    assert tags.fit_genres("mp3/id3v2.3", ["Jazz", "Blues"]) == ["Jazz"]
-    assert tags.fit_genres("mp3/id3v2.3", ["Jazz", "Blues"], "; ") == ["Jazz", "Blues"]
+    assert tags_formats.fit_genres("mp3/id3v2.3", ["Jazz", "Blues"]) == ["Jazz"]
+    assert tags_formats.fit_genres("mp3/id3v2.3", ["Jazz", "Blues"], "; ") == ["Jazz", "Blues"]
     assert write_genres(path, ["Jazz", "Blues"], separator="; ") == ["Jazz", "Blues"]
     assert _raw_genres(path) == ["Jazz; Blues"]  # one value, shown as such by every reader
     assert mediafile.MediaFile(path).genres == ["Jazz; Blues"]
@@ -629,7 +637,7 @@ def test_wav_info_after_the_audio_and_odd_sizes(tmp_path: Path) -> None:
     LIST (adtl) that is not INFO: only the INFO list changes, and every size and pad stays valid."""
     import soundfile as sf
 
-    from gtag import riffinfo
+    from gtag.tags import riffinfo
 
     rng = np.random.default_rng(1)
     src = tmp_path / "src.wav"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gtag.taxonomy import TaxonomyError, default_taxonomy, load_taxonomy, parse_taxonomy
+from gtag.genres.taxonomy import TaxonomyError, default_taxonomy, load_taxonomy, parse_taxonomy
 
 TAX = default_taxonomy()
 
@@ -76,7 +76,7 @@ def test_a_broken_taxonomy_file_names_the_file(tmp_path, content):
 
 
 def test_the_model_card_shows_each_node_its_figures_and_the_agreement_rule():
-    from gtag.modelcard import taxonomy_card
+    from gtag.models.modelcard import taxonomy_card
 
     held = {"library": {"coverage": 0.25, "members": 41, "precision": 0.97}, "gtzan": {"wrong": 0.3, "tracks": 28}}
     block = {"nodes": {"Alternative Rock": {"min_probability": 0.76, "held_out": held, "default": True},

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from mutagen.id3 import ID3, TCON
 
-from gtag import riffinfo
 from gtag.cli import main
-from gtag.content import content_key
-from gtag.genrefields import read_fields
-from gtag.journal import Journal, JournalError
+from gtag.keep.journal import Journal, JournalError
+from gtag.tags import riffinfo
+from gtag.tags.content import content_key
+from gtag.tags.genrefields import read_fields
 
 from .test_tag_cli import gtag_tag, make_lib, sha  # noqa: F401  (gtag_tag is a fixture)
 
@@ -190,16 +190,17 @@ def test_a_journal_that_cannot_be_written_writes_no_file(tmp_path: Path, gtag_ta
 CHILD = """
 import os, signal, sys
 from pathlib import Path
-import gtag.tags as tags
-from gtag.journal import Journal, RunJournal
+from gtag.tags import formats
+from gtag.tags import tempfiles
+from gtag.keep.journal import Journal, RunJournal
 real, when, journal, path = os.replace, sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 def crash(src, dst, **kw):
-    if not os.path.basename(src).startswith(tags.TEMP_PREFIX):
+    if not os.path.basename(src).startswith(tempfiles.TEMP_PREFIX):
         return real(src, dst, **kw)
     if when == "after":
         real(src, dst)
     os.kill(os.getpid(), signal.SIGKILL)
-tags.os.replace = crash
+formats.os.replace = crash
 j = Journal(journal)
 RunJournal(j, j.start_run("tag", "sig")).write_genres(path, ["Classical"])
 """

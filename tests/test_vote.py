@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gtag import vote
+from gtag.models import vote
 
 
 def test_track_probabilities_average_windows():

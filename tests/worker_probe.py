@@ -8,7 +8,7 @@ import sys
 
 def modules_after_predicting(path: str, source) -> list[str]:
     """Predict one file as a `gtag tag --jobs N` worker does; return the modules the worker holds."""
-    from gtag.pipeline import predict_in_worker
+    from gtag.predict.pipeline import predict_in_worker
 
     predict_in_worker(path, source)
     return sorted(sys.modules)

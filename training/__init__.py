@@ -20,7 +20,7 @@ know is checked as a trainer); by hand, this lists only cli.py, chain.py and ens
                    the port of musicnn's VGG checkpoints (MSD_vgg, MTT_vgg) with their conversion
     loop | musicnn_onnx | realworld
                    what trainers share: the neural-net training loop (fit, export, report);
-                   musicnn's ONNX export (backbone + gtag.head head), CPU variant and checks; scoring
+                   musicnn's ONNX export (backbone + gtag.models.head head), CPU variant and checks; scoring
                    on a real library (also the `library-check` command)
     nets | musicnn | windows | tf_graph
                    the networks: CNN and WaveNet; musicnn's torch port and its converted weights;

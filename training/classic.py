@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from gtag import audio, features
-from gtag.models import KIND_FEATURES
+from gtag.audio import decode as audio
+from gtag.audio import features
+from gtag.models.runtime import KIND_FEATURES
 
 from .data import train_valid
 from .evaluate import evaluate_windows, save_confusion_png
@@ -247,7 +248,7 @@ def _manifest_entry(out_dir, name, path, sha, labels, entry, best, ds, opts, com
         "description": desc,
         "input_name": "features",
         "input": {"shape": [None, len(features.FEATURE_NAMES)], "dtype": "float32",
-                  "build": "gtag.features.window_features(samples, 22050, hop)"},
+                  "build": "gtag.audio.features.window_features(samples, 22050, hop)"},
         "output": "probabilities",
         "labels": list(labels),
         "sample_rate": audio.SAMPLE_RATE,

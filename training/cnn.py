@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gtag.models import KIND_LOG_MEL
+from gtag.models.runtime import KIND_LOG_MEL
 
 from .loop import CnnConfig, CnnOptions, _finish, _prepare, fit, seed_everything
 from .windows import MelWindows, mel_eval_set
@@ -55,6 +55,6 @@ def train_cnn(data_root: str | Path, out_dir: str | Path, run_dir: str | Path,
     return _finish(
         "cnn", KIND_LOG_MEL, net, result, prep, valid, opts, asdict(config), out_dir, run_dir, command,
         f"CNN on 128-band log-mel patches ({config.depth} conv blocks, width {config.width})",
-        "gtag.features.analyze(samples, 22050, hop).log_mel[:, None]  (gtag.features.log_mel_patches)",
+        "gtag.audio.features.analyze(samples, 22050, hop).log_mel[:, None]  (gtag.audio.features.log_mel_patches)",
         t0, {"search": search} if search else {},
     )

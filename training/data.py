@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from gtag.audio import AUDIO_EXTENSIONS
+from gtag.audio.decode import AUDIO_EXTENSIONS
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gtag import audio, features
-from gtag.audio import AUDIO_EXTENSIONS
-from gtag.models import KIND_WAVEFORM, load_models, read_manifest
+from gtag.audio import decode as audio
+from gtag.audio import musicnn_input
+from gtag.audio.decode import AUDIO_EXTENSIONS
+from gtag.models.runtime import KIND_WAVEFORM, load_models, read_manifest
 
 from .data import Track
 from .evaluate import evaluate_windows
@@ -65,7 +66,7 @@ class DistilOptions(WaveNetOptions, EqOptions):
 
 def _teacher_probs(teacher, y: np.ndarray) -> np.ndarray:
     """Teacher genre probabilities of every window (hop 1.5 s) of one track."""
-    p, _, _ = teacher.predict_all(features.musicnn_patches(y), tags=False, signals=False)
+    p, _, _ = teacher.predict_all(musicnn_input.musicnn_patches(y), tags=False, signals=False)
     return p
 
 
@@ -247,7 +248,7 @@ def fit_distil(net, source: DistilWindows, valid, labels: tuple[str, ...], opts:
 def library_report(models: list, library_root: Path) -> dict[str, dict[str, Any]]:
     """Each model alone on every track of the library, through gtag's own analysis (decode once);
     per folder as ``gtag-train library-check`` reports it."""
-    from gtag.pipeline import AnalysisConfig, analyse_file
+    from gtag.predict.pipeline import AnalysisConfig, analyse_file
 
     config = AnalysisConfig(hops=((KIND_WAVEFORM, audio.HOP_SAMPLES),))
     rows: dict[str, list[tuple[str, str, bool]]] = {i: [] for i in range(len(models))}
@@ -339,7 +340,7 @@ def train_distil(data_root: str | Path, models_dir: str | Path, run_dir: str | P
         "wavenet", KIND_WAVEFORM, net, result, prep, valid, opts, hyper, cand_dir, run_dir, command,
         f"WaveNet-style net on raw 3 s windows ({opts.stacks}x{opts.layers} gated dilated blocks, "
         f"receptive field {rf / rate:.1f} s), distilled from {teacher.spec.name}",
-        "gtag.audio.frame_signal(samples, 66150, hop)[:, None]  (raw samples, short clips tiled)",
+        "gtag.audio.decode.frame_signal(samples, 66150, hop)[:, None]  (raw samples, short clips tiled)",
         t0, {"receptive_field_seconds": round(rf / rate, 2), "distillation": distillation},
     )
     # The from-scratch wavenet on the same valid windows, scored by the same code.

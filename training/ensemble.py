@@ -1,6 +1,6 @@
 """Ensemble weights chosen on validation: `gtag-train ensemble`.
 
-gtag votes by a weighted mean of each model's track probabilities (``gtag.vote.combine``). Equal or
+gtag votes by a weighted mean of each model's track probabilities (``gtag.models.vote.combine``). Equal or
 accuracy-proportional weights let four weak models outvote one strong one (on our validation split
 rf + knn + musicnn with CV-accuracy weights scored below musicnn alone), so the weights are chosen
 on validation by greedy ensemble selection (Caruana et al., ICML 2004):
@@ -54,9 +54,9 @@ def _score(p: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 
 
 def mix(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
-    """Weighted mean of ``(n_tracks, n_labels)`` probabilities, as ``gtag.vote.combine`` does per track."""
+    """Weighted mean of ``(n_tracks, n_labels)`` probabilities, as ``gtag.models.vote.combine`` does per track."""
     names = [n for n in probs if weights.get(n, 0) > 0]
-    if not names:  # as gtag.vote.model_weights: a selection whose weights are all zero votes equally
+    if not names:  # as gtag.models.vote.model_weights: a selection whose weights are all zero votes equally
         names, weights = list(probs), dict.fromkeys(probs, 1.0)
     w = np.array([weights[n] for n in names], dtype=np.float64)
     out = sum(wi * probs[n] for wi, n in zip(w, names)) / w.sum()
@@ -110,7 +110,7 @@ def build_train_only(models_dir: Path, shipped_dir: Path, data_root: Path, trans
     train-only export from `gtag-train transfer` (``transfer_dir/valid_models``), rf/knn refitted on
     train with the shipped hyper-parameters, cnn/wavenet copied (they are fitted on train only).
     Returns a note per model; a model without a train-only version is left out, its note says why."""
-    from gtag.models import read_manifest
+    from gtag.models.runtime import read_manifest
 
     from .export import update_manifest
 
@@ -144,7 +144,7 @@ def train_only_models(models_dir: Path, shipped_dir: Path, train: list, labels: 
     ``models_dir``: rf/knn refitted on ``train`` with their shipped hyper-parameters, models whose
     shipped file was fitted on train only copied (when its labels are the dataset's), the rest left
     out; returns a note per model."""
-    from gtag.models import read_manifest
+    from gtag.models.runtime import read_manifest
 
     from .classic import refit_export
     from .export import update_manifest
@@ -198,9 +198,9 @@ def valid_probabilities(models_dir: Path, data_root: Path) -> tuple[dict[str, np
     """Track probabilities of every model of ``models_dir`` on the valid split, through gtag's own
     Predictor (decode, features, one ONNX call per model, window mean). Returns (model -> (n, labels)
     probabilities, y, full-clip mask, labels)."""
-    from gtag import vote
-    from gtag.models import load_models, read_manifest
-    from gtag.pipeline import Predictor
+    from gtag.models import vote
+    from gtag.models.runtime import load_models, read_manifest
+    from gtag.predict.pipeline import Predictor
 
     ds, _, valid = train_valid(data_root)
     labels = ds.labels
@@ -253,7 +253,7 @@ def choose_ensemble(data_root: str | Path, out_dir: str | Path, run_dir: str | P
     ``out_dir/manifest.json`` (each scored entry's ``weight`` and ``ensemble``) and the report into
     ``run_dir/ensemble_metrics.json``. A model that votes but could not be scored keeps every
     weight as it is (``blind_voters``). Raises EnsembleError when no model can be scored."""
-    from gtag.models import MANIFEST_NAME, read_manifest
+    from gtag.models.runtime import MANIFEST_NAME, read_manifest
 
     from .export import set_manifest_fields
 

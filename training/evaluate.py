@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from gtag.vote import track_probabilities
+from gtag.models.vote import track_probabilities
 
 
 def track_level(probs: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -20,6 +20,8 @@ def track_level(probs: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[n
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro F1, per-genre precision/recall/F1/support, confusion."""
+    import warnings
+
     from sklearn.metrics import (
         accuracy_score,
         balanced_accuracy_score,
@@ -27,8 +29,6 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple
         f1_score,
         precision_recall_fscore_support,
     )
-
-    import warnings
 
     warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
     idx = list(range(len(labels)))

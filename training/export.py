@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 import gtag
-from gtag.models import MANIFEST_FORMAT, MANIFEST_NAME, sha256_file
+from gtag.models.runtime import MANIFEST_FORMAT, MANIFEST_NAME, sha256_file
 
 
 def set_onnx_metadata(model, meta: dict[str, Any]) -> None:
@@ -135,8 +135,13 @@ def quantize_nodes(src: Path, dst: Path, calibration: np.ndarray, input_name: st
     import logging
 
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -178,7 +183,7 @@ MUSICNN_LICENCE_HEADER = """# musicnn: licence and attribution
 
 `musicnn.onnx` contains the pretrained weights of **musicnn** (`MSD_musicnn`, trained on the Million
 Song Dataset), converted from the TensorFlow checkpoint in the PyPI wheel `musicnn-0.1.0` by
-`training/musicnn.py`, with a genre head (`gtag/head.py`) fitted on top by `training/transfer.py`
+`training/musicnn.py`, with a genre head (`gtag/models/head.py`) fitted on top by `training/transfer.py`
 (GTZAN) and `training/musicnn_head.py` (GTZAN and real library tracks).
 
 - Jordi Pons and Xavier Serra, "musicnn: Pre-trained convolutional neural networks for music audio

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gtag import audio, features
+from gtag.audio import decode as audio
+from gtag.audio import features
 
 from .data import Track
 
-# Bump when gtag.features changes what it computes; old cache entries are then ignored.
+# Bump when gtag.audio changes what it computes; old cache entries are then ignored.
 FEATURE_CACHE_VERSION = "feat57-v1"
 
 

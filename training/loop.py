@@ -8,12 +8,12 @@ Protocol: fit on the ``train`` split, stop early and choose on the ``valid`` spl
 side only. Every track is decoded once and kept in memory; each epoch draws random 3-second windows
 from tracks sampled in genre balance (the share is very uneven). Validation scores every window of
 a held-out track with the tag-time hop (1.5 s) and averages the softmax over the track, exactly as
-``gtag.vote.track_probabilities`` does, so the track accuracy is the one gtag users get.
+``gtag.models.vote.track_probabilities`` does, so the track accuracy is the one gtag users get.
 
 Inputs are built with gtag's own code: the CNN's log-mel patches are slices of the same mel
-spectrogram ``gtag.features.analyze`` computes (``track_mel_power``, checked against it in the
-tests) scaled by ``gtag.features.log_mel_patches``; the WaveNet sees raw samples, tiled with
-``gtag.audio.fit_to_window`` when a clip is short, as ``gtag.audio.frame_signal`` does.
+spectrogram ``gtag.audio.features.analyze`` computes (``track_mel_power``, checked against it in the
+tests) scaled by ``gtag.audio.features.log_mel_patches``; the WaveNet sees raw samples, tiled with
+``gtag.audio.decode.fit_to_window`` when a clip is short, as ``gtag.audio.decode.frame_signal`` does.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gtag import audio
+from gtag.audio import decode as audio
 
 from .data import Track, train_valid
 from .evaluate import evaluate_windows, save_confusion_png, save_curves

@@ -55,7 +55,7 @@ N_FRAMES = 187  # 3 s: librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length
 BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization default
 MSD_CHECKPOINT = "musicnn/MSD_musicnn/"  # folder inside the wheel; files are named by the empty prefix
 WEIGHTS_FORMAT = "gtag-musicnn-msd-1"
-# dead_filters proves which filters stay silent on every input in [0, gtag.features.MUSICNN_LOG_MEL_MAX],
+# dead_filters proves which filters stay silent on every input in [0, gtag.audio.musicnn_input.MUSICNN_LOG_MEL_MAX],
 # with DEAD_MARGIN to spare against float32 rounding.
 DEAD_MARGIN = 1e-6
 # ONNX Runtime's blocked (NCHWc) float convolutions compute output channels in blocks of 16 on AVX-512
@@ -219,7 +219,7 @@ def build_model(n_classes: int = 50, n_mels: int = N_MELS, frontend_filters: flo
 
         def drop_dead_filters(self, x_max: float | None = None, align: int = CONV_BLOCK) -> dict:
             """Skip, at inference, the front-end filters that can never fire on an input with values in
-            ``[0, x_max]`` (``dead_filters``; default ``gtag.features.MUSICNN_LOG_MEL_MAX``): their
+            ``[0, x_max]`` (``dead_filters``; default ``gtag.audio.musicnn_input.MUSICNN_LOG_MEL_MAX``): their
             output is the constant ``bn(0)`` for every such input, so it is filled in instead of
             computed. Same outputs (float32 summation order aside), a fraction of the work: most of
             musicnn's MSD filters are dead. Each branch keeps a multiple of ``align`` filters (a few
@@ -272,7 +272,7 @@ def build_model(n_classes: int = 50, n_mels: int = N_MELS, frontend_filters: flo
 
 
 def _log_mel_max() -> float:
-    from gtag.features import MUSICNN_LOG_MEL_MAX  # not at import: the TensorFlow half runs without gtag
+    from gtag.audio.musicnn_input import MUSICNN_LOG_MEL_MAX  # not at import: the TensorFlow half runs without gtag
 
     return MUSICNN_LOG_MEL_MAX
 
@@ -281,7 +281,7 @@ def dead_filters(model, x_max: float | None = None, margin: float = DEAD_MARGIN)
     """Front-end filters that never fire: ``{branch name: bool mask over its filters}``.
 
     A filter is dead when its conv output (the ReLU's input) is below ``-margin`` at every position
-    for every input patch with values in ``[0, x_max]`` (``gtag.features.musicnn_patches`` never
+    for every input patch with values in ``[0, x_max]`` (``gtag.audio.musicnn_input.musicnn_patches`` never
     leaves that range). After the input batch norm (``a x + c``) each value lies in
     ``[min(c, a x_max + c), max(...)]``, widened to include 0 for the conv's time padding; a linear
     filter is largest on that box at the corner taking the top for positive weights and the bottom

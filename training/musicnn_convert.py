@@ -21,10 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .musicnn import (MSD_CHECKPOINT, MSD_LABELS, N_FRAMES, N_MELS, _log_mel_max, load_pretrained, load_weights,
-                      save_weights)
-from .tf_graph import bn_variables as _bn, run_meta_graph
-
+from .musicnn import (
+    MSD_CHECKPOINT,
+    MSD_LABELS,
+    N_FRAMES,
+    N_MELS,
+    _log_mel_max,
+    load_pretrained,
+    load_weights,
+    save_weights,
+)
+from .tf_graph import bn_variables as _bn
+from .tf_graph import run_meta_graph
 
 # TF variable -> (torch parameter, how to rearrange the array)
 VARIABLE_MAP: list[tuple[str, str, str]] = (
@@ -134,15 +142,16 @@ def corner_patches(n_mixed: int = 2, seed: int = 0) -> np.ndarray:
 
 def reference_patches(n_random: int = 2, seed: int = 0, audio_files: list[str | Path] = ()) -> np.ndarray:
     """Input patches for the reference fixture: log-mel patches of a few real audio files (through
-    ``gtag.features.musicnn_patches``, one patch per file), then ``n_random`` synthetic patches in
+    ``gtag.audio.musicnn_input.musicnn_patches``, one patch per file), then ``n_random`` synthetic patches in
     musicnn's value range (so the fixture exists even without the shared audio), then the
     ``corner_patches`` of the input range."""
     out = []
     for f in audio_files:
-        from gtag import audio, features
+        from gtag.audio import decode as audio
+        from gtag.audio import musicnn_input
 
         y = audio.load_audio(f).samples
-        p = features.musicnn_patches(y)
+        p = musicnn_input.musicnn_patches(y)
         out.append(p[len(p) // 2])
     rng = np.random.default_rng(seed)
     for _ in range(n_random):
@@ -193,7 +202,7 @@ def convert(wheel: str | Path, out_dir: str | Path, fixture: str | Path | None =
     PyTorch model and prove the port.
 
     1. Input patches: the middle patch of each of ``audio_files`` through gtag's own
-       ``gtag.features.musicnn_patches``, plus two synthetic patches.
+       ``gtag.audio.musicnn_input.musicnn_patches``, plus two synthetic patches.
     2. TensorFlow half (``tf_dump``): in this interpreter if it has TensorFlow, else in ``tf_python``
        (default ``.venv-convert/bin/python``) as a subprocess, so gtag's environment never needs it.
        Writes ``out_dir/musicnn_msd.npz`` (converted weights) and ``out_dir/tf_reference.npz``.

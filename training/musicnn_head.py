@@ -3,7 +3,7 @@
 Why: a head fitted on GTZAN alone (22 kHz clips of the 1990s) called 30 % of real modern rock "rock"
 and wrote a GTZAN genre on every electronic track. This trainer
 
-1. embeds every track with the shipped backbone (``gtag.embed``: the exact graph gtag runs, so no
+1. embeds every track with the shipped backbone (``gtag.learn.embed``: the exact graph gtag runs, so no
    torch and no TensorFlow are needed to refit the head), cached by content;
 2. labels GTZAN clips by their folder and library tracks by the genre tags their files carry, read
    through ``gtag.learn`` (the reader `gtag learn` uses) and mapped to GTZAN's names by
@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from gtag import head as heads
-from gtag.cache import EmbeddingCache
-from gtag.embed import Backbone, cached_embeddings
-from gtag.tagger import usable_cpus
-from gtag.learn import classification_report, read_library
+from gtag.learn.embed import Backbone, cached_embeddings
+from gtag.learn.labels import read_library
+from gtag.learn.learner import classification_report
+from gtag.models import head as heads
+from gtag.run.cache import EmbeddingCache
+from gtag.run.jobs import usable_cpus
 
 from .data import train_valid
 from .export import update_manifest
@@ -52,7 +53,7 @@ LIBRARY_MAP = {
     "world": OTHER,
 }
 # L2 strength, the weight of a real library track against a GTZAN clip of its genre, and how far that
-# weight may raise its genres' total weight (``gtag.head.source_boost``), chosen on held-out tracks
+# weight may raise its genres' total weight (``gtag.models.head.source_boost``), chosen on held-out tracks
 # (GTZAN valid from a head fitted without it, the library by artist-grouped CV; README, "Measured on
 # real music"). Within rock and classical the library's modern masters carry most of the weight, so
 # the head learns what they sound like; their genres' priors grow only as the 4th root of that
@@ -75,13 +76,13 @@ REPEATS = 3  # the library's grouped CV, repeated with fold seeds 0, 1, 2 (tempe
 UNKNOWN_QUANTILE = 0.95  # max_unknown refuses at most 5 % of held-out known-genre tracks
 DISTANCE_QUANTILE = 0.99
 TARGET_PRECISION = 0.9  # min_probability: written tags right this often on each held-out set
-SECOND_OPINION = "cnn"  # the abstain rule's second opinion (gtag.vote.AbstainRule)
+SECOND_OPINION = "cnn"  # the abstain rule's second opinion (gtag.models.vote.AbstainRule)
 
 
 def library_tracks(root: Path) -> list[tuple[Path, str, str]]:
     """(path, GTZAN label or "other", artist group) of the library's tagged tracks, by their own tags."""
-    from gtag.learn import normalise
-    from gtag.library import walk
+    from gtag.learn.labels import normalise
+    from gtag.run.library import walk
 
     tracks = read_library(walk([root]))
     umap = {k: v for k, v in LIBRARY_MAP.items()}
@@ -93,7 +94,7 @@ def library_tracks(root: Path) -> list[tuple[Path, str, str]]:
 
 
 def _embed(bb: Backbone, cache: EmbeddingCache, paths: list[Path], jobs: int = 1) -> list[np.ndarray]:
-    """Every track's cached embeddings (``gtag.embed.cached_embeddings``, as `gtag learn` reads
+    """Every track's cached embeddings (``gtag.learn.embed.cached_embeddings``, as `gtag learn` reads
     them); a track that cannot be embedded stops the run: the training set must be whole."""
     from tqdm import tqdm
 
@@ -114,12 +115,12 @@ def _fit(embs, y, idx, labels, source) -> heads.LinearHead:
 
 def _second_opinions(models_dir: Path, paths: list) -> list[str]:
     """The second-opinion model's top genre on each track, computed as `gtag tag` computes it: on
-    musicnn's (spread) windows, from their audio (``gtag.pipeline.second_opinion``)."""
+    musicnn's (spread) windows, from their audio (``gtag.predict.pipeline.second_opinion``)."""
     from dataclasses import replace
 
     from gtag.config import DEFAULT_MAX_WINDOWS
-    from gtag.models import load_models
-    from gtag.pipeline import Predictor, analyse_file, second_opinion
+    from gtag.models.runtime import load_models
+    from gtag.predict.pipeline import Predictor, analyse_file, second_opinion
 
     (model,) = load_models(models_dir, [SECOND_OPINION], device="cpu")
     musicnn = load_models(models_dir, ["musicnn"], device="cpu")
@@ -286,7 +287,7 @@ def _export(bb: Backbone, head: heads.LinearHead, models_dir: Path, report: dict
             n_gtzan: int, n_lib: int, command: str, n_windows: int = 0) -> None:
     import onnx
 
-    from gtag.models import sha256_file
+    from gtag.models.runtime import sha256_file
 
     spec = bb.spec
     entries = json.loads((models_dir / "manifest.json").read_text())["models"]
@@ -318,7 +319,7 @@ def _export(bb: Backbone, head: heads.LinearHead, models_dir: Path, report: dict
     entry["abstain"] = report["abstain"]
     entry["metrics"] = {"valid_track": report["valid_track"], "valid_full_clips": report["valid_full_clips"],
                         "library_cv": report["library_cv"]}
-    entry["training"] = dict(entry.get("training", {}), head={"head": "logreg on pooled + penultimate (gtag.head)", "C": C,
+    entry["training"] = dict(entry.get("training", {}), head={"head": "logreg on pooled + penultimate (gtag.models.head)", "C": C,
                              "library_boost": LIBRARY_BOOST, "genre_prior_exponent": GENRE_PRIOR_EXPONENT,
                              "temperature": report["temperature"], "reject_class": OTHER},
                              data="gtzan + library", fitted_on="GTZAN train+valid and the library's tagged tracks",
@@ -338,7 +339,7 @@ def _export(bb: Backbone, head: heads.LinearHead, models_dir: Path, report: dict
 
 def widen_embedding(path: Path) -> bool:
     """Upgrade a musicnn export whose ``embedding`` is the pooled features alone (1506) to the
-    current one, pooled + penultimate (``gtag.head``'s heads read 1706), in place. The head already
+    current one, pooled + penultimate (``gtag.models.head``'s heads read 1706), in place. The head already
     inside keeps reading the pooled features, so the file predicts exactly as before until a new
     head is attached. Returns whether the file changed."""
     import onnx
@@ -365,7 +366,7 @@ def widen_embedding(path: Path) -> bool:
 
 def upgrade_backbone(models_dir: Path) -> None:
     """``widen_embedding`` on the shipped musicnn files (and its CPU variant), manifest hashes updated."""
-    from gtag.models import sha256_file
+    from gtag.models.runtime import sha256_file
 
     entries = json.loads((models_dir / "manifest.json").read_text())["models"]
     entry = dict(next(e for e in entries if e["name"] == "musicnn"))

@@ -1,10 +1,10 @@
-"""musicnn to ONNX: the ported backbone exported by torch, a ``gtag.head`` head attached, and the checks.
+"""musicnn to ONNX: the ported backbone exported by torch, a ``gtag.models.head`` head attached, and the checks.
 
 Used by `gtag-train transfer` (``training.transfer``). The exported graph is the backbone up to two
-outputs, ``embedding`` (the pooled 1506 features and the 200-unit penultimate layer every head reads, ``gtag.head.EMBEDDING_OUTPUT``)
-and ``msd_tags`` (musicnn's 50 MSD tag sigmoids); ``gtag.head.attach`` appends the genre head in
+outputs, ``embedding`` (the pooled 1506 features and the 200-unit penultimate layer every head reads, ``gtag.models.head.EMBEDDING_OUTPUT``)
+and ``msd_tags`` (musicnn's 50 MSD tag sigmoids); ``gtag.models.head.attach`` appends the genre head in
 ONNX itself, so the file carries ``probabilities`` (and ``ood_distance``) beside them and
-``gtag.embed.Backbone`` can cut it again at ``embedding`` (`gtag learn`, `gtag-train musicnn-head`).
+``gtag.learn.embed.Backbone`` can cut it again at ``embedding`` (`gtag learn`, `gtag-train musicnn-head`).
 
 Checks, each a manifest block: ONNX Runtime against torch + the numpy head (``onnx_agreement``), the
 dead-filter pruning against the whole network (``dead_filter_check``), the exported tags against
@@ -20,15 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from gtag import audio, features
-from gtag.head import EMBEDDING_OUTPUT, PROBABILITY_OUTPUT, LinearHead, attach
+from gtag.audio import decode as audio
+from gtag.audio import musicnn_input
+from gtag.models.head import EMBEDDING_OUTPUT, PROBABILITY_OUTPUT, LinearHead, attach
 
 from .data import Track
 from .export import quantize_nodes, save_onnx
 from .musicnn import N_FRAMES, N_MELS, load_pretrained
 
 INPUT_NAME = "musicnn_mel"
-TAG_OUTPUT = "msd_tags"  # gtag.models.TAG_OUTPUT
+TAG_OUTPUT = "msd_tags"  # gtag.models.runtime.TAG_OUTPUT
 # The CPU variant (manifest "cpu_variant"): the two timbral convolutions, about half of musicnn's time
 # on a CPU (its dead filters skipped), in int8 (static QDQ quantisation, per-channel weights, ranges
 # calibrated on training patches). Weights use 7 bits (reduce_range) so CPUs without VNNI cannot
@@ -77,7 +78,7 @@ def export_backbone(module, path: Path) -> None:
 
 
 def save_with_head(backbone_path: Path, head: LinearHead, dst: Path, meta: dict[str, Any]) -> str:
-    """``dst``: the backbone graph of ``backbone_path`` with ``head`` attached (``gtag.head.attach``)
+    """``dst``: the backbone graph of ``backbone_path`` with ``head`` attached (``gtag.models.head.attach``)
     and ``meta`` as metadata; returns its sha256."""
     import onnx
 
@@ -168,7 +169,7 @@ def calibration_patches(train: list[Track], seed: int, hop: int, tracks: int = 6
     rng = np.random.default_rng(seed)
     out = []
     for i in sorted(rng.choice(len(train), min(tracks, len(train)), replace=False)):
-        x = features.musicnn_patches(audio.load_audio(train[i].path).samples, audio.SAMPLE_RATE, hop)
+        x = musicnn_input.musicnn_patches(audio.load_audio(train[i].path).samples, audio.SAMPLE_RATE, hop)
         out.append(x[np.sort(rng.choice(len(x), min(per_track, len(x)), replace=False))])
     return np.concatenate(out)
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gtag.audio import WINDOW_SAMPLES
-from gtag.features import N_MELS, WINDOW_FRAMES
+from gtag.audio.decode import WINDOW_SAMPLES
+from gtag.audio.features import N_MELS, WINDOW_FRAMES
 
 
 class GenreCNN(nn.Module):

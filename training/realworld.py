@@ -15,8 +15,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from gtag.models import load_models, read_manifest
-from gtag.pipeline import Predictor
+from gtag.models.runtime import load_models, read_manifest
+from gtag.predict.pipeline import Predictor
 
 from .export import set_manifest_fields
 

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gtag.models import MANIFEST_FORMAT, MANIFEST_NAME, sha256_file
+from gtag.models.runtime import MANIFEST_FORMAT, MANIFEST_NAME, sha256_file
 
 LICENCE = "MUSICNN_LICENSE.md"  # shipped beside musicnn.onnx (training.export.MUSICNN_LICENCE_FILE)
 # Real-library folders whose recall says whether a model hears real music (training.ensemble's gate).

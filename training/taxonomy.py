@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from gtag.head import group_folds
-from gtag.hierarchy import decide, logit
-from gtag.taxonomy import STYLE, Taxonomy, default_taxonomy
+from gtag.genres.hierarchy import decide, logit
+from gtag.genres.taxonomy import Taxonomy, default_taxonomy
+from gtag.models.head import group_folds
 
 from .data import train_valid
 from .export import set_manifest_fields
@@ -169,9 +169,9 @@ def collect(rows: list[dict], models_dir: Path, cache_path: Path) -> list[dict]:
     from tqdm import tqdm
 
     from gtag.config import DEFAULT_MAX_WINDOWS
-    from gtag.embed import content_key
-    from gtag.models import load_models
-    from gtag.pipeline import Predictor
+    from gtag.learn.embed import content_key
+    from gtag.models.runtime import load_models
+    from gtag.predict.pipeline import Predictor
 
     pred = Predictor(load_models(models_dir, None, device="cpu"), max_windows=DEFAULT_MAX_WINDOWS)
     # What the tags and the head's decision depend on: the models' files and the abstain rule (not

@@ -9,11 +9,11 @@ musicnn-head` then refits the shipped head on GTZAN + a real library on top of t
 
 Protocol (the same rules as every other gtag model):
 
-1. Embeddings of every window of every track (``gtag.features.musicnn_patches``, the exact input gtag
+1. Embeddings of every window of every track (``gtag.audio.musicnn_input.musicnn_patches``, the exact input gtag
    computes at tag time, windows starting where gtag's windows start): the back end's pooled
    features (1506: max and mean over time of the front and mid end), computed by the torch port and
    cached under ``runs/``.
-2. The head is ``gtag.head``'s (standardisation + L2 logistic regression, class- and track-balanced
+2. The head is ``gtag.models.head``'s (standardisation + L2 logistic regression, class- and track-balanced
    window weights: every track counts once whatever its number of windows, every genre equally),
    the very code `gtag learn` and `gtag-train musicnn-head` fit; its C is chosen by grouped CV (by
    track) on the *train* split, then it is scored on *valid*. Earlier releases also compared a head
@@ -45,9 +45,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gtag import audio, features
-from gtag import head as heads
-from gtag.models import KIND_MUSICNN
+from gtag.audio import decode as audio
+from gtag.audio import musicnn_input
+from gtag.models import head as heads
+from gtag.models.runtime import KIND_MUSICNN
 
 from .data import Track, train_valid
 from .evaluate import evaluate_windows, save_confusion_png
@@ -66,7 +67,7 @@ EMBED_HOP = audio.HOP_SAMPLES  # 1.5 s: training windows
 TAG_EVERY = int(round(TAG_HOP_SECONDS * audio.SAMPLE_RATE)) // EMBED_HOP  # every 2nd training window
 assert TAG_EVERY * EMBED_HOP == int(round(TAG_HOP_SECONDS * audio.SAMPLE_RATE))
 EXCERPT = "excerpt_2to3s_gainnorm"
-HEAD = "logreg-pooled (gtag.head)"
+HEAD = "logreg-pooled (gtag.models.head)"
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class Embeddings:
 
     def every(self, k: int) -> np.ndarray:
         """Mask of every ``k``-th window of each track: exactly the windows a ``k`` times coarser
-        hop gives (``gtag.audio.window_starts`` is an arange from 0)."""
+        hop gives (``gtag.audio.decode.window_starts`` is an arange from 0)."""
         index = np.zeros(len(self.groups), dtype=np.int64)
         for g in np.unique(self.groups):
             at = np.flatnonzero(self.groups == g)
@@ -128,7 +129,7 @@ def embed_tracks(tracks: list[Track] | tuple[Track, ...], labels: tuple[str, ...
                  cache_dir: Path | None, hop: int = EMBED_HOP, threads: int = 1, batch: int = 32,
                  desc: str = "musicnn embeddings") -> Embeddings:
     """Embeddings of every window of ``tracks``, exactly as gtag would window them at tag time
-    (decode at 22,050 Hz, ``gtag.features.musicnn_patches``); cached per file under ``cache_dir``
+    (decode at 22,050 Hz, ``gtag.audio.musicnn_input.musicnn_patches``); cached per file under ``cache_dir``
     (key: the audio's sha256, the weights' sha256, the hop and ``EMBEDDING_CACHE_VERSION``)."""
     import torch
 
@@ -147,7 +148,7 @@ def embed_tracks(tracks: list[Track] | tuple[Track, ...], labels: tuple[str, ...
         if model is None:
             model = load_pretrained(weights)
             model.drop_dead_filters()  # the same embeddings (float32 rounding aside), 2.6x faster
-        x = features.musicnn_patches(audio.load_audio(t.path).samples, audio.SAMPLE_RATE, hop)
+        x = musicnn_input.musicnn_patches(audio.load_audio(t.path).samples, audio.SAMPLE_RATE, hop)
         outs = []
         with torch.no_grad():
             for i in range(0, len(x), batch):
@@ -171,12 +172,12 @@ def embed_tracks(tracks: list[Track] | tuple[Track, ...], labels: tuple[str, ...
 
 
 # --------------------------------------------------------------------------------------------------
-# The head (gtag.head) and its one hyper-parameter
+# The head (gtag.models.head) and its one hyper-parameter
 # --------------------------------------------------------------------------------------------------
 
 
 def fit(e: Embeddings, C: float) -> heads.LinearHead:
-    """``gtag.head.fit_head`` on the pooled features, windows grouped by track."""
+    """``gtag.models.head.fit_head`` on the pooled features, windows grouped by track."""
     return heads.fit_head(e.pooled, e.y, e.groups, e.labels, C=C)
 
 
@@ -257,10 +258,10 @@ def train_transfer(data_root: str | Path, out_dir: str | Path, run_dir: str | Pa
     # 3. export: the train-only model (scored by gtag-train ensemble) and the final one (shipped)
     meta = {"labels": list(labels), "kind": KIND_MUSICNN, "msd_labels": list(MSD_LABELS),
             "sample_rate": audio.SAMPLE_RATE, "window_seconds": audio.WINDOW_SECONDS,
-            "musicnn_sample_rate": features.MUSICNN_SAMPLE_RATE, "head": {"head": HEAD, "C": C},
+            "musicnn_sample_rate": musicnn_input.MUSICNN_SAMPLE_RATE, "head": {"head": HEAD, "C": C},
             "licence": "musicnn weights (c) Music Technology Group, Universitat Pompeu Fabra 2019, ISC; "
                        "see MUSICNN_LICENSE.md"}
-    probe = np.concatenate([features.musicnn_patches(audio.load_audio(t.path).samples) for t in valid[:12]])
+    probe = np.concatenate([musicnn_input.musicnn_patches(audio.load_audio(t.path).samples) for t in valid[:12]])
     calibration = calibration_patches(train, opts.seed, EMBED_HOP)
     valid_models = run_dir / "valid_models"
     if valid_models.exists():
@@ -306,11 +307,11 @@ def _entry(file: str, sha: str, labels: tuple[str, ...]) -> dict[str, Any]:
         "description": f"musicnn (pretrained on the Million Song Dataset, Pons & Serra 2019) + GTZAN head ({HEAD})",
         "input_name": INPUT_NAME,
         "input": {"shape": [None, N_FRAMES, N_MELS], "dtype": "float32",
-                  "build": "gtag.features.musicnn_patches(samples, 22050, hop)",
+                  "build": "gtag.audio.musicnn_input.musicnn_patches(samples, 22050, hop)",
                   "note": "gtag feeds 22,050 Hz audio; musicnn_patches resamples it to 16 kHz internally "
                           "(soxr HQ) and computes log10(1 + 10000 mel) with n_fft 512, hop 256, 96 mels, "
                           "187 frames (3 s) per window, windows starting where gtag's windows start",
-                  "internal_sample_rate": features.MUSICNN_SAMPLE_RATE},
+                  "internal_sample_rate": musicnn_input.MUSICNN_SAMPLE_RATE},
         "output": "probabilities",
         "outputs": {"probabilities": f"(batch, {len(labels)}) softmax over the GTZAN genres",
                     "ood_distance": "(batch,) distance to the nearest genre's mean in a whitened projection",

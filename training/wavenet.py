@@ -10,8 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gtag import audio
-from gtag.models import KIND_WAVEFORM
+from gtag.audio import decode as audio
+from gtag.models.runtime import KIND_WAVEFORM
 
 from .loop import WaveNetOptions, _finish, _prepare, fit, seed_everything
 from .windows import WaveWindows, wave_eval_set
@@ -44,6 +44,6 @@ def train_wavenet(data_root: str | Path, out_dir: str | Path, run_dir: str | Pat
         "wavenet", KIND_WAVEFORM, net, result, prep, valid, opts, hyper, out_dir, run_dir, command,
         f"WaveNet-style net on raw 3 s windows ({opts.stacks}x{opts.layers} gated dilated blocks, "
         f"receptive field {rf / rate:.1f} s)",
-        "gtag.audio.frame_signal(samples, 66150, hop)[:, None]  (raw samples, short clips tiled)",
+        "gtag.audio.decode.frame_signal(samples, 66150, hop)[:, None]  (raw samples, short clips tiled)",
         t0, {"receptive_field_seconds": round(rf / rate, 2)},
     )

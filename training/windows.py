@@ -1,9 +1,9 @@
 """Training and validation windows of in-memory tracks, for the neural trainers (``training.loop``).
 
 Inputs are built with gtag's own code: the CNN's log-mel patches are slices of the same mel
-spectrogram ``gtag.features.analyze`` computes (``track_mel_power``, checked against it in the
-tests) scaled by ``gtag.features.log_mel_patches``; the WaveNet sees raw samples, tiled with
-``gtag.audio.fit_to_window`` when a clip is short, as ``gtag.audio.frame_signal`` does. Validation
+spectrogram ``gtag.audio.features.analyze`` computes (``track_mel_power``, checked against it in the
+tests) scaled by ``gtag.audio.features.log_mel_patches``; the WaveNet sees raw samples, tiled with
+``gtag.audio.decode.fit_to_window`` when a clip is short, as ``gtag.audio.decode.frame_signal`` does. Validation
 windows (``EvalSet``) are exactly the tag-time ones (hop 1.5 s).
 """
 
@@ -15,7 +15,8 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from gtag import audio, dsp, features
+from gtag.audio import decode as audio
+from gtag.audio import dsp, features
 
 from .data import Track
 
@@ -101,9 +102,9 @@ def band_limit(y: np.ndarray) -> np.ndarray:
 
 
 def track_mel_power(y: np.ndarray) -> np.ndarray:
-    """Mel power ``(N_MELS, frames)`` of a whole track, computed as ``gtag.features.analyze`` does
+    """Mel power ``(N_MELS, frames)`` of a whole track, computed as ``gtag.audio.features.analyze`` does
     (tiled to a window if short, centred STFT, n_fft 2048, hop 512, librosa's mel filters, all by
-    ``gtag.dsp``), so ``log_mel_patches(mel[:, f:f + WINDOW_FRAMES])`` is the patch analyze gives a
+    ``gtag.audio.dsp``), so ``log_mel_patches(mel[:, f:f + WINDOW_FRAMES])`` is the patch analyze gives a
     window at frame f."""
     y = np.ascontiguousarray(audio.fit_to_window(np.asarray(y, dtype=np.float32)))
     return dsp.mel_power(y, audio.SAMPLE_RATE, features.N_FFT, features.HOP_LENGTH, features.N_MELS).T
@@ -161,7 +162,7 @@ class WaveWindows:
 
     Time shifts: a window starts at any sample of a full clip (the tag-time windows start every
     1.5 s); a clip shorter than a window is rotated at random, then tiled with
-    ``gtag.audio.fit_to_window`` as gtag tiles a short file.
+    ``gtag.audio.decode.fit_to_window`` as gtag tiles a short file.
     """
 
     def __init__(self, signals: list[np.ndarray], opts: WaveAugment):
@@ -195,12 +196,12 @@ class EvalSet:
 
 
 def mel_eval_set(signals: list[np.ndarray], y: np.ndarray) -> EvalSet:
-    """Log-mel batches as ``gtag.pipeline.Predictor.analyse`` makes them (hop 1.5 s)."""
+    """Log-mel batches as ``gtag.predict.pipeline.Predictor.analyse`` makes them (hop 1.5 s)."""
     inputs = [features.analyze(s, audio.SAMPLE_RATE, audio.HOP_SAMPLES, want_features=False).log_mel[:, None]
               for s in tqdm(signals, desc="valid log-mel", unit="track")]
     return EvalSet(inputs, y)
 
 
 def wave_eval_set(signals: list[np.ndarray], y: np.ndarray) -> EvalSet:
-    """Raw-window batches as ``gtag.pipeline.Predictor.analyse`` makes them (hop 1.5 s)."""
+    """Raw-window batches as ``gtag.predict.pipeline.Predictor.analyse`` makes them (hop 1.5 s)."""
     return EvalSet([audio.frame_signal(s, audio.WINDOW_SAMPLES, audio.HOP_SAMPLES)[:, None] for s in signals], y)
