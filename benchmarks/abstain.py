@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,13 +29,15 @@ GTZAN_NAMES = {"blues": "Blues", "classical": "Classical", "country": "Country",
                "rock": "Rock"}
 
 
-def dry_run(files: list[Path], report: Path) -> list[dict]:
-    """The real command over ``files`` (linked into one folder), its JSON report."""
+def dry_run(files: list[Path], report: Path, models: Path | None = None) -> list[dict]:
+    """The real command over ``files`` (copied into one folder), its JSON report; ``models``: a
+    models folder instead of the shipped ones (``--models``)."""
     with tempfile.TemporaryDirectory() as tmp:
         for i, f in enumerate(files):
-            os.symlink(f.resolve(), Path(tmp) / f"{i:04d}{f.suffix}")
+            # copies, not links: a dry run refuses (and reports as failed) a file it could not write
+            shutil.copyfile(f, Path(tmp) / f"{i:04d}{f.suffix}")
         cmd = [sys.executable, "-m", "gtag.cli", "tag", "--dry-run", "--force", "--no-cache", "-j", "1",
-               "--report", str(report), tmp]
+               "--report", str(report), tmp] + (["--models", str(models)] if models else [])
         subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, env=dict(os.environ, GTAG_CONFIG="/nonexistent"))
         rows = json.loads(report.read_text())
     order = {f"{i:04d}{f.suffix}": f for i, f in enumerate(files)}

@@ -110,6 +110,11 @@ def test_learn_from_two_thirds_then_tag_the_stripped_third(tmp_path, monkeypatch
     entry = manifest["models"][0]
     assert {"balanced_accuracy", "per_genre", "confusion"} <= set(entry["metrics"]["cv_track"])
     assert entry["abstain"]["min_probability"] >= 0
+    # "none of these": taught on the reference genres outside the library's, never its own
+    outside = entry["training"]["none_of_these"]
+    assert {"jazz", "blues"} <= set(outside["genres"]) and not {"rock", "classical"} & set(outside["genres"])
+    assert 0 < entry["abstain"]["max_unknown"] < 1
+    assert "(none of these)" not in entry["labels"] and "none of these: taught on" in r.output
     # `gtag models` lists it where --models finds it, with its genres and figures
     listed = json.loads(runner.invoke(main, ["models", "--json"]).stdout)
     [learned] = [c for c in listed["collections"] if c["source"] == "learned"]
@@ -241,3 +246,39 @@ def test_an_unusable_cache_is_one_line_and_exit_2(tmp_path):
     assert r.exit_code == 2, r.output
     assert "cannot use the cache" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_learn_without_a_usable_reference_set_warns_or_stops_before_embedding(tmp_path, monkeypatch, damage):
+    """No reference set: a warning, and the model is learned without "none of these". A damaged one:
+    exit 3 in one line, before a single track is embedded, as a damaged model file."""
+    from click.testing import CliRunner
+
+    from gtag.cli import main
+    from gtag.learn.embed import Backbone
+    from gtag.learn.reference import REFERENCE_ARRAYS, REFERENCE_CARD
+
+    from .conftest import shipped_models_copy
+
+    lib = _learning_library(tmp_path, monkeypatch, 3)
+    models = shipped_models_copy(tmp_path, lambda e: None)
+    monkeypatch.setenv("GTAG_USER_MODELS", str(tmp_path / "learned"))
+    if damage == "missing":
+        (models / REFERENCE_CARD).unlink()
+        (models / REFERENCE_ARRAYS).unlink()
+    else:
+        (models / REFERENCE_ARRAYS).write_bytes(b"damaged")
+    embedded = []
+    real = Backbone.embed_file
+    monkeypatch.setattr(Backbone, "embed_file", lambda self, p, *a, **k: (embedded.append(p), real(self, p, *a, **k))[1])
+    r = CliRunner().invoke(main, ["learn", str(lib), "--name", "mine", "--min-tracks", "3", "--models", str(models)])
+    if damage == "missing":
+        assert r.exit_code == 0, r.output
+        assert "warning: no reference set in" in r.output and "may get one of them" in r.output
+        entry = json.loads((tmp_path / "learned" / "mine" / "manifest.json").read_text())["models"][0]
+        assert "max_unknown" not in entry["abstain"]
+    else:
+        assert r.exit_code == 3, r.output
+        assert [ln for ln in r.output.splitlines() if ln.startswith("error:")] == [
+            f"error: reference set {models / REFERENCE_CARD}: {REFERENCE_ARRAYS} is missing or does not match its card"]
+        assert embedded == []

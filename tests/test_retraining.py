@@ -166,13 +166,13 @@ def test_all_runs_the_chain_resumes_and_replaces_only_when_promoted(shipped, dat
     first = run_chain(opts, promote=False, say=lambda line: (lines.append(line), print(line)))
     assert first["steps"] == {
         "classic": "ran", "cnn": "skipped", "wavenet": "ran",
-        "transfer": first["steps"]["transfer"], "musicnn-head": "not run: needs --library (a real library with "
+        "transfer": first["steps"]["transfer"], "reference": "ran", "musicnn-head": "not run: needs --library (a real library with "
         "MANIFEST.tsv)", "taxonomy": "not run: needs --library (a real library with MANIFEST.tsv)",
         "wavenet-distil": first["steps"]["wavenet-distil"],
         "library-check": first["steps"]["library-check"], "ensemble": "ran"}
     assert first["steps"]["transfer"].startswith("not run: no converted musicnn weights")
-    assert [ln for ln in lines if ln.startswith("[1/9] classic")] == [
-        "[1/9] classic: rf and k-NN on the 57 features (about 3 min on a 2-core CPU) ...", lines[1]]
+    assert [ln for ln in lines if ln.startswith("[1/10] classic")] == [
+        "[1/10] classic: rf and k-NN on the 57 features (about 3 min on a 2-core CPU) ...", lines[1]]
     assert listing(shipped) == shipped_files  # nothing replaced without promote
     models = run / "models"
     assert _sha(models, "rf") != _sha(shipped, "rf") and _sha(models, "wavenet") != _sha(shipped, "wavenet")

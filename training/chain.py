@@ -56,6 +56,7 @@ STEPS = (
     Step("cnn", 28, "log-mel CNN, short search then the fit", "cnn_metrics.json"),
     Step("wavenet", 20, "raw-audio WaveNet-style net", "wavenet_metrics.json"),
     Step("transfer", 13, "GTZAN head on musicnn's embeddings", "transfer_metrics.json", ("weights",)),
+    Step("reference", 2, "the reference set gtag learn's \"none of these\" learns from", "card.json"),
     Step("musicnn-head", 8, "musicnn's head on GTZAN + the library", "report.json", ("library",)),
     Step("taxonomy", 6, "the taxonomy's node scorers on musicnn's MSD tags", "report.json", ("library",)),
     Step("wavenet-distil", 30, "the WaveNet distilled from musicnn", "report.json", ("library",)),
@@ -128,6 +129,10 @@ def _run(step: str, o: ChainOptions, models: Path, here: Path, command: str) -> 
 
         train_transfer(o.data, models, here, o.weights, TransferOptions(**kw), command=cmd,
                        fixture=o.fixture if o.fixture and Path(o.fixture).is_file() else None)
+    elif step == "reference":
+        from .reference import build_reference
+
+        build_reference(o.data, models, here, command=cmd)
     elif step == "musicnn-head":
         from .musicnn_head import train
 

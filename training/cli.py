@@ -266,6 +266,21 @@ def taxonomy(data_root: str, out_dir: str, library_root: str, run_dir: str, head
                    f"right {lib['precision'] or 0:.0%}{'' if d['default'] else ' (off by default)'}")
 
 
+@main.command(name="reference")
+@_DATA
+@_OUT
+@click.option("--split", "splits", multiple=True, type=click.Choice(["train", "valid"]), default=("train", "valid"),
+              show_default=True, help="Which splits' tracks to embed (train only: to measure on valid).")
+@click.option("--run-dir", default="runs/reference", show_default=True, type=click.Path(file_okay=False),
+              help="Embedding cache.")
+def reference(data_root: str, out_dir: str, splits: tuple[str, ...], run_dir: str) -> None:
+    """Embed a labelled dataset with the shipped backbone: the "none of these" that gtag learn teaches."""
+    from .reference import build_reference
+
+    card = build_reference(data_root, out_dir, run_dir, tuple(splits), command=_command())
+    click.echo(f"wrote {card['file']}: {card['what']}")
+
+
 @main.command(name="library-check")
 @_OUT
 @click.option("--library", "library_root", default="../shared/library", show_default=True,

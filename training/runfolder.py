@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from gtag.learn.reference import REFERENCE_ARRAYS, REFERENCE_CARD
 from gtag.models.runtime import MANIFEST_FORMAT, MANIFEST_NAME, sha256_file
 
 LICENCE = "MUSICNN_LICENSE.md"  # shipped beside musicnn.onnx (training.export.MUSICNN_LICENCE_FILE)
@@ -51,13 +52,14 @@ def _entries(models_dir: Path) -> list[dict[str, Any]]:
 
 def model_files(models_dir: Path) -> list[str]:
     """The files a models folder's manifest names (each model's file and CPU variant), its licence
-    file when present, and the manifest itself, last."""
+    file and the reference set when present, and the manifest itself, last."""
     names: list[str] = []
     for m in _entries(models_dir):
         variant = m.get("cpu_variant")
         names += [m["file"]] + ([variant["file"]] if isinstance(variant, dict) and "file" in variant else [])
     if (Path(models_dir) / LICENCE).is_file():
         names.append(LICENCE)
+    names += [REFERENCE_ARRAYS, REFERENCE_CARD]  # gtag learn's "none of these", where there is one
     return [n for n in dict.fromkeys(names) if (Path(models_dir) / n).is_file()] + [MANIFEST_NAME]
 
 

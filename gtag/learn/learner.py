@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from gtag import __version__
-
 from gtag.learn.labels import DEFAULT_MIN_TRACKS, label_tracks, read_library, read_map
+from gtag.learn.reference import OTHER
 from gtag.models import head as heads
 from gtag.models.catalog import NAME_PATTERN, user_models_dir
 
 DEFAULT_FOLDS = 5
 TARGET_PRECISION = 0.9  # abstain threshold: the written tags of held-out artists are right this often
+UNKNOWN_QUANTILE = 0.95  # max_unknown refuses at most ~5 % of held-out tracks of the library's genres
 
 
 # ------------------------------------------------------------------ cross-validation
@@ -61,42 +62,111 @@ def classification_report(y: np.ndarray, pred: np.ndarray, labels: tuple[str, ..
     }
 
 
+def _other_folds(n: int, k: int, seed: int) -> list[np.ndarray]:
+    """Reference tracks cut into ``k`` folds at random (each fold's head is measured on tracks of
+    the reject class it did not learn from)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(order[i::k]) for i in range(k)]
+
+
 def cross_validate(embs: list[np.ndarray], y: np.ndarray, groups: list[str], labels: tuple[str, ...],
-                   C: float, folds: int = DEFAULT_FOLDS, seed: int = 0) -> dict[str, Any]:
+                   C: float, folds: int = DEFAULT_FOLDS, seed: int = 0,
+                   other: list[np.ndarray] | tuple = ()) -> dict[str, Any]:
     """Out-of-fold track probabilities (folds grouped by ``groups``), the temperature that
-    calibrates them, the abstain thresholds chosen on them, and the report."""
+    calibrates them, the abstain thresholds chosen on them, and the report. With ``other``
+    (windows of reference tracks outside ``labels``), each fold's head also learns a reject class,
+    and the report says how much of the held-out outside music it still tags."""
     g = np.asarray(groups)
+    n_known = len(labels)
     k = max(2, min(folds, len(set(groups))))
     oof_logits: list[np.ndarray | None] = [None] * len(y)
     oof_dist = np.zeros(len(y))
-    for test in heads.group_folds(y, g, k, seed):
+    other_logits: list[np.ndarray] = [np.empty(0)] * len(other)
+    other_dist = np.zeros(len(other))
+    other_folds = _other_folds(len(other), k, seed) if len(other) else [np.empty(0, int)] * k
+    for test, other_test in zip(heads.group_folds(y, g, k, seed), other_folds):
         train = np.setdiff1d(np.arange(len(y)), test)
         assert not set(g[train]) & set(g[test])  # no artist on both sides
-        x, yy, gg = heads.stack_tracks(embs, y, train)
-        h = heads.fit_head(x, yy, gg, labels, C=C)
+        h = _fit(embs, y, g, train, labels, C, [other[i] for i in np.setdiff1d(np.arange(len(other)), other_test)])
         for i in test:
             oof_logits[i] = h.logits(embs[i])
             oof_dist[i] = float(h.distances(embs[i]).mean())
+        for i in other_test:
+            other_logits[i] = h.logits(other[i])
+            other_dist[i] = float(h.distances(other[i]).mean())
     logits = [lg for lg in oof_logits if lg is not None]
-    t = heads.fit_temperature(logits, y)
-    probs = np.stack([heads._softmax(lg / t).mean(axis=0) for lg in logits])
+    t = heads.fit_temperature([lg[:, :n_known] for lg in logits], y)
+    probs = np.stack([heads._softmax(lg[:, :n_known] / t).mean(axis=0) for lg in logits])
     pred = probs.argmax(axis=1)
     conf = probs.max(axis=1)
     correct = pred == y
-    min_p = heads.choose_threshold(conf, correct, TARGET_PRECISION)
     # Distance: 99th percentile of held-out tracks of known genres, so ~1 % of them would be refused;
     # music far from every genre taught (another style altogether) is refused too.
     max_d = float(np.quantile(oof_dist, 0.99)) if len(oof_dist) else float("inf")
+    abstain: dict[str, Any] = {}
+    familiar = oof_dist <= max_d
+    if len(other):
+        unknown = np.array([_unknown(lg, t, n_known) for lg in logits])
+        # As the shipped head's rule: at most ~5 % of held-out tracks of the library's own genres refused.
+        max_u = float(np.quantile(unknown, UNKNOWN_QUANTILE))
+        familiar &= unknown <= max_u
+        abstain["max_unknown"] = round(max_u, 4)
+    min_p = heads.choose_threshold(conf[familiar], correct[familiar], TARGET_PRECISION) if familiar.any() else 1.0
     report = classification_report(y, pred, labels)
-    cov, prec = heads.coverage_precision(conf, correct, min_p)
+    written = familiar & (conf >= min_p)
+    cov = float(written.mean()) if len(written) else 0.0
+    prec = float(correct[written].mean()) if written.any() else 0.0
+    if len(other):
+        o_unknown = np.array([_unknown(lg, t, n_known) for lg in other_logits])
+        o_conf = np.array([heads._softmax(lg[:, :n_known] / t).mean(axis=0).max() for lg in other_logits])
+        o_written = (o_unknown <= abstain["max_unknown"]) & (other_dist <= max_d) & (o_conf >= min_p)
+        report["outside"] = {"tracks": len(other), "tagged": round(float(o_written.mean()), 3),
+                             "what": "held-out reference tracks of genres outside the library's, "
+                                     "that the rule would still give one of its genres"}
     report.update(folds=k, grouped_by="artist (album artist, else artist, else folder)", temperature=round(t, 4),
-                  abstain={"min_probability": round(min_p, 3), "max_distance": round(max_d, 3),
+                  abstain={"min_probability": round(min_p, 3), "max_distance": round(max_d, 3), **abstain,
                            "coverage": round(cov, 3), "precision": round(prec, 3),
                            "chosen_on": f"out-of-fold tracks of {k}-fold CV grouped by artist",
                            "tradeoff": heads.tradeoff(conf, correct)})
     small = [lab for i, lab in enumerate(labels) if len(set(g[y == i])) < 3]
     report["too_small_to_estimate"] = small
     return report
+
+
+def _unknown(logits: np.ndarray, t: float, n_known: int) -> float:
+    """A track's mean reject-class probability (0 for a head without one)."""
+    if logits.shape[1] == n_known:
+        return 0.0
+    return float(heads._softmax(logits / t)[:, n_known].mean())
+
+
+def _fit(embs: list[np.ndarray], y: np.ndarray, g: np.ndarray, idx: np.ndarray, labels: tuple[str, ...], C: float,
+         other: list[np.ndarray]) -> heads.LinearHead:
+    """A head on the tracks ``idx``, plus the reject class ``OTHER`` when there are ``other`` tracks."""
+    x, yy, gg = heads.stack_tracks(embs, y, idx)
+    if not other:
+        return heads.fit_head(x, yy, gg, labels, C=C)
+    ox = np.concatenate(other)
+    og = np.repeat(len(embs) + np.arange(len(other)), [len(o) for o in other])  # a track id of their own
+    return heads.fit_head(np.concatenate([x, ox]), np.concatenate([yy, np.full(len(ox), len(labels))]),
+                          np.concatenate([gg, og]), labels + (OTHER,), C=C)
+
+
+def _outside_music(bb, labels: tuple[str, ...]) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The reference tracks the reject class learns from (those of genres outside ``labels``), and
+    what the manifest says about them."""
+    from gtag.genres.taxonomy import default_taxonomy
+    from gtag.learn.reference import load_reference, outside_tracks
+
+    ref, why = load_reference(bb.root, bb.sha256)
+    if ref is None:
+        return [], {"why": why}
+    idx = outside_tracks(labels, ref, default_taxonomy())
+    genres = sorted({ref.genres[i] for i in idx})
+    if not idx:
+        return [], {"why": "every reference genre is one of yours"}
+    return [ref.windows[i] for i in idx], {"tracks": len(idx), "genres": genres,
+                                           "reference": ref.card.get("what", ""), "sha256": ref.card.get("sha256")}
 
 
 # ------------------------------------------------------------------ export
@@ -111,13 +181,14 @@ def export(bb, head: heads.LinearHead, out_dir: Path, name: str, entry_extra: di
 
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = bb.spec
+    known = tuple(lab for lab in head.labels if lab != OTHER)  # the reject class is never written
     entry: dict[str, Any] = {
         "name": name,
         "file": f"{name}.onnx",
         "kind": spec.kind,
         "description": f"learned by gtag learn from a library's own tags, on {spec.name}'s embeddings",
         "input_name": spec.input_name or "musicnn_mel",
-        "labels": list(head.labels),
+        "labels": list(known),
         "sample_rate": spec.sample_rate,
         "window_seconds": spec.window_seconds,
         "hop_seconds": spec.hop_seconds,
@@ -129,13 +200,13 @@ def export(bb, head: heads.LinearHead, out_dir: Path, name: str, entry_extra: di
         "backbone": {"model": spec.name, "sha256": spec.sha256},
     }
     entry.update(entry_extra)
-    meta = {"labels": json.dumps(list(head.labels)), "kind": spec.kind, "gtag_version": __version__}
+    meta = {"labels": json.dumps(list(known)), "kind": spec.kind, "gtag_version": __version__}
     files = [(f"{name}.onnx", bb.full)]
     variant = spec.extra.get("cpu_variant")
     if isinstance(variant, dict) and (bb.root / variant["file"]).is_file():
         files.append((f"{name}_cpu.onnx", onnx.load(str(bb.root / variant["file"]))))
     for i, (fname, full) in enumerate(files):
-        model = heads.attach(heads.backbone(full), head)
+        model = heads.attach(heads.backbone(full), head, n_known=len(known))
         for k, v in meta.items():
             model.metadata_props.add(key=k, value=v)
         tmp = out_dir / f".{fname}.tmp"
@@ -208,6 +279,11 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     except ModelError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return Exit.NO_MODELS
+    try:  # before minutes of embedding: a corrupt reference set fails now, as a corrupt model does
+        other, outside = _outside_music(bb, lab.labels)
+    except ModelError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        return Exit.NO_MODELS
     try:
         cache = EmbeddingCache(cache_path or default_cache_path())
     except CacheError as exc:  # learn has no --no-cache: the cache is how it resumes
@@ -251,24 +327,30 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
         return Exit.FAILED
     windows = [embs[i] for i in ok]
     groups = [t.group for t in kept]
-    report = cross_validate(windows, y, groups, lab.labels, HEAD_C)
+    if other:
+        out.print(f"none of these: taught on {len(other)} reference tracks of genres outside yours "
+                  f"({escape(', '.join(outside['genres']))})")
+    else:
+        err.print(f"[yellow]warning:[/] {escape(outside['why'])}: music outside your genres may get one of them")
+    report = cross_validate(windows, y, groups, lab.labels, HEAD_C, other=other)
     _print_report(report, lab.labels, out)
     for g in report["too_small_to_estimate"]:
         err.print(f"[yellow]warning:[/] {escape(g)}: fewer than 3 artists, its figures say little")
-    x, yy, gg = heads.stack_tracks(windows, y, np.arange(len(y)))
-    head = heads.calibrate(heads.fit_head(x, yy, gg, lab.labels, C=HEAD_C), report["temperature"])
+    head = heads.calibrate(_fit(windows, y, np.asarray(groups), np.arange(len(y)), lab.labels, HEAD_C, other),
+                           report["temperature"])
     target = out_dir or (user_models_dir() / name)
     counts = Counter(lab.labels[i] for i in y)
     manifest = export(bb, head, target, name, {
         "metrics": {"cv_track": {k: report[k] for k in ("tracks", "accuracy", "balanced_accuracy", "per_genre",
                                                         "confusion", "folds", "grouped_by")}},
-        "abstain": {k: report["abstain"][k] for k in ("min_probability", "max_distance", "chosen_on",
-                                                      "coverage", "precision", "tradeoff")},
+        "abstain": {k: report["abstain"][k] for k in ("min_probability", "max_unknown", "max_distance", "chosen_on",
+                                                      "coverage", "precision", "tradeoff") if k in report["abstain"]},
         "training": {"data": "gtag learn", "paths": [str(p) for p in paths], "tracks": len(kept),
                      "tracks_per_genre": dict(counts), "artists": len(set(groups)), "label": "first genre of each file",
                      "min_tracks": min_tracks, "merged": lab.merged, "dropped": lab.dropped,
                      "user_map": {k: v for k, v in user_map.items()}, "head": {"C": HEAD_C,
-                     "temperature": report["temperature"]}},
+                     "temperature": report["temperature"]}, "none_of_these": outside},
+        **({"outside": report["outside"]} if "outside" in report else {}),
     })
     out.print(f"wrote {escape(str(manifest.parent))}; tag with: [bold]gtag tag --models {escape(name)} PATH[/]")
     return Exit.OK
@@ -297,3 +379,7 @@ def _print_report(report: dict[str, Any], labels: tuple[str, ...], out) -> None:
     out.print(f"estimated accuracy {report['accuracy']:.2f}, balanced accuracy {report['balanced_accuracy']:.2f} "
               f"({report['tracks']} tracks); with abstaining below {ab['min_probability']:.2f}: "
               f"tags {ab['coverage']:.0%} of tracks, right {ab['precision']:.0%} of the time")
+    if "outside" in report:
+        o = report["outside"]
+        out.print(f"music outside your genres (held-out reference tracks): {o['tagged']:.0%} of {o['tracks']} "
+                  f"would still get one of them")
