@@ -22,6 +22,9 @@ LIBRARY = SHARED / "library"
     ("R&B", "RnB", "R and B", "Rhythm & Blues"),
     ("Alt. Rock", "Alternative Rock", "alternative rock", "Alternative"),
     ("Drum & Bass", "Drum and Bass", "DnB", "drum'n'bass"),
+    ("Electronica", "Electronic"),
+    ("OST", "Soundtrack", "Soundtracks"),
+    ("Rap", "Hip-Hop"),
 ])
 def test_spellings_of_one_genre_share_a_key(spellings):
     assert len({normalise(s) for s in spellings}) == 1
@@ -60,6 +63,33 @@ def test_map_renames_a_genre():
                        user_map={normalise("Electro Rock"): "Electronic"})
     assert lab.labels == ("Electronic", "Jazz")
     assert sorted(lab.y.tolist()) == [0] * 6 + [1] * 3
+
+
+@pytest.mark.parametrize("counts, labels, folded, dropped", [
+    # rare styles of a kept genre teach that genre; a rare sibling style is dropped
+    ({"Electronic": 8, "Electro": 2, "Ambient": 1, "Alternative Rock": 8, "Hard Rock": 2},
+     ("Alternative Rock", "Electronic"), {"Electronic": ["Electro (2)", "Ambient (1)"]}, {"Hard Rock": 2}),
+    # a style with enough tracks stays a label of its own, beside its genre
+    ({"Electronic": 8, "Ambient": 8, "Jazz": 8}, ("Ambient", "Electronic", "Jazz"), {}, {}),
+    # no kept ancestor: nothing folds
+    ({"Jazz": 8, "Classical": 8, "Ambient": 3}, ("Classical", "Jazz"), {}, {"Ambient": 3}),
+])
+def test_a_rare_style_folds_into_its_genre_only_when_that_genre_is_a_label(counts, labels, folded, dropped):
+    tracks = [_t([g]) for g, n in counts.items() for _ in range(n)]
+    lab = label_tracks(tracks, min_tracks=8)
+    assert lab.labels == labels and lab.folded == folded and lab.dropped == dropped
+    taught = {g: int((lab.y == i).sum()) for i, g in enumerate(lab.labels)}
+    assert sum(taught.values()) == sum(counts.values()) - sum(dropped.values())  # folded tracks are kept
+
+
+def test_a_map_to_minus_wins_over_folding_and_labels_know_their_place():
+    from gtag.learn.labels import label_paths
+
+    lab = label_tracks([_t(["Electronic"])] * 8 + [_t(["Ambient"])] * 2 + [_t(["Alt. Rock"])] * 8, min_tracks=8,
+                       user_map={normalise("Ambient"): "-"})
+    assert lab.folded == {} and lab.dropped == {"Ambient (mapped to -)": 2}
+    assert label_paths(lab.labels + ("Vaporwave",)) == {
+        "Alt. Rock": ["Rock", "Alternative Rock"], "Electronic": ["Electronic"], "Vaporwave": []}
 
 
 def _strip_genre(path: Path) -> None:

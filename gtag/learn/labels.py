@@ -1,5 +1,6 @@
 """A library's own genres as labels: every file's genres and artist read through gtag's one tag
-reader, spellings merged (``normalise``, ``ALIASES``, the user's map), rare genres dropped.
+reader, spellings merged (``normalise``: the taxonomy's aliases; the user's map), a rare style folded
+into its genre where that genre is a label, other rare genres dropped.
 """
 
 from __future__ import annotations
@@ -12,35 +13,18 @@ from typing import Callable, Iterable
 import numpy as np
 
 from gtag.genres.names import normalise as spelling_key
+from gtag.genres.taxonomy import default_taxonomy
 
-# Written-name-independent keys of spellings that mean one genre, beyond what ``normalise`` merges.
-ALIASES = {
-    "altrock": "alternativerock",
-    "alternative": "alternativerock",
-    "hiphoprap": "hiphop",
-    "rap": "hiphop",
-    "rnb": "randb",
-    "rhythmandblues": "randb",
-    "electronica": "electronic",
-    "electro": "electronic",
-    "drumnbass": "drumandbass",
-    "dnb": "drumandbass",
-    "classic": "classical",
-    "rocknroll": "rockandroll",
-    "synthpop": "synthpop",
-    "newage": "newage",
-    "soundtracks": "soundtrack",
-    "ost": "soundtrack",
-}
 DROP = "-"  # in a map file, "Soundtrack = -" drops a genre
 DEFAULT_MIN_TRACKS = 8
 
 
 def normalise(name: str) -> str:
-    """Spelling-free key of a genre (``gtag.genres.names.normalise``: case, accents, spaces, punctuation,
-    "&"/"and"/"'n'") followed by ``ALIASES`` (abbreviations and synonyms: "Alt. Rock", "RnB")."""
-    key = spelling_key(name)
-    return ALIASES.get(key, key)
+    """Spelling-free key of a genre: the taxonomy node it names, in any of its aliases ("Alt. Rock",
+    "RnB", "Electronica": gtag/data/taxonomy.toml), else the name itself; both through
+    ``gtag.genres.names.normalise`` (case, accents, spaces, punctuation, "&"/"and"/"'n'")."""
+    node = default_taxonomy().find(name)
+    return spelling_key(node.name if node is not None else name)
 
 
 def read_map(path: str | Path) -> dict[str, str]:
@@ -101,6 +85,7 @@ class Labelling:
     tracks: list[LibraryTrack]  # the kept tracks
     y: np.ndarray  # label index of each kept track
     merged: dict[str, list[str]] = field(default_factory=dict)  # written name -> spellings merged into it
+    folded: dict[str, list[str]] = field(default_factory=dict)  # written name -> rare styles of it, "Ambient (1)"
     dropped: dict[str, int] = field(default_factory=dict)  # genre -> tracks, below min_tracks or mapped to -
     untagged: int = 0
 
@@ -130,9 +115,14 @@ def label_tracks(tracks: list[LibraryTrack], min_tracks: int = DEFAULT_MIN_TRACK
     written = {k: c.most_common(1)[0][0] for k, c in spellings.items()}
     counts = Counter(k for k in first_key if k is not None)
     kept = sorted((k for k in counts if counts[k] >= min_tracks), key=lambda k: (-counts[k], written[k]))
-    dropped = {written[k]: counts[k] for k in counts if counts[k] < min_tracks}
+    into = fold_into(written, counts, set(kept), min_tracks)
+    folded: dict[str, list[str]] = {}
+    for k, parent in sorted(into.items(), key=lambda kv: (-counts[kv[0]], written[kv[0]])):
+        folded.setdefault(written[parent], []).append(f"{written[k]} ({counts[k]})")
+    dropped = {written[k]: counts[k] for k in counts if counts[k] < min_tracks and k not in into}
     dropped.update({f"{g} (mapped to -)": n for g, n in dropped_by_map.items()})
     index = {k: i for i, k in enumerate(kept)}
+    first_key = [into.get(k, k) if k is not None else None for k in first_key]
     keep = [(t, index[k]) for t, k in zip(tracks, first_key) if k in index]
     merged = {written[k]: sorted(s for s in spellings[k] if s != written[k]) for k in kept}
     return Labelling(
@@ -140,6 +130,29 @@ def label_tracks(tracks: list[LibraryTrack], min_tracks: int = DEFAULT_MIN_TRACK
         tracks=[t for t, _ in keep],
         y=np.array([i for _, i in keep], dtype=int),
         merged={k: v for k, v in merged.items() if v},
+        folded=folded,
         dropped=dropped,
         untagged=sum(1 for t in tracks if not t.genres),
     )
+
+
+def fold_into(written: dict[str, str], counts: Counter, kept: set[str], min_tracks: int) -> dict[str, str]:
+    """Key of each rare genre (fewer than ``min_tracks``) -> the key of its nearest taxonomy ancestor
+    that is a kept label: an Ambient track is an Electronic one, so it teaches Electronic rather than
+    being dropped. A rare genre with no kept ancestor (Hard Rock beside Alternative Rock: a sibling,
+    not a parent) is not folded."""
+    tax = default_taxonomy()
+    out: dict[str, str] = {}
+    for k in counts:
+        if counts[k] < min_tracks:
+            parent = next((a for a in map(normalise, tax.ancestors(written[k])) if a in kept), None)
+            if parent is not None:
+                out[k] = parent
+    return out
+
+
+def label_paths(labels: tuple[str, ...]) -> dict[str, list[str]]:
+    """Each label's place in the taxonomy, genre first (["Rock", "Alternative Rock"]; [] when it
+    names no node): recorded with a learned model, shown by `gtag models`."""
+    tax = default_taxonomy()
+    return {lab: tax.path(lab) for lab in labels}

@@ -3,10 +3,10 @@
 Steps (each a small function, so the CLI and ``training`` share them):
 
 1. ``read_library``: every audio file's genres and artist, through gtag's one tag reader.
-2. ``label_tracks``: spellings merged (``normalise`` + ``ALIASES`` + the user's map), the first genre of
-   a file is its label (a file's first genre is its main one in every tagger; several labels per
-   track would need a multi-label head for little gain), genres with fewer than ``min_tracks``
-   tracks dropped.
+2. ``label_tracks``: spellings merged (the taxonomy's aliases and the user's map), the first genre
+   of a file is its label (a file's first genre is its main one in every tagger; several labels per
+   track would need a multi-label head for little gain), a style with fewer than ``min_tracks``
+   tracks folded into its genre where that is a label, other such genres dropped.
 3. Embeddings of every track with the shipped backbone, cached by content (``gtag.learn.embed``).
 4. ``cross_validate``: folds grouped by artist (album artist, else artist, else folder), so the
    estimate is for artists the model has never heard; temperature and abstain thresholds are
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from gtag import __version__
-from gtag.learn.labels import DEFAULT_MIN_TRACKS, label_tracks, read_library, read_map
+from gtag.learn.labels import DEFAULT_MIN_TRACKS, label_paths, label_tracks, read_library, read_map
 from gtag.learn.reference import OTHER
 from gtag.models import head as heads
 from gtag.models.catalog import NAME_PATTERN, user_models_dir
@@ -267,6 +267,9 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     out.print(f"{len(files)} audio files, {len(tracks)} with readable tags, {lab.untagged} without a genre")
     for written, spellings in lab.merged.items():
         out.print(f"merged: {escape(', '.join(spellings))} → [bold]{escape(written)}[/]")
+    for written, styles in lab.folded.items():
+        out.print(f"folded into their genre (fewer than {min_tracks} tracks each): {escape(', '.join(styles))} → "
+                  f"[bold]{escape(written)}[/]")
     if lab.dropped:
         shown = ", ".join(f"{escape(g)} ({n})" for g, n in sorted(lab.dropped.items(), key=lambda kv: -kv[1]))
         out.print(f"dropped (fewer than {min_tracks} tracks, or mapped to -): {shown}")
@@ -347,7 +350,8 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
                                                       "coverage", "precision", "tradeoff") if k in report["abstain"]},
         "training": {"data": "gtag learn", "paths": [str(p) for p in paths], "tracks": len(kept),
                      "tracks_per_genre": dict(counts), "artists": len(set(groups)), "label": "first genre of each file",
-                     "min_tracks": min_tracks, "merged": lab.merged, "dropped": lab.dropped,
+                     "min_tracks": min_tracks, "merged": lab.merged, "folded": lab.folded, "dropped": lab.dropped,
+                     "taxonomy": label_paths(lab.labels),
                      "user_map": {k: v for k, v in user_map.items()}, "head": {"C": HEAD_C,
                      "temperature": report["temperature"]}, "none_of_these": outside},
         **({"outside": report["outside"]} if "outside" in report else {}),

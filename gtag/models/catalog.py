@@ -93,8 +93,8 @@ def collection(root: Path, source: str, name: str | None = None) -> dict[str, An
     out["models"] = [_model(s, root, voters) for s in specs]
     training = next((s.extra["training"] for s in specs if isinstance(s.extra.get("training"), dict)), None)
     if training is not None and training.get("data") == "gtag learn":  # learned from a library: which
-        out["learned_from"] = {k: training[k] for k in ("paths", "tracks", "artists", "tracks_per_genre")
-                               if k in training}
+        out["learned_from"] = {k: training[k] for k in ("paths", "tracks", "artists", "tracks_per_genre",
+                                                        "taxonomy", "none_of_these") if k in training}
     exported = next((s.extra["exported"] for s in specs if isinstance(s.extra.get("exported"), str)), None)
     if exported:
         out["exported"] = exported
@@ -185,6 +185,15 @@ def _render_collection(col: dict[str, Any], out) -> None:
         paths = ", ".join(str(p) for p in learned.get("paths", []))
         out.print(f"learned {escape(col.get('exported', ''))} from {escape(paths)} ({learned.get('tracks', '?')} tracks, "
                   f"{learned.get('artists', '?')} artists)")
+        places = learned.get("taxonomy")
+        if isinstance(places, dict) and places:  # where each label sits among gtag's genres and styles
+            out.print("in gtag's taxonomy: " + escape("; ".join(
+                f"{lab} = {' › '.join(path)}" if path and path != [lab] else lab if path else f"{lab} (not a node)"
+                for lab, path in places.items())))
+        outside = learned.get("none_of_these")
+        if isinstance(outside, dict):
+            out.print(escape(f"none of these: {outside['tracks']} reference tracks ({', '.join(outside['genres'])})"
+                             if "tracks" in outside else f"none of these: not taught ({outside.get('why', '?')})"))
     for m in models:
         _render_abstain(m["name"], m.get("abstain"), out)
     if col.get("ensemble"):
