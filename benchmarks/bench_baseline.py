@@ -7,7 +7,7 @@ worktree and run from there with this same Python and its packages; the current 
 this checkout. Each round runs, for both trees, back to back:
 
 - `gtag tag --dry-run --force --no-cache --jobs 1` on 6 three-minute mp3s (18 minutes of music,
-  made as `bench_process.py` makes them, from ../shared/library);
+  made as `bench_process.py` makes them, from ../shared/library) and on 40 (2 hours);
 - `gtag predict` on one of them.
 
 A figure is the median over rounds of current / baseline in the same round, so a busy machine
@@ -45,13 +45,14 @@ def drop_worktree(folder: Path) -> None:
     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=False)
 
 
-def commands(tracks: list[Path]) -> dict[str, list[str]]:
+def commands(short: list[Path], library: list[Path]) -> dict[str, list[str]]:
     """The commands timed; pinned to one core (taskset, where there is one), as a user's one-core box."""
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     gtag = pin + [sys.executable, "-m", "gtag.cli"]
-    return {"tag 18 min, --jobs 1": gtag + ["tag", "--dry-run", "--force", "--no-cache", "--jobs", "1",
-                                            str(tracks[0].parent)],
-            "predict one 3-min track": gtag + ["predict", str(tracks[0])]}
+    tag = gtag + ["tag", "--dry-run", "--force", "--no-cache", "--jobs", "1"]
+    return {"tag 18 min, --jobs 1": tag + [str(short[0].parent)],
+            "tag 2 h, --jobs 1": tag + [str(library[0].parent)],
+            "predict one 3-min track": gtag + ["predict", str(short[0])]}
 
 
 def main() -> None:
@@ -63,6 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tracks = make_tracks(tmp / "music", 6)
+        library = make_tracks(tmp / "library", 40)
         base_tree = worktree(args.baseline, tmp / "baseline")
         try:
             trees = {"baseline": base_tree, "current": ROOT}
@@ -79,7 +81,7 @@ def main() -> None:
             wall: dict[str, dict[str, list[float]]] = {t: {} for t in trees}
             cpu: dict[str, dict[str, list[float]]] = {t: {} for t in trees}
             for _ in range(args.repeats):
-                for what, cmd in commands(tracks).items():
+                for what, cmd in commands(tracks, library).items():
                     for name in trees:
                         w, c = run(cmd, envs[name])
                         wall[name].setdefault(what, []).append(w)
@@ -89,7 +91,7 @@ def main() -> None:
             drop_worktree(base_tree)
     result = {"date": date.today().isoformat(), "cpu": cpu_description(), "cores": os.cpu_count(),
               "baseline": args.baseline, "current": subprocess.run(
-                  ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+                  ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip(),
               "repeats": args.repeats, "commands": {}}
     for what in wall["current"]:
         pairs = list(zip(wall["current"][what], wall["baseline"][what]))

@@ -376,6 +376,9 @@ def _manifest_cases() -> dict[str, object]:
         "name not a string": entry(name=7),
         "labels a string": entry(labels="blues"),
         "duplicate labels": entry(labels=["rock"] * 10),
+        # "Alt. Rock" is an alias of Alternative Rock in gtag's taxonomy: one genre split in two
+        "two labels, one genre": entry(labels=["blues", "classical", "country", "disco", "hiphop", "jazz", "metal",
+                                               "Alt. Rock", "reggae", "Alternative Rock"]),
         "window 0": entry(window_seconds=0),
         "window 2 s": entry(window_seconds=2.0),
         "hop 0": entry(hop_seconds=0),

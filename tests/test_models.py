@@ -68,6 +68,7 @@ def test_unknown_model_name_lists_the_available_ones(tiny_models):
     (lambda d: d["models"][0].pop("labels"), "lacks"),
     (lambda d: d["models"][0].update(kind="spectrogram"), "unknown kind"),
     (lambda d: d.update(models=[]), "no models"),
+    (lambda d: d["models"][0].update(labels=["Rock", "Electronic", "Rock and Roll"]), "one genre in gtag's taxonomy"),
 ])
 def test_bad_manifests_give_clear_errors(tiny_models, mutate, match):
     path = tiny_models / "manifest.json"

@@ -98,10 +98,20 @@ class ModelSpec:
         )
 
 
-# What a manifest may say (seconds; windows per ONNX Runtime call): gtag's models use 3 s windows
-# and 1.5-3 s hops; these bounds only refuse values no model could mean.
+# Bounds of a manifest's values (seconds; windows per ONNX Runtime call): only what no model could mean.
 RANGES = {"window_seconds": (0.1, 600.0), "hop_seconds": (0.01, 600.0)}
 MAX_BATCH = 65536
+
+
+def _one_node(labels: list[str]) -> tuple[str, str] | None:
+    """Two labels that spell one taxonomy node ("Alt. Rock", "Alternative Rock"): one genre split in two."""
+    from gtag.genres.taxonomy import default_taxonomy
+    seen: dict[str, str] = {}
+    for lab in labels:
+        node = default_taxonomy().find(lab)
+        if node is not None and seen.setdefault(node.name, lab) != lab:
+            return seen[node.name], lab
+    return None
 
 
 def _is_num(v: Any) -> bool:
@@ -130,6 +140,8 @@ def _validate_entry(d: dict[str, Any]) -> None:
         labels = d["labels"]
         if not _str_list(labels, 2) or len(set(labels)) != len(labels):
             problems.append("'labels' must be a list of at least two distinct non-empty strings")
+        elif (pair := _one_node(labels)) is not None:
+            problems.append(f"labels {pair[0]!r} and {pair[1]!r} are one genre in gtag's taxonomy")
     if "sample_rate" in d and not (isinstance(d["sample_rate"], int) and not isinstance(d["sample_rate"], bool)
                                    and d["sample_rate"] > 0):
         problems.append("'sample_rate' must be a positive integer")
