@@ -142,9 +142,12 @@ def restore_fields(path: str | os.PathLike[str], fields: Fields,
                 container, _, name = key.partition(":")
                 if container == style.container:
                     formats._set(style, audio.tags, name, [v for v in values if v])
+            tags_before = writing._leading_id3v2(fh) if spec.name == "mp3" else 0
             fh.seek(0)
             if style.container == "id3":
                 audio.save(fh, v2_version=formats._id3_write_version(original), v23_sep="/")
+                if spec.name == "mp3" and writing._leading_id3v2(fh) > max(tags_before, 1):
+                    raise TagError(f"{path}: verification failed, file not modified: a second ID3v2 tag appeared")
             else:
                 if style.container == "asf":
                     formats._asf_in_file_order(audio)

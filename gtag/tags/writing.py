@@ -174,8 +174,12 @@ def write_genres(
             fh.seek(0)
             if style.container == "id3":
                 old_v1 = _id3v1_block(fh) if spec.name == "mp3" else None
+                tags_before = _leading_id3v2(fh) if spec.name == "mp3" else 0
+                fh.seek(0)  # mutagen reads the tag it replaces at the current position: elsewhere it inserts a second
                 audio.save(fh, v2_version=_id3_write_version(original), v23_sep="/")
                 if spec.name == "mp3":
+                    if _leading_id3v2(fh) > max(tags_before, 1):
+                        raise TagError(f"{path}: verification failed, file not modified: a second ID3v2 tag appeared")
                     _sync_mp3_side_tags(fh, old_v1, _stored(genres, False, separator), path)
             else:
                 if style.container == "asf":
@@ -224,13 +228,31 @@ def write_genres(
 
 
 def _id3v1_block(fh: BinaryIO) -> bytes | None:
-    """The 128-byte ID3v1 tag at the end of an open file, or None."""
-    fh.seek(0, os.SEEK_END)
-    if fh.tell() < 128:
-        return None
-    fh.seek(-128, os.SEEK_END)
-    block = fh.read(128)
-    return block if block[:3] == b"TAG" else None
+    """The 128-byte ID3v1 tag at the end of an open file, or None (the file position is kept)."""
+    pos = fh.tell()
+    try:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() < 128:
+            return None
+        fh.seek(-128, os.SEEK_END)
+        block = fh.read(128)
+        return block if block[:3] == b"TAG" else None
+    finally:
+        fh.seek(pos)
+
+
+def _leading_id3v2(fh: BinaryIO) -> int:
+    """How many ID3v2 tags follow one another from the start of an open file (readers take the
+    first; TagLib warns of the rest): a write must never add one."""
+    pos, count = 0, 0
+    while True:
+        fh.seek(pos)
+        head = fh.read(10)
+        if len(head) < 10 or head[:3] != b"ID3" or any(b & 0x80 for b in head[6:10]):
+            fh.seek(0)
+            return count
+        count += 1
+        pos += 10 + (head[6] << 21 | head[7] << 14 | head[8] << 7 | head[9]) + (10 if head[5] & 0x10 else 0)
 
 
 def _sync_mp3_side_tags(fh: BinaryIO, old_v1: bytes | None, values: list[str],
