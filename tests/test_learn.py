@@ -82,6 +82,28 @@ def test_a_rare_style_folds_into_its_genre_only_when_that_genre_is_a_label(count
     assert sum(taught.values()) == sum(counts.values()) - sum(dropped.values())  # folded tracks are kept
 
 
+@pytest.mark.parametrize("name, labels, outside", [
+    ("Hard Rock", ("Alternative Rock", "Classical"), True),  # siblings under Rock
+    ("Jazz", ("Classical", "Electronic"), True),
+    ("Rock", ("Alternative Rock", "Classical"), False),  # a label's genre: it may be that style
+    ("Ambient", ("Jazz", "Electronic"), False),  # a label's style
+    ("Alternative", ("Alternative Rock", "Jazz"), False),  # the label itself, spelt otherwise
+    ("Vaporwave", ("Alternative Rock", "Jazz"), False),  # unknown to the taxonomy: it may be anything
+])
+def test_a_dropped_genre_teaches_none_of_these_only_when_it_is_none_of_the_labels(name, labels, outside):
+    from gtag.learn.labels import unrelated
+
+    assert unrelated(name, labels) is outside
+
+
+def test_the_library_s_own_none_of_these_are_the_tracks_of_unrelated_small_genres():
+    tracks = ([_t(["Alternative Rock"])] * 8 + [_t(["Classical"])] * 8 + [_t(["Hard Rock"])] * 2
+              + [_t(["Rock"])] + [_t(["Vaporwave"])] * 2 + [_t(["Jazz"])] * 3)
+    lab = label_tracks(tracks, min_tracks=8, user_map={normalise("Jazz"): "-"})
+    assert [t.genres for t in lab.outside] == [("Hard Rock",)] * 2  # not Rock, Vaporwave, nor a mapped-away genre
+    assert lab.dropped == {"Hard Rock": 2, "Rock": 1, "Vaporwave": 2, "Jazz (mapped to -)": 3}
+
+
 def test_a_map_to_minus_wins_over_folding_and_labels_know_their_place():
     from gtag.learn.labels import label_paths
 

@@ -86,6 +86,9 @@ class Labelling:
     y: np.ndarray  # label index of each kept track
     merged: dict[str, list[str]] = field(default_factory=dict)  # written name -> spellings merged into it
     folded: dict[str, list[str]] = field(default_factory=dict)  # written name -> rare styles of it, "Ambient (1)"
+    # tracks of dropped genres the taxonomy says are none of the labels (Hard Rock beside Alternative
+    # Rock): the library's own "none of these", taught with the reference set's
+    outside: list[LibraryTrack] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)  # genre -> tracks, below min_tracks or mapped to -
     untagged: int = 0
 
@@ -124,13 +127,16 @@ def label_tracks(tracks: list[LibraryTrack], min_tracks: int = DEFAULT_MIN_TRACK
     index = {k: i for i, k in enumerate(kept)}
     first_key = [into.get(k, k) if k is not None else None for k in first_key]
     keep = [(t, index[k]) for t, k in zip(tracks, first_key) if k in index]
+    labels = tuple(written[k] for k in kept)
+    rare = {k for k in counts if counts[k] < min_tracks and k not in into and unrelated(written[k], labels)}
     merged = {written[k]: sorted(s for s in spellings[k] if s != written[k]) for k in kept}
     return Labelling(
-        labels=tuple(written[k] for k in kept),
+        labels=labels,
         tracks=[t for t, _ in keep],
         y=np.array([i for _, i in keep], dtype=int),
         merged={k: v for k, v in merged.items() if v},
         folded=folded,
+        outside=[t for t, k in zip(tracks, first_key) if k in rare],
         dropped=dropped,
         untagged=sum(1 for t in tracks if not t.genres),
     )
@@ -149,6 +155,15 @@ def fold_into(written: dict[str, str], counts: Counter, kept: set[str], min_trac
             if parent is not None:
                 out[k] = parent
     return out
+
+
+def unrelated(name: str, labels: tuple[str, ...]) -> bool:
+    """Whether the taxonomy says ``name`` is none of ``labels``: a node that is no label, no label's
+    style and no label's genre (Hard Rock beside Alternative Rock are siblings under Rock). A name
+    it does not know might be any of them: False."""
+    tax = default_taxonomy()
+    return tax.find(name) is not None and not any(
+        tax.same(name, lab) or tax.is_finer(name, lab) or tax.is_finer(lab, name) for lab in labels)
 
 
 def label_paths(labels: tuple[str, ...]) -> dict[str, list[str]]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from gtag import __version__
 from gtag.learn.labels import DEFAULT_MIN_TRACKS, label_paths, label_tracks, read_library, read_map
-from gtag.learn.reference import OTHER
+from gtag.learn.reference import OTHER, reference_music
 from gtag.models import head as heads
 from gtag.models.catalog import NAME_PATTERN, user_models_dir
 
@@ -152,23 +152,6 @@ def _fit(embs: list[np.ndarray], y: np.ndarray, g: np.ndarray, idx: np.ndarray, 
                           np.concatenate([gg, og]), labels + (OTHER,), C=C)
 
 
-def _outside_music(bb, labels: tuple[str, ...]) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """The reference tracks the reject class learns from (those of genres outside ``labels``), and
-    what the manifest says about them."""
-    from gtag.genres.taxonomy import default_taxonomy
-    from gtag.learn.reference import load_reference, outside_tracks
-
-    ref, why = load_reference(bb.root, bb.sha256)
-    if ref is None:
-        return [], {"why": why}
-    idx = outside_tracks(labels, ref, default_taxonomy())
-    genres = sorted({ref.genres[i] for i in idx})
-    if not idx:
-        return [], {"why": "every reference genre is one of yours"}
-    return [ref.windows[i] for i in idx], {"tracks": len(idx), "genres": genres,
-                                           "reference": ref.card.get("what", ""), "sha256": ref.card.get("sha256")}
-
-
 # ------------------------------------------------------------------ export
 
 
@@ -283,7 +266,7 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return Exit.NO_MODELS
     try:  # before minutes of embedding: a corrupt reference set fails now, as a corrupt model does
-        other, outside = _outside_music(bb, lab.labels)
+        other, outside = reference_music(bb.root, bb.sha256, lab.labels)
     except ModelError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return Exit.NO_MODELS
@@ -292,7 +275,8 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     except CacheError as exc:  # learn has no --no-cache: the cache is how it resumes
         err.print(f"[red]error:[/] {escape(str(exc).replace('--no-cache, or ', ''))}")
         return Exit.USAGE
-    embs: list[np.ndarray | None] = [None] * len(lab.tracks)
+    todo = lab.tracks + lab.outside  # the labelled tracks, then the library's own "none of these"
+    embs: list[np.ndarray | None] = [None] * len(todo)
     new = 0
     progress = Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=out, transient=True)
@@ -303,14 +287,14 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
 
     try:
         with progress:
-            task = progress.add_task("embedding", total=len(lab.tracks))
+            task = progress.add_task("embedding", total=len(todo))
             # closing: on Ctrl-C the files being embedded finish and nothing more starts
-            with closing(cached_embeddings(bb, cache, [t.path for t in lab.tracks], jobs)) as found:
+            with closing(cached_embeddings(bb, cache, [t.path for t in todo], jobs)) as found:
                 for i, e, fresh in found:
                     if isinstance(e, Exception):
                         if not isinstance(e, reported):
                             raise e
-                        report(lab.tracks[i].path, e)
+                        report(todo[i].path, e)
                     else:
                         embs[i] = e
                         new += fresh
@@ -321,8 +305,10 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
         return Exit.INTERRUPTED
     finally:
         cache.close()
-    ok = [i for i, e in enumerate(embs) if e is not None]
-    out.print(f"embedded {new} new tracks; {len(ok) - new} came from the cache")
+    out.print(f"embedded {new} new tracks; {sum(e is not None for e in embs) - new} came from the cache")
+    ok = [i for i, e in enumerate(embs[:len(lab.tracks)]) if e is not None]
+    own = [(t, e) for t, e in zip(lab.outside, embs[len(lab.tracks):]) if e is not None]
+    other, outside = other + [e for _, e in own], {**outside, **own_outside([t for t, _ in own])}
     kept = [lab.tracks[i] for i in ok]
     y = lab.y[ok]
     if len(set(y.tolist())) < 2:
@@ -330,11 +316,15 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
         return Exit.FAILED
     windows = [embs[i] for i in ok]
     groups = [t.group for t in kept]
-    if other:
-        out.print(f"none of these: taught on {len(other)} reference tracks of genres outside yours "
+    if "tracks" in outside:
+        out.print(f"none of these: taught on {outside['tracks']} reference tracks of genres outside yours "
                   f"({escape(', '.join(outside['genres']))})")
     else:
         err.print(f"[yellow]warning:[/] {escape(outside['why'])}: music outside your genres may get one of them")
+    if own:
+        shown = ", ".join(f"{g} ({n})" for g, n in outside["library_genres"].items())
+        out.print(f"none of these: also taught on {len(own)} of your own tracks, of small genres none of yours: "
+                  f"{escape(shown)}")
     report = cross_validate(windows, y, groups, lab.labels, HEAD_C, other=other)
     _print_report(report, lab.labels, out)
     for g in report["too_small_to_estimate"]:
@@ -358,6 +348,13 @@ def run_learn(paths, name: str, min_tracks: int | None, map_file: Path | None, o
     })
     out.print(f"wrote {escape(str(manifest.parent))}; tag with: [bold]gtag tag --models {escape(name)} PATH[/]")
     return Exit.OK
+
+
+def own_outside(tracks: list) -> dict[str, Any]:
+    """What the manifest says of the library's own "none of these" tracks (none: nothing)."""
+    if not tracks:
+        return {}
+    return {"library_tracks": len(tracks), "library_genres": dict(Counter(t.genres[0] for t in tracks).most_common())}
 
 
 def _print_report(report: dict[str, Any], labels: tuple[str, ...], out) -> None:
@@ -385,5 +382,5 @@ def _print_report(report: dict[str, Any], labels: tuple[str, ...], out) -> None:
               f"tags {ab['coverage']:.0%} of tracks, right {ab['precision']:.0%} of the time")
     if "outside" in report:
         o = report["outside"]
-        out.print(f"music outside your genres (held-out reference tracks): {o['tagged']:.0%} of {o['tracks']} "
+        out.print(f"music outside your genres (held-out tracks of other genres): {o['tagged']:.0%} of {o['tracks']} "
                   f"would still get one of them")

@@ -93,3 +93,19 @@ def same_genre(label: str, genre: str, taxonomy: Taxonomy) -> bool:
 def outside_tracks(labels: tuple[str, ...], reference: Reference, taxonomy: Taxonomy) -> list[int]:
     """Indices of the reference tracks whose genre is none of ``labels``' genres: the reject class."""
     return [i for i, g in enumerate(reference.genres) if not any(same_genre(lab, g, taxonomy) for lab in labels)]
+
+
+def reference_music(root: str | os.PathLike, backbone: str,
+                    labels: tuple[str, ...]) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The windows of the reference tracks the reject class learns from (those of genres outside
+    ``labels``), and what a learned model's manifest says of them ("why" when there are none)."""
+    from gtag.genres.taxonomy import default_taxonomy
+
+    ref, why = load_reference(root, backbone)
+    if ref is None:
+        return [], {"why": why}
+    idx = outside_tracks(labels, ref, default_taxonomy())
+    if not idx:
+        return [], {"why": "every reference genre is one of yours"}
+    return [ref.windows[i] for i in idx], {"tracks": len(idx), "genres": sorted({ref.genres[i] for i in idx}),
+                                           "reference": ref.card.get("what", ""), "sha256": ref.card.get("sha256")}

@@ -192,8 +192,11 @@ def _render_collection(col: dict[str, Any], out) -> None:
                 for lab, path in places.items())))
         outside = learned.get("none_of_these")
         if isinstance(outside, dict):
-            out.print(escape(f"none of these: {outside['tracks']} reference tracks ({', '.join(outside['genres'])})"
-                             if "tracks" in outside else f"none of these: not taught ({outside.get('why', '?')})"))
+            taught = [f"{outside['tracks']} reference tracks ({', '.join(outside['genres'])})"] if "tracks" in outside else []
+            if outside.get("library_tracks"):
+                taught.append(f"{outside['library_tracks']} of the library's own tracks "
+                              f"({', '.join(map(str, outside.get('library_genres', {})))})")
+            out.print(escape("none of these: " + (" and ".join(taught) or f"not taught ({outside.get('why', '?')})")))
     for m in models:
         _render_abstain(m["name"], m.get("abstain"), out)
     if col.get("ensemble"):
