@@ -41,7 +41,8 @@ def undo(paths: tuple[Path, ...], run_id: str | None, list_runs: bool, force: bo
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--name", default="my-genres", show_default=True, help="Name of the learned model (gtag tag --models NAME).")
 @click.option("--min-tracks", type=click.IntRange(2, None), default=None, show_default=f"{8}",
-              help="Keep genres with at least N tagged tracks (fewer cannot be learned or estimated).")
+              help="Keep genres with at least N tagged tracks (fewer cannot be learned or estimated; a smaller "
+                   "style of a kept genre teaches that genre).")
 @click.option("--map", "map_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Genre map file: 'Old = New' merges, 'Old = -' drops (one per line).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
