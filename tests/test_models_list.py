@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from gtag.cli import main
@@ -95,3 +96,29 @@ def test_without_learned_models_it_says_how_to_make_one(tmp_path: Path, monkeypa
     assert r.exit_code == Exit.OK
     assert "no learned models in" in r.stdout and "gtag learn PATH --name NAME" in r.stdout
     assert [c["source"] for c in json.loads(_models("--json").stdout)["collections"]] == ["shipped"]
+
+
+@pytest.mark.parametrize("training, lines", [
+    ({"taxonomy": {"Alt. Rock": ["Rock", "Alternative Rock"], "Classical": ["Classical"], "Vaporwave": []},
+      "none_of_these": {"tracks": 352, "genres": ["blues", "jazz"], "library_tracks": 7,
+                        "library_genres": {"Electro Rock": 5, "Hard Rock": 2}}},
+     ["in gtag's taxonomy: Alt. Rock = Rock › Alternative Rock; Classical; Vaporwave (not a node)",
+      "none of these: 352 reference tracks (blues, jazz) and 7 of the library's own tracks (Electro Rock, Hard Rock)"]),
+    ({"none_of_these": {"why": "no reference set in /m (gtag-train reference writes one)"}},
+     ["none of these: not taught (no reference set in /m (gtag-train reference writes one))"]),
+    # a manifest a person edited: odd shapes still give a line each, not a traceback
+    ({"taxonomy": {"Rock": "Rock"}, "none_of_these": {"tracks": 3, "genres": "jazz"}},
+     ["in gtag's taxonomy: Rock (not a node)", "none of these: 3 reference tracks"]),
+])
+def test_a_learned_model_shows_its_place_in_the_taxonomy_and_its_none_of_these(
+        tmp_path: Path, tiny_models: Path, monkeypatch, training: dict, lines: list[str]) -> None:
+    root = tmp_path / "learned"
+    monkeypatch.setenv("GTAG_USER_MODELS", str(root))
+    folder = _learned(tiny_models, root, "mine")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["models"][0]["training"].update(training)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    r = _models("--models", "mine", env={"COLUMNS": "200"})
+    assert r.exit_code == Exit.OK, r.output
+    shown = [" ".join(line.split()) for line in r.stdout.splitlines()]
+    assert [line for line in shown if line.startswith(("in gtag's taxonomy", "none of these"))] == lines

@@ -185,18 +185,8 @@ def _render_collection(col: dict[str, Any], out) -> None:
         paths = ", ".join(str(p) for p in learned.get("paths", []))
         out.print(f"learned {escape(col.get('exported', ''))} from {escape(paths)} ({learned.get('tracks', '?')} tracks, "
                   f"{learned.get('artists', '?')} artists)")
-        places = learned.get("taxonomy")
-        if isinstance(places, dict) and places:  # where each label sits among gtag's genres and styles
-            out.print("in gtag's taxonomy: " + escape("; ".join(
-                f"{lab} = {' › '.join(path)}" if path and path != [lab] else lab if path else f"{lab} (not a node)"
-                for lab, path in places.items())))
-        outside = learned.get("none_of_these")
-        if isinstance(outside, dict):
-            taught = [f"{outside['tracks']} reference tracks ({', '.join(outside['genres'])})"] if "tracks" in outside else []
-            if outside.get("library_tracks"):
-                taught.append(f"{outside['library_tracks']} of the library's own tracks "
-                              f"({', '.join(map(str, outside.get('library_genres', {})))})")
-            out.print(escape("none of these: " + (" and ".join(taught) or f"not taught ({outside.get('why', '?')})")))
+        for line in _learned_lines(learned):
+            out.print(escape(line))
     for m in models:
         _render_abstain(m["name"], m.get("abstain"), out)
     if col.get("ensemble"):
@@ -218,6 +208,31 @@ def _render_collection(col: dict[str, Any], out) -> None:
             for line in taxonomy_card(m["taxonomy"], default_taxonomy()):
                 out.print(escape(line))
     out.print()
+
+
+def _learned_lines(learned: dict) -> list[str]:
+    """Where a learned model's labels sit in the taxonomy, and what its "none of these" was taught
+    (from its manifest, which a person may have edited: any shape gives a line, never a traceback)."""
+    lines = []
+    places = learned.get("taxonomy")
+    if isinstance(places, dict) and places:
+        def place(lab: str, path) -> str:
+            path = [str(x) for x in path] if isinstance(path, list) else []
+            return f"{lab} = {' › '.join(path)}" if path and path != [lab] else lab if path else f"{lab} (not a node)"
+        lines.append("in gtag's taxonomy: " + "; ".join(place(str(lab), path) for lab, path in places.items()))
+    outside = learned.get("none_of_these")
+    if isinstance(outside, dict):
+        taught = []
+        if outside.get("tracks"):
+            genres = outside.get("genres")
+            taught.append(f"{outside['tracks']} reference tracks"
+                          + (f" ({', '.join(map(str, genres))})" if isinstance(genres, list) else ""))
+        if outside.get("library_tracks"):
+            genres = outside.get("library_genres")
+            taught.append(f"{outside['library_tracks']} of the library's own tracks"
+                          + (f" ({', '.join(map(str, genres))})" if isinstance(genres, dict) else ""))
+        lines.append("none of these: " + (" and ".join(taught) or f"not taught ({outside.get('why', '?')})"))
+    return lines
 
 
 def _render_abstain(name: str, ab: dict | None, out) -> None:
