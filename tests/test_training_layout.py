@@ -15,8 +15,8 @@ ROWS = [
     {"cli"},
     {"chain"},
     {"ensemble"},
-    {"classic", "cnn", "wavenet", "distil", "transfer", "musicnn_head", "musicnn_convert",
-     "musicnn_vgg"},  # and any module not listed
+    {"classic", "cnn", "wavenet", "distil", "transfer", "musicnn_head", "taxonomy", "reference",
+     "musicnn_convert", "musicnn_vgg"},  # and any module not listed
     {"loop", "musicnn_onnx", "realworld"},
     {"nets", "musicnn", "windows", "tf_graph"},
     {"extract", "evaluate", "export", "runfolder"},
