@@ -113,21 +113,20 @@ def cross_validate(embs: list[np.ndarray], y: np.ndarray, groups: list[str], lab
         abstain["max_unknown"] = round(max_u, 4)
     min_p = heads.choose_threshold(conf[familiar], correct[familiar], TARGET_PRECISION) if familiar.any() else 1.0
     report = classification_report(y, pred, labels)
-    written = familiar & (conf >= min_p)
-    cov = float(written.mean()) if len(written) else 0.0
-    prec = float(correct[written].mean()) if written.any() else 0.0
+    ruled = np.where(familiar, conf, -1.0)  # a track the distance or "none of these" refuses is written at no threshold
+    cov, prec = heads.coverage_precision(ruled, correct, min_p)
     if len(other):
         o_unknown = np.array([_unknown(lg, t, n_known) for lg in other_logits])
         o_conf = np.array([heads._softmax(lg[:, :n_known] / t).mean(axis=0).max() for lg in other_logits])
         o_written = (o_unknown <= abstain["max_unknown"]) & (other_dist <= max_d) & (o_conf >= min_p)
         report["outside"] = {"tracks": len(other), "tagged": round(float(o_written.mean()), 3),
-                             "what": "held-out reference tracks of genres outside the library's, "
-                                     "that the rule would still give one of its genres"}
+                             "what": "held-out tracks of genres outside the library's (the reference set's and "
+                                     "the library's own small ones) that the rule would still give one of its genres"}
     report.update(folds=k, grouped_by="artist (album artist, else artist, else folder)", temperature=round(t, 4),
                   abstain={"min_probability": round(min_p, 3), "max_distance": round(max_d, 3), **abstain,
                            "coverage": round(cov, 3), "precision": round(prec, 3),
                            "chosen_on": f"out-of-fold tracks of {k}-fold CV grouped by artist",
-                           "tradeoff": heads.tradeoff(conf, correct)})
+                           "tradeoff": heads.tradeoff(ruled, correct)})
     small = [lab for i, lab in enumerate(labels) if len(set(g[y == i])) < 3]
     report["too_small_to_estimate"] = small
     return report

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from gtag import __version__
-from gtag.genres.taxonomy import Taxonomy
+from gtag.genres.taxonomy import Taxonomy, default_taxonomy
 from gtag.models.runtime import ModelError, sha256_file
 
 REFERENCE_FORMAT = "gtag-reference-1"
@@ -99,8 +99,6 @@ def reference_music(root: str | os.PathLike, backbone: str,
                     labels: tuple[str, ...]) -> tuple[list[np.ndarray], dict[str, Any]]:
     """The windows of the reference tracks the reject class learns from (those of genres outside
     ``labels``), and what a learned model's manifest says of them ("why" when there are none)."""
-    from gtag.genres.taxonomy import default_taxonomy
-
     ref, why = load_reference(root, backbone)
     if ref is None:
         return [], {"why": why}

@@ -24,7 +24,7 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
-__all__ = ["KEY_VERSION", "ContentError", "content_key"]
+__all__ = ["KEY_VERSION", "ContentError", "content_key", "id3v2_tags"]
 
 # Part of every key: a later, different way of hashing must never match keys of this one.
 KEY_VERSION = "a1"
@@ -86,9 +86,10 @@ def _ranges(fh: BinaryIO, size: int) -> list[tuple[int, int]]:
     return [(start, _tail_tags_start(fh, start, size))]
 
 
-def _skip_id3v2(fh: BinaryIO, size: int) -> int:
-    """Offset after every ID3v2 tag at the start of the file (some files carry two)."""
-    pos = 0
+def id3v2_tags(fh: BinaryIO, size: int) -> list[int]:
+    """End offset of each ID3v2 tag that follows another from the start of the file (readers take
+    the first; some files carry two, and a tag write must never add one)."""
+    ends, pos = [], 0
     while pos + 10 <= size:
         fh.seek(pos)
         head = fh.read(10)
@@ -96,7 +97,14 @@ def _skip_id3v2(fh: BinaryIO, size: int) -> int:
             break
         length = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
         pos += 10 + length + (10 if head[5] & 0x10 else 0)  # a footer follows when flagged
-    return min(pos, size)
+        ends.append(min(pos, size))
+    return ends
+
+
+def _skip_id3v2(fh: BinaryIO, size: int) -> int:
+    """Offset after every ID3v2 tag at the start of the file."""
+    ends = id3v2_tags(fh, size)
+    return ends[-1] if ends else 0
 
 
 def _tail_tags_start(fh: BinaryIO, start: int, end: int) -> int:

@@ -19,6 +19,7 @@ from typing import BinaryIO
 import mutagen
 
 from gtag.tags import riffinfo
+from gtag.tags.content import id3v2_tags
 from gtag.tags.formats import (
     _V1_FIELDS,
     FileChanged,
@@ -242,17 +243,12 @@ def _id3v1_block(fh: BinaryIO) -> bytes | None:
 
 
 def _leading_id3v2(fh: BinaryIO) -> int:
-    """How many ID3v2 tags follow one another from the start of an open file (readers take the
-    first; TagLib warns of the rest): a write must never add one."""
-    pos, count = 0, 0
-    while True:
-        fh.seek(pos)
-        head = fh.read(10)
-        if len(head) < 10 or head[:3] != b"ID3" or any(b & 0x80 for b in head[6:10]):
-            fh.seek(0)
-            return count
-        count += 1
-        pos += 10 + (head[6] << 21 | head[7] << 14 | head[8] << 7 | head[9]) + (10 if head[5] & 0x10 else 0)
+    """How many ID3v2 tags follow one another from the start of an open file (``content.id3v2_tags``);
+    the position is left at 0."""
+    fh.flush()
+    n = len(id3v2_tags(fh, os.fstat(fh.fileno()).st_size))
+    fh.seek(0)
+    return n
 
 
 def _sync_mp3_side_tags(fh: BinaryIO, old_v1: bytes | None, values: list[str],
